@@ -1,0 +1,181 @@
+"""Benchmark: creating, listing and counting many jobs on a fresh site. Prints figures, never fails on them.
+
+    python bench/bulk_create.py [--jobs 100000] [--repeat 3]
+
+The target (from the issue): 100,000 jobs created in under 5 s, and `balsam job ls --state READY`
+counting them in under 1 s. A raw COPY into a bare temporary table is measured in the same run as
+the floor the bulk path can at best reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from balsam.site import Site
+from balsam.site.postgres import EmbeddedPostgres
+
+APP = "noop"
+
+
+def job_requests(n: int, run: int) -> tuple[list[dict], int]:
+    """The parentless 90% of a run's jobs as dicts, and how many children (10%) follow them."""
+    children = n // 10
+    first = [
+        {"app": APP, "name": f"r{run}-{i}", "workflow": "bench", "params": {"i": i}, "tags": {"run": str(run)}}
+        for i in range(n - children)
+    ]
+    return first, children
+
+
+def create_run(site: Site, n: int, run: int) -> float:
+    """Seconds to add ``n`` jobs through ``Site.add_jobs``, 10% of them with one parent.
+
+    Two requests, as a workflow script usually does it: first the independent jobs, then the
+    dependent ones naming their parents by the ids the first request returned. This also takes
+    the path that locks existing parents, which a single request with in-batch names would skip.
+    The dicts are built before the clock starts: making them is the caller's cost, not Balsam's.
+    """
+    first, n_children = job_requests(n, run)
+    start = time.perf_counter()
+    parent_ids = site.add_jobs(first)
+    # Spread the children over the parents instead of piling them onto the first few.
+    stride = max(1, len(parent_ids) // max(1, n_children))
+    second = [
+        {"app": APP, "name": f"r{run}-c{k}", "workflow": "bench", "params": {"i": k},
+         "tags": {"run": str(run)}, "parents": [parent_ids[(k * stride) % len(parent_ids)]]}
+        for k in range(n_children)
+    ]  # fmt: skip
+    site.add_jobs(second)
+    return time.perf_counter() - start
+
+
+def timed(fn, repeat: int) -> tuple[list[float], object]:
+    """Each run's seconds, and the last run's result."""
+    times, result = [], None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def cli_ls(site_path: Path, expected: int) -> None:
+    balsam = Path(sys.executable).parent / "balsam"
+    env = {**os.environ, "BALSAM_SITE": str(site_path)}
+    proc = subprocess.run([str(balsam), "job", "ls", "--state", "READY"], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"balsam job ls failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    if f"{expected} jobs" not in proc.stdout:
+        raise RuntimeError(f"balsam job ls did not report {expected} jobs:\n{proc.stdout[-500:]}")
+
+
+_RAW_TABLE = """CREATE TEMP TABLE bench_raw (
+    id bigint, name varchar(200), workflow varchar(200), app_id integer, parameters jsonb, state varchar(20),
+    num_nodes integer, ranks_per_node integer, threads_per_rank integer, gpus_per_rank integer,
+    node_packing_count integer, wall_time_min double precision, tags jsonb, data jsonb, input_files jsonb,
+    output_files jsonb, stage_in jsonb, stage_out jsonb, error_tail text, retry_count integer, pending_parents integer
+) ON COMMIT DROP"""
+
+
+def raw_copy_runs(site: Site, n: int, repeat: int) -> list[float]:
+    """Seconds per COPY of ``n`` job-like rows into a temp table with no index, constraint or WAL.
+
+    The text is built before the clock starts, so this is the server-side floor (plus the wire).
+    """
+    lines = []
+    for i in range(n):
+        state = "AWAITING_PARENTS" if i >= n - n // 10 else "READY"
+        lines.append(
+            f'{i + 1}\tr-{i}\tbench\t1\t{{"i":{i}}}\t{state}\t1\t1\t1\t0\t1\t\\N\t{{"run":"0"}}\t{{}}\t{{}}'
+            f"\t[]\t[]\t[]\t\t0\t{1 if state != 'READY' else 0}\n"
+        )
+    text = "".join(lines)
+    conn = site.engine.raw_connection()
+    times = []
+    try:
+        for _ in range(repeat):
+            cursor = conn.cursor()
+            cursor.execute(_RAW_TABLE)
+            start = time.perf_counter()
+            cursor.copy_expert("COPY bench_raw FROM STDIN", io.StringIO(text))
+            conn.commit()  # also drops the table (ON COMMIT DROP), ready for the next run
+            times.append(time.perf_counter() - start)
+            cursor.close()
+    finally:
+        conn.close()
+    return times
+
+
+def show_runs(label: str, times: list[float]) -> None:
+    print(f"  {label:<36} " + "  ".join(f"{t:7.3f}" for t in times) + " s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000, help="jobs per creation run (default 100000)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (default 3)")
+    args = parser.parse_args()
+    n, repeat = args.jobs, max(1, args.repeat)
+    ready = n - n // 10
+
+    tmp = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
+    site = None
+    try:
+        site = Site.init(tmp / "site")
+        site.add_app(APP, "true {i}")
+        print(f"site {site.settings.path}: {n:,} jobs per run ({n // 10:,} with a parent), {repeat} runs each", flush=True)
+
+        # The reads are measured right after the first creation run, while the site holds exactly
+        # the --jobs jobs the target speaks of; the later creation runs append to that.
+        create_times = [create_run(site, n, 0)]
+        show_runs("create (run 1, empty table)", create_times)
+
+        list_times, rows = timed(lambda: site.jobs(state="READY"), repeat)
+        assert len(rows) == ready, f"listed {len(rows)} READY jobs, expected {ready}"
+        del rows
+        show_runs("list READY (site.jobs)", list_times)
+
+        count_times, counts = timed(lambda: site.count_jobs(state="READY"), repeat)
+        assert counts == {"READY": ready}, f"counted {counts}, expected {ready} READY"
+        show_runs("count READY (site.count_jobs)", count_times)
+
+        cli_times, _ = timed(lambda: cli_ls(site.settings.path, ready), repeat)
+        show_runs("balsam job ls --state READY", cli_times)
+
+        for run in range(1, repeat):
+            create_times.append(create_run(site, n, run))
+            show_runs(f"create (run {run + 1}, {run * n:,} jobs before)", create_times[-1:])
+
+        raw_times = raw_copy_runs(site, n, repeat)
+        show_runs("raw COPY into a temp table", raw_times)
+
+        med = statistics.median
+        table = [
+            (f"create {n:,} jobs (add_jobs)", med(create_times), f"{n / med(create_times):,.0f} jobs/s", "< 5 s"),
+            (f"raw COPY {n:,} rows (floor)", med(raw_times), f"{n / med(raw_times):,.0f} rows/s", "-"),
+            (f"list {ready:,} READY (site.jobs)", med(list_times), f"{ready / med(list_times):,.0f} rows/s", "-"),
+            (f"count {ready:,} READY (count_jobs)", med(count_times), f"{ready / med(count_times):,.0f} rows/s", "-"),
+            ("balsam job ls --state READY", med(cli_times), "(whole command)", "< 1 s"),
+        ]
+        print(f"\n{'what':<36} {'median s':>9}  {'rate':<18} target")
+        for what, seconds, rate, target in table:
+            print(f"{what:<36} {seconds:9.3f}  {rate:<18} {target}")
+        print(f"\nadd_jobs takes {med(create_times) / med(raw_times):.1f}x the raw COPY floor")
+    finally:
+        if site is not None:
+            site.close()
+            EmbeddedPostgres(site.settings).stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The Python API of a site: apps, jobs, dependencies, queries and kills, for scripts and the CLI.
+
+    from balsam.site import Site
+
+    site = Site.open()                      # $BALSAM_SITE, or the site folder around the cwd
+    site.add_app("sim", "simulate --size {n} {infile}")
+    a = site.add_job("sim", params={"n": 8, "infile": "a.dat"}, name="a")
+    b = site.add_job("sim", params={"n": 16, "infile": "b.dat"}, parents=[a.id])
+    print(site.count_jobs())                # {'READY': 1, 'AWAITING_PARENTS': 1}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from balsam.errors import BalsamError
+from balsam.site.db import jobstore
+from balsam.site.db.engine import connect
+from balsam.site.db.models import App, Job, JobEvent, JobParent
+from balsam.site.postgres import EmbeddedPostgres
+from balsam.site.settings import SETTINGS_FILE, DatabaseSettings, SiteSettings, find_site
+from balsam.site.specs import JobSpec, check_batch, check_shape, spec_from_dict
+from balsam.site.templates import CommandTemplate
+from balsam.states import RESETTABLE_STATES, JobState, parse_state
+
+ERROR_HANDLERS = ("retry", "rescue", "fail")
+TIMEOUT_HANDLERS = ("retry", "fail")
+# A job in one of these may be edited: no launcher holds it.
+_EDITABLE_STATES = frozenset(
+    {JobState.CREATED, JobState.AWAITING_PARENTS, JobState.READY, JobState.RESTART_READY,
+     JobState.FAILED, JobState.USER_KILLED}
+)  # fmt: skip
+
+
+class Site:
+    """One site: its settings and a connection to its database."""
+
+    def __init__(self, settings: SiteSettings) -> None:
+        self.settings = settings
+        self.engine = connect(settings)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- opening and creating ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path | None = None) -> Site:
+        """The site at ``path``, else the active one (``$BALSAM_SITE`` or the folder around the cwd)."""
+        return cls(SiteSettings.load(Path(path) if path else find_site()))
+
+    @classmethod
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None) -> Site:
+        """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``)."""
+        path = Path(path).expanduser().resolve()
+        if (path / SETTINGS_FILE).exists():
+            raise BalsamError(f"{path} is already a Balsam site")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise BalsamError(f"{path} exists and is not an empty folder; choose a new path for the site")
+        name = name or path.name
+        if not name.strip():
+            raise BalsamError("the site needs a name")
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
+        settings = SiteSettings(path=path, name=name)
+        if db_url:
+            settings.database = DatabaseSettings(mode="external", url=db_url)
+        try:
+            settings.logs_dir.mkdir()
+            settings.data_dir.mkdir()
+            if not db_url:
+                EmbeddedPostgres(settings).create()
+            settings.save()
+            return cls(settings)
+        except BaseException:
+            # A half-made site is worse than none: stop its server and take back what we made.
+            if not db_url and EmbeddedPostgres(settings).pgdata.exists():
+                EmbeddedPostgres(settings).stop()
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                for child in path.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Site:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends normally, rolled back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- apps ----------------------------------------------------------------------------------
+
+    def add_app(
+        self,
+        name: str,
+        command: str,
+        *,
+        env: dict[str, str] | None = None,
+        preprocess: str | None = None,
+        postprocess: str | None = None,
+        on_error: str = "fail",
+        max_retries: int = 3,
+        on_timeout: str = "fail",
+        image: str | None = None,
+        description: str = "",
+    ) -> App:
+        if not name or not name.strip():
+            raise BalsamError("an app needs a name")
+        template = CommandTemplate.parse(command)
+        for step, label in ((preprocess, "preprocess"), (postprocess, "postprocess")):
+            if step is not None:
+                CommandTemplate.parse(step)  # same splitting rules; a bad step fails now, not mid-run
+        if on_error not in ERROR_HANDLERS:
+            raise BalsamError(f"--on-error must be one of {', '.join(ERROR_HANDLERS)}, got {on_error!r}")
+        if on_timeout not in TIMEOUT_HANDLERS:
+            raise BalsamError(f"--on-timeout must be one of {', '.join(TIMEOUT_HANDLERS)}, got {on_timeout!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise BalsamError(f"--max-retries must be a whole number >= 0, got {max_retries!r}")
+        app = App(
+            name=name, command_template=command, parameters=list(template.placeholders), environment=dict(env or {}),
+            preprocess=preprocess, postprocess=postprocess, on_error=on_error, max_retries=max_retries,
+            on_timeout=on_timeout, image=image, description=description,
+        )  # fmt: skip
+        try:
+            with self.session() as session:
+                session.add(app)
+        except IntegrityError:
+            raise BalsamError(f"an app named {name!r} already exists") from None
+        return app
+
+    def apps(self) -> list[App]:
+        with self.session() as session:
+            return list(session.scalars(select(App).order_by(App.name)))
+
+    def app(self, name: str) -> App:
+        with self.session() as session:
+            return self._app(session, name)
+
+    @staticmethod
+    def _app(session: Session, name: str) -> App:
+        app = session.scalar(select(App).where(App.name == name))
+        if app is None:
+            raise BalsamError(f"unknown app {name!r}")
+        return app
+
+    def remove_app(self, name: str) -> None:
+        with self.session() as session:
+            app = self._app(session, name)
+            used = session.scalar(select(func.count()).select_from(Job).where(Job.app_id == app.id))
+            if used:
+                raise BalsamError(f"app {name!r} still has {used} job(s); remove them first")
+            session.delete(app)
+
+    # -- adding jobs ---------------------------------------------------------------------------
+
+    def add_job(self, app: str, params: dict[str, Any] | None = None, **fields: Any) -> Job:
+        """One job; ``fields`` are those of :class:`~balsam.site.specs.JobSpec` (name, parents, nodes...)."""
+        (job_id,) = self.add_jobs([spec_from_dict({"app": app, "params": dict(params or {}), **fields})])
+        return self.job(job_id)
+
+    def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]]) -> list[int]:
+        """Many jobs at once, all or nothing; parents may name other jobs of the same request."""
+        specs = [j if isinstance(j, JobSpec) else spec_from_dict(j, source=f"item {i + 1}") for i, j in enumerate(jobs)]
+        for spec in specs:
+            check_shape(spec)
+        with self.session() as session:
+            # A site has a handful of apps: read them all, so an unknown one can be listed with them.
+            apps = session.execute(select(App.name, App.id, App.command_template)).all()
+            check_batch(specs, {row.name: CommandTemplate.parse(row.command_template) for row in apps})
+            return jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps})
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _filtered(query, state: str | None, workflow: str | None, tags: dict[str, str] | None):
+        if state:
+            query = query.where(Job.state == parse_state(state).value)
+        if workflow:
+            query = query.where(Job.workflow == workflow)
+        if tags:
+            query = query.where(Job.tags.contains(tags))
+        return query
+
+    def jobs(
+        self,
+        state: str | None = None,
+        workflow: str | None = None,
+        tags: dict[str, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        """Jobs matching every given filter, oldest first."""
+        query = self._filtered(select(Job), state, workflow, tags).order_by(Job.id)
+        if limit:
+            query = query.limit(limit)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def count_jobs(
+        self, state: str | None = None, workflow: str | None = None, tags: dict[str, str] | None = None
+    ) -> dict[str, int]:
+        """How many jobs match, per state."""
+        query = self._filtered(select(Job.state, func.count()), state, workflow, tags).group_by(Job.state)
+        with self.session() as session:
+            return {row[0]: row[1] for row in session.execute(query)}
+
+    def job(self, job_id: int) -> Job:
+        with self.session() as session:
+            return self._job(session, job_id)
+
+    @staticmethod
+    def _job(session: Session, job_id: int, lock: bool = False) -> Job:
+        query = select(Job).where(Job.id == job_id)
+        job = session.scalar(query.with_for_update(of=Job) if lock else query)
+        if job is None:
+            raise BalsamError(f"no job {job_id}")
+        return job
+
+    def parents(self, job_id: int) -> list[int]:
+        with self.session() as session:
+            query = select(JobParent.parent_id).where(JobParent.child_id == job_id).order_by(JobParent.parent_id)
+            return list(session.scalars(query))
+
+    def children(self, job_id: int) -> list[int]:
+        with self.session() as session:
+            query = select(JobParent.child_id).where(JobParent.parent_id == job_id).order_by(JobParent.child_id)
+            return list(session.scalars(query))
+
+    def history(self, job_id: int) -> list[JobEvent]:
+        """The job's event log, oldest first."""
+        with self.session() as session:
+            self._job(session, job_id)
+            return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+    # -- changing jobs -------------------------------------------------------------------------
+
+    def modify_job(self, job_id: int, **changes: Any) -> Job:
+        """Change a job that no launcher holds: name, workflow, params, resources, tags, data, wall_time."""
+        allowed = {"name", "workflow", "params", "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
+                   "node_packing", "wall_time", "tags", "data"}  # fmt: skip
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise BalsamError(f"cannot modify {unknown[0]!r}; modifiable: {', '.join(sorted(allowed))}")
+        with self.session() as session:
+            job = self._job(session, job_id, lock=True)
+            if JobState(job.state) not in _EDITABLE_STATES:
+                raise BalsamError(f"job {job_id} is {job.state}; only jobs no launcher holds can be modified")
+            spec = _spec_of(job)
+            spec = dataclasses.replace(spec, **changes)
+            if "params" in changes:
+                spec.params = {**_spec_of(job).params, **changes["params"]}
+            if "tags" in changes:
+                spec.tags = {**job.tags, **changes["tags"]}
+            check_shape(spec)
+            CommandTemplate.parse(job.app.command_template).check_parameters(spec.params, job.app.name)
+            job.name, job.workflow, job.parameters = spec.name, spec.workflow, spec.params
+            job.num_nodes, job.ranks_per_node, job.threads_per_rank = spec.nodes, spec.ranks_per_node, spec.threads_per_rank
+            job.gpus_per_rank, job.node_packing_count, job.wall_time_min = spec.gpus_per_rank, spec.node_packing, spec.wall_time
+            job.tags, job.data = spec.tags, spec.data
+            job.updated_at = func.now()
+        return self.job(job_id)
+
+    def kill_job(self, job_id: int, message: str = "killed by user") -> None:
+        """Move a job that has not ended to USER_KILLED (its children keep waiting for it)."""
+        with self.session() as session:
+            jobstore.transition(session, [job_id], JobState.USER_KILLED, message)
+
+    def reset_job(self, job_id: int) -> JobState:
+        """Reopen a FAILED or USER_KILLED job; returns its new state (READY or AWAITING_PARENTS)."""
+        with self.session() as session:
+            job = self._job(session, job_id, lock=True)
+            if JobState(job.state) not in RESETTABLE_STATES:
+                raise BalsamError(
+                    f"job {job_id} is {job.state}; only FAILED or USER_KILLED jobs can be reset"
+                )
+            return jobstore.reopen(session, job_id)
+
+    def remove_job(self, job_id: int) -> None:
+        """Delete a job and its history; refused while it runs or while other jobs depend on it."""
+        with self.session() as session:
+            job = self._job(session, job_id, lock=True)
+            if job.state == JobState.RUNNING:
+                raise BalsamError(f"job {job_id} is RUNNING; kill it before removing it")
+            children = session.scalars(
+                select(JobParent.child_id).where(JobParent.parent_id == job_id).order_by(JobParent.child_id).limit(5)
+            ).all()
+            if children:
+                shown = ", ".join(map(str, children))
+                raise BalsamError(f"job {job_id} has children ({shown}{', ...' if len(children) == 5 else ''}); remove them first")
+            session.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": job_id})
+
+
+def _spec_of(job: Job) -> JobSpec:
+    return JobSpec(
+        app=job.app.name, name=job.name, workflow=job.workflow, params=dict(job.parameters),
+        nodes=job.num_nodes, ranks_per_node=job.ranks_per_node, threads_per_rank=job.threads_per_rank,
+        gpus_per_rank=job.gpus_per_rank, node_packing=job.node_packing_count, wall_time=job.wall_time_min,
+        tags=dict(job.tags), data=dict(job.data), source=f"job {job.id}",
+    )  # fmt: skip

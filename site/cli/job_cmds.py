@@ -1,0 +1,191 @@
+"""``balsam job add | ls | show | history | modify | kill | reset | rm``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from balsam.errors import BalsamError
+from balsam.site.api import Site
+from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.output import (
+    compact, console, event_record, job_record, local_time, print_json, print_table,
+)  # fmt: skip
+from balsam.site.specs import parse_assignments, read_job_file
+from balsam.states import JobState
+
+app = typer.Typer(help="Jobs: runs of apps, with parameters, resources and dependencies.", no_args_is_help=True)
+
+ParamOption = typer.Option([], "--param", "-p", help="Value of a template placeholder, NAME=VALUE (repeatable).")
+TagOption = typer.Option([], "--tag", help="Tag NAME=VALUE (repeatable).")
+
+
+@app.command("add")
+def add(
+    app_name: str | None = typer.Option(None, "--app", "-a", help="The app to run."),
+    name: str = typer.Option("", "--name", "-n", help="A name for the job."),
+    workflow: str = typer.Option("default", "--workflow", "-w", help="The workflow it belongs to."),
+    params: list[str] = ParamOption,
+    parents: list[int] = typer.Option([], "--parent", help="Id of a job that must finish first (repeatable)."),
+    nodes: int = typer.Option(1, "--nodes", help="Nodes per run."),
+    ranks_per_node: int = typer.Option(1, "--ranks-per-node", help="MPI ranks per node."),
+    threads_per_rank: int = typer.Option(1, "--threads-per-rank", help="Threads per rank."),
+    gpus_per_rank: int = typer.Option(0, "--gpus-per-rank", help="GPUs per rank."),
+    node_packing: int = typer.Option(1, "--node-packing", help="How many such jobs may share one node."),
+    wall_time: float | None = typer.Option(None, "--wall-time", help="Expected run time in minutes."),
+    tags: list[str] = TagOption,
+    from_file: Path | None = typer.Option(None, "--from", help="Add many jobs from a JSON-lines or YAML file."),
+    site: Path | None = SiteOption,
+) -> None:
+    """Add one job (printing its id), or many from a file (all or nothing)."""
+    if from_file is not None:
+        if app_name:
+            raise BalsamError("give either --app (one job) or --from FILE (many jobs), not both")
+        specs = read_job_file(from_file)
+        with Site.open(site) as s:
+            ids = s.add_jobs(specs)
+        console.print(f"added {len(ids)} jobs (ids {ids[0]}..{ids[-1]})")
+        return
+    if not app_name:
+        raise BalsamError("which app? give --app NAME (or --from FILE for many jobs)")
+    with Site.open(site) as s:
+        job = s.add_job(
+            app_name, params=parse_assignments(params, "--param"), name=name, workflow=workflow,
+            parents=list(parents), nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
+            gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
+            tags=parse_assignments(tags, "--tag"),
+        )  # fmt: skip
+    print(job.id)
+
+
+@app.command("ls")
+def ls(
+    state: str | None = typer.Option(None, "--state", "-s", help="Only jobs in this state."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only jobs of this workflow."),
+    tags: list[str] = TagOption,
+    limit: int = typer.Option(100, "--limit", help="Show at most this many jobs (0: all)."),
+    site: Path | None = SiteOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List jobs, oldest first, with a count per state."""
+    if limit < 0:
+        raise BalsamError("--limit must be >= 0")
+    tag_filter = parse_assignments(tags, "--tag")
+    with Site.open(site) as s:
+        counts = s.count_jobs(state=state, workflow=workflow, tags=tag_filter)
+        jobs = s.jobs(state=state, workflow=workflow, tags=tag_filter, limit=limit or None)
+        rows = [job_record(j) for j in jobs]
+    total = sum(counts.values())
+    if as_json:
+        print_json({"total": total, "counts": _ordered(counts), "jobs": rows})
+        return
+    print_table(
+        ["ID", "NAME", "WORKFLOW", "APP", "STATE", "NODES", "PARAMS", "TAGS"],
+        [(r["id"], r["name"], r["workflow"], r["app"], r["state"], r["nodes"], compact(r["params"]),
+          compact(r["tags"])) for r in rows],
+    )  # fmt: skip
+    if total > len(rows):
+        console.print(f"showing {len(rows)} of {total} jobs (--limit 0 shows all)")
+    summary = ", ".join(f"{n} {st}" for st, n in _ordered(counts).items())
+    console.print(f"{total} job{'s' if total != 1 else ''}" + (f": {summary}" if summary else ""))
+
+
+def _ordered(counts: dict[str, int]) -> dict[str, int]:
+    """Counts in the state machine's order, for a stable read."""
+    return {st.value: counts[st.value] for st in JobState if st.value in counts}
+
+
+@app.command("show")
+def show(job_id: int = typer.Argument(...), site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
+    """Everything about one job, with its parents and children."""
+    with Site.open(site) as s:
+        record: dict[str, Any] = job_record(s.job(job_id))
+        record["parents"] = s.parents(job_id)
+        record["children"] = s.children(job_id)
+    if as_json:
+        print_json(record)
+        return
+    print_table(["FIELD", "VALUE"], [(k, _show_value(v)) for k, v in record.items()])
+
+
+def _show_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return compact(value)
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    if hasattr(value, "astimezone"):
+        return local_time(value)
+    return "" if value is None else str(value)
+
+
+@app.command("history")
+def history(job_id: int = typer.Argument(...), site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
+    """The job's event log: every state change, when, and why."""
+    with Site.open(site) as s:
+        events = s.history(job_id)
+    if as_json:
+        print_json([event_record(e) for e in events])
+        return
+    print_table(["TIME", "FROM", "TO", "MESSAGE"], [(local_time(e.timestamp), e.from_state, e.to_state, e.message) for e in events])
+
+
+@app.command("modify")
+def modify(
+    job_id: int = typer.Argument(...),
+    name: str | None = typer.Option(None, "--name", "-n"),
+    workflow: str | None = typer.Option(None, "--workflow", "-w"),
+    params: list[str] = ParamOption,
+    nodes: int | None = typer.Option(None, "--nodes"),
+    ranks_per_node: int | None = typer.Option(None, "--ranks-per-node"),
+    threads_per_rank: int | None = typer.Option(None, "--threads-per-rank"),
+    gpus_per_rank: int | None = typer.Option(None, "--gpus-per-rank"),
+    node_packing: int | None = typer.Option(None, "--node-packing"),
+    wall_time: float | None = typer.Option(None, "--wall-time"),
+    tags: list[str] = TagOption,
+    site: Path | None = SiteOption,
+) -> None:
+    """Change a job that is not running: parameters are merged, resources replaced."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in dict(
+            name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node,
+            threads_per_rank=threads_per_rank, gpus_per_rank=gpus_per_rank, node_packing=node_packing,
+            wall_time=wall_time,
+        ).items()
+        if v is not None
+    }  # fmt: skip
+    if params:
+        changes["params"] = parse_assignments(params, "--param")
+    if tags:
+        changes["tags"] = parse_assignments(tags, "--tag")
+    if not changes:
+        raise BalsamError("nothing to change: give at least one option (see --help)")
+    with Site.open(site) as s:
+        s.modify_job(job_id, **changes)
+    console.print(f"modified job {job_id}")
+
+
+@app.command("kill")
+def kill(job_id: int = typer.Argument(...), site: Path | None = SiteOption) -> None:
+    """Stop a job for good (USER_KILLED); `job reset` reopens it."""
+    with Site.open(site) as s:
+        s.kill_job(job_id)
+    console.print(f"killed job {job_id}")
+
+
+@app.command("reset")
+def reset(job_id: int = typer.Argument(...), site: Path | None = SiteOption) -> None:
+    """Reopen a FAILED or USER_KILLED job."""
+    with Site.open(site) as s:
+        state = s.reset_job(job_id)
+    console.print(f"reset job {job_id}: now {state.value}")
+
+
+@app.command("rm")
+def rm(job_id: int = typer.Argument(...), site: Path | None = SiteOption) -> None:
+    """Delete a job and its history (not while it runs or has children)."""
+    with Site.open(site) as s:
+        s.remove_job(job_id)
+    console.print(f"removed job {job_id}")

@@ -1,0 +1,68 @@
+"""The ``balsam`` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from balsam import __version__
+from balsam.errors import BalsamError
+from balsam.site.api import Site
+from balsam.site.cli import app_cmds, job_cmds, site_cmds
+from balsam.site.cli.output import console, err_console
+
+cli = typer.Typer(
+    help="Balsam: a site's job database, apps, jobs and workflows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cli.add_typer(site_cmds.app, name="site")
+cli.add_typer(app_cmds.app, name="app")
+cli.add_typer(job_cmds.app, name="job")
+
+
+@cli.command("init")
+def init(
+    path: Path = typer.Argument(..., help="The new site folder (must not exist, or be empty)."),
+    name: str | None = typer.Option(None, "--name", help="The site's name (default: the folder's name)."),
+    db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
+) -> None:
+    """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
+    with Site.init(path, name=name, db_url=db_url) as site:
+        settings = site.settings
+    console.print(f"created site [bold]{settings.name}[/] in {settings.path}")
+    console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")
+
+
+@cli.command("demo")
+def demo(
+    path: Path | None = typer.Option(None, "--path", help="Where to make the demo site (default: a new folder here)."),
+) -> None:
+    """Make a demo site, add apps and a small workflow of jobs, and show them."""
+    from balsam.site.demo import run_demo
+
+    run_demo(path)
+
+
+@cli.callback(invoke_without_command=True)
+def _version(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        print(__version__)
+        raise typer.Exit()
+
+
+def main() -> None:
+    try:
+        cli()
+    except BalsamError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(1)
+    except OperationalError as exc:
+        err_console.print(f"[bold red]database error:[/] {str(exc.orig or exc).strip()}", soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

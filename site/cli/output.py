@@ -1,0 +1,72 @@
+"""How the CLI shows things: rich tables for people, ``--json`` for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from balsam.site.db.models import App, Job, JobEvent
+
+# Piped output is for reading or grepping, not for an 80-column terminal: do not fold it.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
+# Free-text columns wrap; every other column keeps its values whole.
+_WRAPPING = frozenset({"PARAMS", "TAGS", "MESSAGE", "COMMAND", "VALUE", "ENV"})
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot show {type(value).__name__} as JSON")
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        table.add_column(column, no_wrap=column not in _WRAPPING)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def compact(mapping: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def app_record(app: App) -> dict[str, Any]:
+    return {
+        "name": app.name, "command": app.command_template, "parameters": app.parameters, "env": app.environment,
+        "preprocess": app.preprocess, "postprocess": app.postprocess, "on_error": app.on_error,
+        "max_retries": app.max_retries, "on_timeout": app.on_timeout, "image": app.image,
+        "description": app.description, "created_at": app.created_at,
+    }  # fmt: skip
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id, "name": job.name, "workflow": job.workflow, "app": job.app.name, "state": job.state,
+        "params": job.parameters, "nodes": job.num_nodes, "ranks_per_node": job.ranks_per_node,
+        "threads_per_rank": job.threads_per_rank, "gpus_per_rank": job.gpus_per_rank,
+        "node_packing": job.node_packing_count, "wall_time": job.wall_time_min, "tags": job.tags, "data": job.data,
+        "inputs": job.input_files, "outputs": job.output_files, "return_code": job.return_code,
+        "error_tail": job.error_tail, "retry_count": job.retry_count, "pending_parents": job.pending_parents,
+        "created_at": job.created_at, "updated_at": job.updated_at,
+    }  # fmt: skip
+
+
+def event_record(event: JobEvent) -> dict[str, Any]:
+    return {"time": event.timestamp, "from": event.from_state, "to": event.to_state, "message": event.message}
+
+
+def local_time(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

@@ -1,0 +1,1 @@
+"""Alembic revisions of the site schema, applied in order by balsam.site.db.engine.migrate()."""

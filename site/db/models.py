@@ -1,0 +1,158 @@
+"""The storage types of a site: one SQLAlchemy model per table, the schema's one definition.
+
+Alembic migrations (``migrations/versions``) create and upgrade the tables these describe; a test
+checks that the migrated schema and these models agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from balsam.states import JobState
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class App(Base):
+    """A program the site can run: a command template whose ``{placeholders}`` jobs fill in."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    command_template: Mapped[str] = mapped_column(Text)
+    # The placeholder names of the template, in order of first appearance.
+    parameters: Mapped[list[Any]] = mapped_column(default=list)
+    environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    preprocess: Mapped[str | None] = mapped_column(Text)
+    postprocess: Mapped[str | None] = mapped_column(Text)
+    on_error: Mapped[str] = mapped_column(String(16), default="fail")  # retry | rescue | fail
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    on_timeout: Mapped[str] = mapped_column(String(16), default="fail")  # retry | fail
+    image: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint("on_error IN ('retry', 'rescue', 'fail')", name="app_on_error"),
+        CheckConstraint("on_timeout IN ('retry', 'fail')", name="app_on_timeout"),
+        CheckConstraint("max_retries >= 0", name="app_max_retries"),
+    )
+
+
+class Job(Base):
+    """One run of an app with its parameters, resources, files, dependencies and state."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    workflow: Mapped[str] = mapped_column(String(200), default="default")
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="RESTRICT"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)
+
+    num_nodes: Mapped[int] = mapped_column(Integer, default=1)
+    ranks_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    threads_per_rank: Mapped[int] = mapped_column(Integer, default=1)
+    gpus_per_rank: Mapped[int] = mapped_column(Integer, default=0)
+    node_packing_count: Mapped[int] = mapped_column(Integer, default=1)
+    wall_time_min: Mapped[float | None] = mapped_column()
+
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # {local name: location URI}; stage-in/out specs are lists of {"src": ..., "dest": ...}.
+    input_files: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_files: Mapped[list[Any]] = mapped_column(default=list)
+    stage_in: Mapped[list[Any]] = mapped_column(default=list)
+    stage_out: Mapped[list[Any]] = mapped_column(default=list)
+
+    return_code: Mapped[int | None] = mapped_column(Integer)
+    error_tail: Mapped[str] = mapped_column(Text, default="")
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    # How many parents have not finished yet: readiness is a decrement, not a scan of all parents.
+    pending_parents: Mapped[int] = mapped_column(Integer, default=0)
+
+    batch_job_id: Mapped[int | None] = mapped_column(ForeignKey("batch_jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    app: Mapped[App] = relationship(lazy="joined", innerjoin=True)
+
+    __table_args__ = (
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_workflow_state", "workflow", "state"),
+        Index("ix_jobs_app_id", "app_id"),
+        Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
+        CheckConstraint(
+            "num_nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
+            "AND node_packing_count > 0 AND (wall_time_min IS NULL OR wall_time_min > 0)",
+            name="job_resources",
+        ),
+        CheckConstraint("pending_parents >= 0", name="job_pending_parents"),
+    )
+
+
+class JobParent(Base):
+    """A dependency edge: ``child_id`` may run only after ``parent_id`` has finished."""
+
+    __tablename__ = "job_parents"
+
+    child_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_job_parents_parent", "parent_id"),)
+
+
+class JobEvent(Base):
+    """One applied state transition: the job's provenance, history and the source of runtimes."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    timestamp: Mapped[datetime] = _now()
+    message: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_job_events_job_id", "job_id", "id"),)
+
+
+class BatchJob(Base):
+    """A launcher allocation requested from the site's batch scheduler."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scheduler_id: Mapped[str | None] = mapped_column(String(100))
+    scheduler: Mapped[str] = mapped_column(String(20), default="local")
+    project: Mapped[str] = mapped_column(String(100), default="")
+    queue: Mapped[str] = mapped_column(String(100), default="")
+    num_nodes: Mapped[int] = mapped_column(Integer)
+    wall_time_min: Mapped[int] = mapped_column(Integer)
+    job_mode: Mapped[str] = mapped_column(String(16), default="mpi")  # mpi | serial
+    filter_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # pending_submission | queued | running | finished | submit_failed | pending_deletion
+    state: Mapped[str] = mapped_column(String(32), default="pending_submission")
+    status_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        CheckConstraint("num_nodes > 0 AND wall_time_min > 0", name="batch_job_resources"),
+        CheckConstraint("job_mode IN ('mpi', 'serial')", name="batch_job_mode"),
+    )

@@ -1,0 +1,203 @@
+"""Job requests as plain data, and their validation: no database, no I/O but reading a file.
+
+A request for many jobs (``balsam job add --from FILE`` or ``Site.add_jobs``) is checked whole
+before anything is written: apps, parameters, resources, parents given by name within the batch,
+and cycles among them. Each error names the job (and the file line) it is about.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from balsam.errors import BalsamError
+from balsam.site.templates import CommandTemplate
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
+
+RESOURCE_MINIMUMS = {"nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1, "gpus_per_rank": 0, "node_packing": 1}
+
+
+@dataclass
+class JobSpec:
+    app: str
+    name: str = ""
+    workflow: str = "default"
+    params: dict[str, Any] = field(default_factory=dict)
+    # int: the id of an existing job; str: the name of another job of the same request.
+    parents: list[int | str] = field(default_factory=list)
+    nodes: int = 1
+    ranks_per_node: int = 1
+    threads_per_rank: int = 1
+    gpus_per_rank: int = 0
+    node_packing: int = 1
+    wall_time: float | None = None  # minutes
+    tags: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    stage_in: list[Any] = field(default_factory=list)
+    stage_out: list[Any] = field(default_factory=list)
+    source: str = ""  # where the request came from, for error messages: "line 12"
+
+    @property
+    def label(self) -> str:
+        who = f"job {self.name!r}" if self.name else "job"
+        return f"{who} ({self.source})" if self.source else who
+
+
+FIELDS = {f for f in JobSpec.__dataclass_fields__ if f != "source"}
+_ALIASES = {"parameters": "params", "num_nodes": "nodes", "node_packing_count": "node_packing", "wall_time_min": "wall_time"}
+
+
+def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
+    """A JobSpec from a mapping as found in a file or given to the API; unknown keys are errors."""
+    where = f" ({source})" if source else ""
+    if not isinstance(raw, dict):
+        raise BalsamError(f"a job must be a mapping of fields{where}, not {type(raw).__name__}")
+    values = {}
+    for key, value in raw.items():
+        name = _ALIASES.get(key, key)
+        if name not in FIELDS:
+            raise BalsamError(f"unknown job field {key!r}{where}; known fields: {', '.join(sorted(FIELDS))}")
+        values[name] = value
+    if "app" not in values:
+        raise BalsamError(f"a job needs an app{where}")
+    spec = JobSpec(**values, source=source)
+    check_shape(spec)
+    return spec
+
+
+def check_shape(spec: JobSpec) -> None:
+    """Types and ranges of one spec's own fields (what needs no other job and no app)."""
+    if not isinstance(spec.app, str) or not spec.app:
+        raise BalsamError(f"{spec.label}: app must be a non-empty name")
+    for key in ("name", "workflow"):
+        if not isinstance(getattr(spec, key), str):
+            raise BalsamError(f"{spec.label}: {key} must be text")
+    if not spec.workflow:
+        raise BalsamError(f"{spec.label}: workflow must not be empty")
+    for key, minimum in RESOURCE_MINIMUMS.items():
+        value = getattr(spec, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            rule = "a positive whole number" if minimum else "a whole number >= 0"
+            raise BalsamError(f"{spec.label}: {key} must be {rule}, got {value!r}")
+    if spec.wall_time is not None:
+        if isinstance(spec.wall_time, bool) or not isinstance(spec.wall_time, (int, float)) or not spec.wall_time > 0:
+            raise BalsamError(f"{spec.label}: wall_time must be a positive number of minutes, got {spec.wall_time!r}")
+    for key in ("params", "tags", "data", "inputs"):
+        if not isinstance(getattr(spec, key), dict):
+            raise BalsamError(f"{spec.label}: {key} must be a mapping")
+    for key in ("parents", "outputs", "stage_in", "stage_out"):
+        if not isinstance(getattr(spec, key), list):
+            raise BalsamError(f"{spec.label}: {key} must be a list")
+    for key, value in spec.params.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise BalsamError(f"{spec.label}: parameter {key!r} must be text or a number, got {type(value).__name__}")
+    for key, value in spec.tags.items():
+        if not isinstance(value, str) or not _KEY.match(str(key)):
+            raise BalsamError(f"{spec.label}: tag {key!r}={value!r} must be a name and a text value")
+    for parent in spec.parents:
+        if isinstance(parent, bool) or not isinstance(parent, (int, str)) or parent == "":
+            raise BalsamError(f"{spec.label}: a parent must be a job id or the name of a job in the same request, got {parent!r}")
+
+
+def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> None:
+    """Apps, parameters, in-batch parent names and cycles of a whole request."""
+    for spec in specs:
+        template = templates.get(spec.app)
+        if template is None:
+            known = ", ".join(sorted(templates)) or "none yet; add one with `balsam app add`"
+            raise BalsamError(f"{spec.label}: unknown app {spec.app!r} (apps of this site: {known})")
+        try:
+            template.check_parameters(spec.params, spec.app)
+        except BalsamError as exc:
+            raise BalsamError(f"{spec.label}: {exc}") from None
+    index = batch_name_index(specs)
+    graph: dict[int, set[int]] = {}
+    for i, spec in enumerate(specs):
+        graph[i] = set()
+        for parent in spec.parents:
+            if isinstance(parent, str):
+                if parent not in index:
+                    raise BalsamError(f"{spec.label}: unknown parent {parent!r} (no job of that name in this request)")
+                if index[parent] is None:
+                    raise BalsamError(f"{spec.label}: parent name {parent!r} is ambiguous: several jobs in this request have it")
+                graph[i].add(index[parent])
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = " -> ".join(specs[i].name or f"#{i + 1}" for i in exc.args[1])
+        raise BalsamError(f"the jobs' parents form a cycle: {cycle}") from None
+
+
+def batch_name_index(specs: list[JobSpec]) -> dict[str, int | None]:
+    """Name -> position in the batch; None marks a name that several jobs share."""
+    index: dict[str, int | None] = {}
+    for i, spec in enumerate(specs):
+        if spec.name:
+            index[spec.name] = None if spec.name in index else i
+    return index
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, str]:
+    """``["k=v", ...]`` from the command line into a mapping; a malformed item is an error."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise BalsamError(f"bad {what} {item!r}: expected NAME=VALUE")
+        result[key] = value
+    return result
+
+
+def read_job_file(path: Path) -> list[JobSpec]:
+    """Jobs from a JSON-lines or YAML file (a list of mappings); errors name the line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BalsamError(f"cannot read {path}: {exc.strerror}") from None
+    first = text.lstrip()[:1]
+    if Path(path).suffix in (".jsonl", ".ndjson", ".json") or (first == "{"):
+        return _read_json_lines(text, path)
+    return _read_yaml(text, path)
+
+
+def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
+    specs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BalsamError(f"{path}: line {number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        specs.append(spec_from_dict(raw, source=f"{path} line {number}"))
+    if not specs:
+        raise BalsamError(f"{path} holds no jobs")
+    return specs
+
+
+def _read_yaml(text: str, path: Path) -> list[JobSpec]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise BalsamError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+        node = next(v for k, v in node.value if k.value == "jobs")
+        data = data["jobs"]
+    if not isinstance(data, list) or not data:
+        raise BalsamError(f"{path}: expected a list of jobs (or a mapping with a `jobs:` list)")
+    return [
+        spec_from_dict(raw, source=f"{path} line {item.start_mark.line + 1}") for raw, item in zip(data, node.value)
+    ]

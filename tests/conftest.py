@@ -1,0 +1,126 @@
+"""Shared fixtures: real PostgreSQL servers, real sites, and the real `balsam` CLI.
+
+One embedded PostgreSQL server is started per test session (the same code path a site uses,
+root handling included). Each test gets its own database, cloned from a template that Alembic
+migrated once, and a site folder attached to it with ``--db-url``. Tests about the embedded
+server's own life (init, start, stop, root) make whole sites of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy import create_engine
+
+from balsam.site.api import Site
+from balsam.site.cli.main import main as balsam_main
+from balsam.site.db.engine import migrate
+from balsam.site.postgres import EmbeddedPostgres
+from balsam.site.settings import SiteSettings
+
+TEMPLATE_DB = "balsam_template"
+
+
+@dataclass
+class PgServer:
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
+
+    def admin(self):
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres")
+        conn.autocommit = True
+        return conn
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[PgServer]:
+    folder = tmp_path_factory.mktemp("pgserver")
+    settings = SiteSettings(path=folder, name="test-server")
+    server = EmbeddedPostgres(settings)
+    server.create()
+    db = settings.database
+    pg = PgServer(db.host, db.port, db.user, server.password)
+    engine = create_engine(pg.url(db.name).replace("postgresql://", "postgresql+psycopg2://"))
+    migrate(engine)
+    engine.dispose()
+    with pg.admin() as conn, conn.cursor() as cur:
+        cur.execute(f'ALTER DATABASE "{db.name}" RENAME TO {TEMPLATE_DB}')
+    try:
+        yield pg
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = pg_server.admin()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+        yield pg_server.url(name)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    """A site folder on its own database, with BALSAM_SITE pointing at it."""
+    s = Site.init(tmp_path / "site", name="testsite", db_url=db_url)
+    old = os.environ.get("BALSAM_SITE")
+    os.environ["BALSAM_SITE"] = str(s.settings.path)
+    try:
+        yield s
+    finally:
+        s.close()
+        if old is None:
+            os.environ.pop("BALSAM_SITE", None)
+        else:
+            os.environ["BALSAM_SITE"] = old
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def balsam(capsys, monkeypatch):
+    """Run the `balsam` CLI in this process, as a user would type it: balsam("job ls --json")."""
+
+    def run(command: str | list[str]) -> CliResult:
+        args = shlex.split(command) if isinstance(command, str) else command
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["balsam", *args])
+        try:
+            balsam_main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def balsam_script() -> str:
+    """The installed console script, for tests that need a separate process."""
+    return str(Path(sys.executable).with_name("balsam"))
