@@ -177,9 +177,13 @@ class Site:
 
     def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]]) -> list[int]:
         """Many jobs at once, all or nothing; parents may name other jobs of the same request."""
-        specs = [j if isinstance(j, JobSpec) else spec_from_dict(j, source=f"item {i + 1}") for i, j in enumerate(jobs)]
-        for spec in specs:
-            check_shape(spec)
+        specs = []
+        for i, job in enumerate(jobs):
+            if isinstance(job, JobSpec):
+                check_shape(job)  # built by the caller: not checked yet
+            else:
+                job = spec_from_dict(job, source=f"item {i + 1}")
+            specs.append(job)
         with self.session() as session:
             # A site has a handful of apps: read them all, so an unknown one can be listed with them.
             apps = session.execute(select(App.name, App.id, App.command_template)).all()
@@ -261,12 +265,12 @@ class Site:
             job = self._job(session, job_id, lock=True)
             if JobState(job.state) not in _EDITABLE_STATES:
                 raise BalsamError(f"job {job_id} is {job.state}; only jobs no launcher holds can be modified")
-            spec = _spec_of(job)
-            spec = dataclasses.replace(spec, **changes)
-            if "params" in changes:
-                spec.params = {**_spec_of(job).params, **changes["params"]}
-            if "tags" in changes:
-                spec.tags = {**job.tags, **changes["tags"]}
+            current = _spec_of(job)
+            # Parameters and tags are merged into the job's own; everything else is replaced.
+            for merged in ("params", "tags"):
+                if merged in changes:
+                    changes[merged] = {**getattr(current, merged), **changes[merged]}
+            spec = dataclasses.replace(current, **changes)
             check_shape(spec)
             CommandTemplate.parse(job.app.command_template).check_parameters(spec.params, job.app.name)
             job.name, job.workflow, job.parameters = spec.name, spec.workflow, spec.params

@@ -120,11 +120,12 @@ def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> 
         except BalsamError as exc:
             raise BalsamError(f"{spec.label}: {exc}") from None
     index = batch_name_index(specs)
+    # Only jobs that name parents of this request can be in a cycle: the graph holds just those.
     graph: dict[int, set[int]] = {}
     for i, spec in enumerate(specs):
-        graph[i] = set()
         for parent in spec.parents:
             if isinstance(parent, str):
+                graph.setdefault(i, set())
                 if parent not in index:
                     raise BalsamError(f"{spec.label}: unknown parent {parent!r} (no job of that name in this request)")
                 if index[parent] is None:

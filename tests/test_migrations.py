@@ -4,7 +4,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from balsam.site.db.engine import head_revision
+from alembic.script import ScriptDirectory
+
+from balsam.site.db.engine import MIGRATIONS, SCHEMA_REVISION
 from balsam.site.db.models import Base
 
 
@@ -12,6 +14,7 @@ def test_migrations_reach_head_and_match_the_models(db_url):
     engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert context.get_current_revision() == head_revision()
+        assert SCHEMA_REVISION == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+        assert context.get_current_revision() == SCHEMA_REVISION
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()

@@ -36,19 +36,18 @@ def expected_modules() -> dict[str, str]:
     return modules
 
 
-def _ignore_artifacts(folder: str, names: list[str]) -> set[str]:
-    ignored = {n for n in names if n == "__pycache__"}
-    if Path(folder) == ROOT:
-        ignored |= {n for n in names if n in {".git", "build", "dist"} or n.endswith(".egg-info")}
-    return ignored
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    # Built from a clean copy: pip builds in the source tree, where setuptools would reuse a stale
-    # build/lib (whose leftovers can hide a dropped package) and write build/ into the checkout.
+    # Built from a clean copy (the root's files and the mapped folders): pip builds in the source
+    # tree, where setuptools would reuse a stale build/lib, whose leftovers can hide a dropped
+    # package, and would write build/ into the checkout.
     tmp = tmp_path_factory.mktemp("wheel")
-    shutil.copytree(ROOT, tmp / "src", ignore=_ignore_artifacts)
+    (tmp / "src").mkdir()
+    for item in ROOT.iterdir():
+        if item.is_file():
+            shutil.copy2(item, tmp / "src")
+    for folder in FOLDERS:
+        shutil.copytree(ROOT / folder, tmp / "src" / folder, ignore=shutil.ignore_patterns("__pycache__"))
     # With build isolation (the default): the build requirements come from PyPI, not this venv.
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(tmp / "src"), "--no-deps", "-w", str(tmp / "dist")],

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import sys
-from functools import cache
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
-
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from balsam.errors import BalsamError
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest revision in migrations/versions (a test checks it against Alembic's head): knowing it
+# here lets every command see that the schema is current without importing Alembic.
+SCHEMA_REVISION = "0001"
 # Any constant works: it only has to be the same for every process migrating a site's database.
 _MIGRATION_LOCK = 0x6BA15A
 
@@ -27,47 +24,53 @@ _MIGRATION_LOCK = 0x6BA15A
 def database_url(settings: SiteSettings) -> URL:
     db = settings.database
     if db.mode == "external":
-        url = make_url(db.url)
-        return url.set(drivername="postgresql+psycopg2")
+        return make_url(db.url).set(drivername="postgresql+psycopg2")
     password = EmbeddedPostgres(settings).password
     return URL.create(
         "postgresql+psycopg2", username=db.user, password=password, host=db.host, port=db.port, database=db.name
     )
 
 
-def _alembic_config(connection) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["connection"] = connection
-    return cfg
-
-
-@cache
-def head_revision() -> str | None:
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        try:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except ProgrammingError:  # no alembic_version table: a database never migrated
+            return None
 
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest revision; safe when several processes do it at once."""
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() == head_revision():
-            return
+    if current_revision(engine) == SCHEMA_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     with engine.begin() as conn:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        command.upgrade(_alembic_config(conn), "head")
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
 
 
-def connect(settings: SiteSettings, start_server: bool = True, upgrade: bool = True) -> Engine:
-    """An engine on the site's database; an embedded server that is down is started first."""
-    if settings.database.mode == "embedded" and start_server:
-        if EmbeddedPostgres(settings).start():
-            print(f"started the database of site {settings.name!r}", file=sys.stderr)
-    engine = create_engine(database_url(settings), pool_pre_ping=True, pool_size=5, max_overflow=5)
-    try:
-        if upgrade:
-            migrate(engine)
-    except OperationalError as exc:
-        engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise BalsamError(f"cannot reach the database of site {settings.name!r}: {reason}") from None
-    return engine
+def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:
+    """An engine on the site's database with its schema current; a stopped embedded server is started."""
+    # Connect first: the server is usually up, and checking costs a subprocess or two.
+    for attempt in ("first", "after start"):
+        engine = create_engine(database_url(settings), pool_pre_ping=True, pool_size=5, max_overflow=5)
+        try:
+            if upgrade:
+                migrate(engine)
+            else:
+                engine.connect().close()
+            return engine
+        except OperationalError as exc:
+            engine.dispose()
+            can_start = settings.database.mode == "embedded" and attempt == "first"
+            if can_start and EmbeddedPostgres(settings).start():
+                print(f"started the database of site {settings.name!r}", file=sys.stderr)
+                continue
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise BalsamError(f"cannot reach the database of site {settings.name!r}: {reason}") from None
+    raise AssertionError("unreachable")

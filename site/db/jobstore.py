@@ -90,11 +90,13 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
     index = batch_name_index(specs)
     links: list[tuple[int, int]] = []
     rows = []
+    events = []
     for job_id, spec in zip(ids, specs):
         parents = {ids[index[p]] if isinstance(p, str) else p for p in spec.parents}  # type: ignore[index]
         pending = sum(1 for p in parents if parent_states.get(p) != S.JOB_FINISHED)
         links.extend((job_id, p) for p in parents)
         state = S.AWAITING_PARENTS if pending else S.READY
+        events.append((job_id, S.CREATED.value, state.value, f"created; waiting for {pending} parent(s)" if pending else "created"))
         rows.append((
             job_id, spec.name, spec.workflow, app_ids[spec.app], _json(spec.params, "{}"), state.value,
             spec.nodes, spec.ranks_per_node, spec.threads_per_rank, spec.gpus_per_rank, spec.node_packing,
@@ -104,15 +106,7 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
     _copy(session, "jobs", _JOB_COPY_COLUMNS, rows)
     if links:
         _copy(session, "job_parents", ("child_id", "parent_id"), links)
-    session.execute(
-        text(
-            "INSERT INTO job_events (job_id, from_state, to_state, message) "
-            "SELECT id, 'CREATED', state, CASE WHEN pending_parents > 0 "
-            "THEN 'created; waiting for ' || pending_parents || ' parent(s)' ELSE 'created' END "
-            "FROM jobs WHERE id = ANY(:ids)"
-        ),
-        {"ids": list(ids)},
-    )
+    _copy(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
     return list(ids)
 
 
