@@ -1,1 +1,1 @@
-"""x"""
+"""The Argo coordinator (not built yet): global workflow graph, placement over gRPC, data flow, monitoring."""

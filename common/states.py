@@ -40,8 +40,8 @@ RUNNABLE_STATES = frozenset({S.READY, S.STAGED_IN, S.PREPROCESSED, S.RESTART_REA
 _FORWARD = {
     S.CREATED: {S.AWAITING_PARENTS, S.READY},
     S.AWAITING_PARENTS: {S.READY},
-    S.READY: {S.STAGED_IN},
-    S.STAGED_IN: {S.PREPROCESSED, S.FAILED},  # FAILED: stage-in or pre-processing failed
+    S.READY: {S.STAGED_IN, S.FAILED},  # FAILED: stage-in failed
+    S.STAGED_IN: {S.PREPROCESSED, S.FAILED},  # FAILED: pre-processing failed
     S.PREPROCESSED: {S.RUNNING},
     # RESTART_READY from RUNNING: the launcher running it was lost (its lease expired).
     S.RUNNING: {S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.RESTART_READY},

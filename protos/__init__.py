@@ -1,1 +1,1 @@
-"""x"""
+"""The wire vocabulary (protobuf) shared by sites and Argo (not built yet)."""

@@ -1,5 +1,21 @@
-"""One Balsam site: its database, the ``balsam`` CLI and Python API, and (later) its agent."""
+"""One Balsam site: its database, the ``balsam`` CLI and Python API, and (later) its agent.
 
-from balsam.site.api import Site
+``from balsam.site import Site`` is the entry point for scripts. It is imported on first use, so a
+module that needs only a light piece (``balsam.site.templates``, say) does not load the database
+stack with it.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from balsam.site.api import Site
 
 __all__ = ["Site"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Site":
+        from balsam.site.api import Site
+
+        return Site
+    raise AttributeError(f"module 'balsam.site' has no attribute {name!r}")

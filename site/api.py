@@ -28,16 +28,16 @@ from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SETTINGS_FILE, DatabaseSettings, SiteSettings, find_site
-from balsam.site.specs import JobSpec, check_batch, check_shape, spec_from_dict
+from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
 
 ERROR_HANDLERS = ("retry", "rescue", "fail")
 TIMEOUT_HANDLERS = ("retry", "fail")
-# A job in one of these may be edited: no launcher holds it.
-_EDITABLE_STATES = frozenset(
-    {JobState.CREATED, JobState.AWAITING_PARENTS, JobState.READY, JobState.RESTART_READY,
-     JobState.FAILED, JobState.USER_KILLED}
+# A launcher holds a job in these states: users may kill it, but not edit or remove it under it.
+HELD_STATES = frozenset(
+    {JobState.STAGED_IN, JobState.PREPROCESSED, JobState.RUNNING, JobState.RUN_DONE, JobState.POSTPROCESSED,
+     JobState.STAGED_OUT, JobState.RUN_ERROR, JobState.RUN_TIMEOUT}
 )  # fmt: skip
 
 
@@ -123,16 +123,18 @@ class Site:
     ) -> App:
         if not name or not name.strip():
             raise BalsamError("an app needs a name")
+        if len(name) > MAX_NAME:
+            raise BalsamError(f"an app name is at most {MAX_NAME} characters long")
         template = CommandTemplate.parse(command)
-        for step, label in ((preprocess, "preprocess"), (postprocess, "postprocess")):
+        for step in (preprocess, postprocess):
             if step is not None:
-                CommandTemplate.parse(step)  # same splitting rules; a bad step fails now, not mid-run
+                CommandTemplate.parse(step)  # same splitting rules: a bad step fails now, not mid-run
         if on_error not in ERROR_HANDLERS:
-            raise BalsamError(f"--on-error must be one of {', '.join(ERROR_HANDLERS)}, got {on_error!r}")
+            raise BalsamError(f"on_error must be one of {', '.join(ERROR_HANDLERS)}, got {on_error!r}")
         if on_timeout not in TIMEOUT_HANDLERS:
-            raise BalsamError(f"--on-timeout must be one of {', '.join(TIMEOUT_HANDLERS)}, got {on_timeout!r}")
+            raise BalsamError(f"on_timeout must be one of {', '.join(TIMEOUT_HANDLERS)}, got {on_timeout!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise BalsamError(f"--max-retries must be a whole number >= 0, got {max_retries!r}")
+            raise BalsamError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
         app = App(
             name=name, command_template=command, parameters=list(template.placeholders), environment=dict(env or {}),
             preprocess=preprocess, postprocess=postprocess, on_error=on_error, max_retries=max_retries,
@@ -263,8 +265,8 @@ class Site:
             raise BalsamError(f"cannot modify {unknown[0]!r}; modifiable: {', '.join(sorted(allowed))}")
         with self.session() as session:
             job = self._job(session, job_id, lock=True)
-            if JobState(job.state) not in _EDITABLE_STATES:
-                raise BalsamError(f"job {job_id} is {job.state}; only jobs no launcher holds can be modified")
+            if job.state in HELD_STATES or job.state == JobState.JOB_FINISHED:
+                raise BalsamError(f"job {job_id} is {job.state}; only jobs that have not started (or have failed) can be modified")
             current = _spec_of(job)
             # Parameters and tags are merged into the job's own; everything else is replaced.
             for merged in ("params", "tags"):
@@ -296,11 +298,11 @@ class Site:
             return jobstore.reopen(session, job_id)
 
     def remove_job(self, job_id: int) -> None:
-        """Delete a job and its history; refused while it runs or while other jobs depend on it."""
+        """Delete a job and its history; refused while a launcher holds it or other jobs depend on it."""
         with self.session() as session:
             job = self._job(session, job_id, lock=True)
-            if job.state == JobState.RUNNING:
-                raise BalsamError(f"job {job_id} is RUNNING; kill it before removing it")
+            if job.state in HELD_STATES:
+                raise BalsamError(f"job {job_id} is {job.state} in a launcher; kill it before removing it")
             children = session.scalars(
                 select(JobParent.child_id).where(JobParent.parent_id == job_id).order_by(JobParent.child_id).limit(5)
             ).all()

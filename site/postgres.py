@@ -73,6 +73,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the server itself does: connections of a server that just stopped do not hold the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -129,7 +131,6 @@ class EmbeddedPostgres:
             f"--pwfile={self.password_file}", "--encoding=UTF8", "--no-locale", "--no-instructions",
         )
         db.port = db.port or free_port(db.host)
-        self._write_server_settings()
         self.start()
         self._create_database()
 
@@ -173,8 +174,8 @@ class EmbeddedPostgres:
             if _port_in_use(db.host, db.port):
                 # Something else took our port while the site was down: move to a free one.
                 db.port = free_port(db.host)
-                self._write_server_settings()
                 self.settings.save()
+            self._write_server_settings()  # the settings file is the one place to change host or port
             self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
             self._run("pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60")
             return True

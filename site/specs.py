@@ -21,6 +21,8 @@ from balsam.site.templates import CommandTemplate
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 
+MAX_NAME = 200  # the width of the name columns
+MAX_COUNT = 2**31 - 1  # the database's integer
 RESOURCE_MINIMUMS = {"nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1, "gpus_per_rank": 0, "node_packing": 1}
 
 
@@ -65,7 +67,12 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
     for key, value in raw.items():
         name = _ALIASES.get(key, key)
         if name not in FIELDS:
-            raise BalsamError(f"unknown job field {key!r}{where}; known fields: {', '.join(sorted(FIELDS))}")
+            aliases = ", ".join(f"{a} for {f}" for a, f in _ALIASES.items())
+            raise BalsamError(
+                f"unknown job field {key!r}{where}; known fields: {', '.join(sorted(FIELDS))} (aliases: {aliases})"
+            )
+        if name in values:
+            raise BalsamError(f"job field {name!r} is given twice{where} (once as an alias)")
         values[name] = value
     if "app" not in values:
         raise BalsamError(f"a job needs an app{where}")
@@ -79,17 +86,21 @@ def check_shape(spec: JobSpec) -> None:
     if not isinstance(spec.app, str) or not spec.app:
         raise BalsamError(f"{spec.label}: app must be a non-empty name")
     for key in ("name", "workflow"):
-        if not isinstance(getattr(spec, key), str):
+        value = getattr(spec, key)
+        if not isinstance(value, str):
             raise BalsamError(f"{spec.label}: {key} must be text")
+        if len(value) > MAX_NAME:
+            raise BalsamError(f"{spec.label}: {key} is {len(value)} characters long; at most {MAX_NAME}")
     if not spec.workflow:
         raise BalsamError(f"{spec.label}: workflow must not be empty")
     for key, minimum in RESOURCE_MINIMUMS.items():
         value = getattr(spec, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNT:
             rule = "a positive whole number" if minimum else "a whole number >= 0"
-            raise BalsamError(f"{spec.label}: {key} must be {rule}, got {value!r}")
+            raise BalsamError(f"{spec.label}: {key} must be {rule} up to {MAX_COUNT}, got {value!r}")
     if spec.wall_time is not None:
-        if isinstance(spec.wall_time, bool) or not isinstance(spec.wall_time, (int, float)) or not spec.wall_time > 0:
+        wall_time = spec.wall_time
+        if isinstance(wall_time, bool) or not isinstance(wall_time, (int, float)) or not 0 < wall_time < float("inf"):
             raise BalsamError(f"{spec.label}: wall_time must be a positive number of minutes, got {spec.wall_time!r}")
     for key in ("params", "tags", "data", "inputs"):
         if not isinstance(getattr(spec, key), dict):
@@ -160,15 +171,38 @@ def parse_assignments(items: list[str], what: str) -> dict[str, str]:
 
 
 def read_job_file(path: Path) -> list[JobSpec]:
-    """Jobs from a JSON-lines or YAML file (a list of mappings); errors name the line."""
+    """Jobs from a YAML file, a JSON document, or JSON lines (one job per line); errors name the line.
+
+    The suffix decides (.yaml/.yml, .json, .jsonl/.ndjson); otherwise the first character does:
+    ``[`` a JSON document, ``{`` JSON lines, anything else YAML. A YAML or JSON document is a list
+    of jobs or a mapping with a ``jobs`` list.
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise BalsamError(f"cannot read {path}: {exc.strerror}") from None
-    first = text.lstrip()[:1]
-    if Path(path).suffix in (".jsonl", ".ndjson", ".json") or (first == "{"):
+    suffix, first = Path(path).suffix.lower(), text.lstrip()[:1]
+    if suffix in (".jsonl", ".ndjson") or (suffix not in (".yaml", ".yml", ".json") and first == "{"):
         return _read_json_lines(text, path)
+    if suffix == ".json" or (suffix not in (".yaml", ".yml") and first == "["):
+        return _read_json_document(text, path)
     return _read_yaml(text, path)
+
+
+def _job_list(data: Any, path: Path) -> list[Any]:
+    if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+        data = data["jobs"]
+    if not isinstance(data, list) or not data:
+        raise BalsamError(f"{path}: expected a list of jobs (or a mapping with a `jobs:` list)")
+    return data
+
+
+def _read_json_document(text: str, path: Path) -> list[JobSpec]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BalsamError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    return [spec_from_dict(raw, source=f"{path} job {i + 1}") for i, raw in enumerate(_job_list(data, path))]
 
 
 def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
@@ -196,9 +230,7 @@ def _read_yaml(text: str, path: Path) -> list[JobSpec]:
         raise BalsamError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
         node = next(v for k, v in node.value if k.value == "jobs")
-        data = data["jobs"]
-    if not isinstance(data, list) or not data:
-        raise BalsamError(f"{path}: expected a list of jobs (or a mapping with a `jobs:` list)")
+    data = _job_list(data, path)
     return [
         spec_from_dict(raw, source=f"{path} line {item.start_mark.line + 1}") for raw, item in zip(data, node.value)
     ]

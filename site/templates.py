@@ -48,7 +48,7 @@ class CommandTemplate:
             )
         missing = [name for name in self.placeholders if name not in params]
         if missing:
-            raise BalsamError(f"placeholder {{{missing[0]}}} of app {app_name!r} has no value: add --param {missing[0]}=VALUE")
+            raise BalsamError(f"placeholder {{{missing[0]}}} of app {app_name!r} has no value")
 
     def render(self, params: dict[str, object]) -> list[str]:
         """The argument vector with every placeholder filled by the string form of its value."""

@@ -78,8 +78,9 @@ def test_job_add_from_yaml_with_parents_by_name(sim, balsam, tmp_path):
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump(doc))
     result = balsam(f"job add --from {path}")
-    assert result.code == 0 and "added 3 jobs" in result.out
+    assert result.code == 0 and "added 3 jobs" in result.err
     jobs = {j["name"]: j for j in json.loads(balsam("job ls --json").out)["jobs"]}
+    assert [int(line) for line in result.out.split()] == [jobs[n]["id"] for n in ("prep", "run", "report")]
     assert json.loads(balsam(f"job show {jobs['report']['id']} --json").out)["parents"] == sorted(
         [jobs["prep"]["id"], jobs["run"]["id"]]
     )
@@ -90,7 +91,7 @@ def test_job_add_from_yaml_with_parents_by_name(sim, balsam, tmp_path):
 def test_job_add_from_json_lines(sim, balsam, tmp_path):
     path = tmp_path / "many.jsonl"
     path.write_text("\n".join(json.dumps({"app": "sim", "params": {"n": i, "infile": f"f{i}"}}) for i in range(50)))
-    assert "added 50 jobs" in balsam(f"job add --from {path}").out
+    assert "added 50 jobs" in balsam(f"job add --from {path}").err
     assert json.loads(balsam("job ls --json --limit 0").out)["counts"] == {"READY": 50}
 
 
@@ -118,6 +119,31 @@ def test_history_modify_kill_reset_rm(sim, balsam):
 
     assert balsam(f"job rm {job_id}").code == 0
     assert balsam(f"job show {job_id}").code == 1
+
+
+def test_job_add_from_a_json_document(sim, balsam, tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"jobs": [
+        {"app": "sim", "name": "a", "params": {"n": 1, "infile": "x"}},
+        {"app": "sim", "name": "b", "params": {"n": 2, "infile": "y"}, "parents": ["a"]},
+    ]}))  # fmt: skip
+    result = balsam(f"job add --from {path}")
+    assert result.code == 0 and "added 2 jobs" in result.err
+    assert json.loads(balsam("job ls --json").out)["counts"] == {"READY": 1, "AWAITING_PARENTS": 1}
+
+
+def test_jobs_held_by_a_launcher_cannot_be_modified_or_removed(sim, balsam):
+    from balsam.site.db import jobstore
+    from balsam.states import JobState
+
+    job_id = int(balsam("job add --app sim -p n=1 -p infile=a").out)
+    with sim.session() as session:
+        jobstore.transition(session, [job_id], JobState.STAGED_IN, "taken by a launcher")
+    for command in (f"job modify {job_id} --nodes 2", f"job rm {job_id}"):
+        result = balsam(command)
+        assert result.code == 1 and "STAGED_IN" in result.err, command
+    assert balsam(f"job kill {job_id}").code == 0
+    assert balsam(f"job rm {job_id}").code == 0
 
 
 def test_rm_refuses_a_parent_and_app_rm_refuses_an_app_in_use(sim, balsam):

@@ -1,11 +1,14 @@
 """A site folder and its own PostgreSQL: creation, restart, discovery, and running as root."""
 
+import fcntl
 import json
 import os
 import socket
 import stat
 import subprocess
+import time
 
+import psycopg2
 import pytest
 
 from balsam.errors import BalsamError
@@ -62,6 +65,35 @@ def test_a_stopped_server_is_started_on_demand(embedded_site, balsam, monkeypatc
     result = balsam("app ls --json")
     assert result.code == 0 and json.loads(result.out) == []
     assert "started the database" in result.err
+
+
+def test_several_processes_opening_a_stopped_site_all_succeed(embedded_site, balsam):
+    """They all find the server down and queue for the start lock; one starts it, all then connect."""
+    balsam(["site", "stop", "--site", str(embedded_site)])
+    env = {**os.environ, "BALSAM_SITE": str(embedded_site)}
+    with open(embedded_site / "db" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # hold the start lock until every process is waiting on it
+        procs = [subprocess.Popen([balsam_script(), "job", "ls", "--json"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+        time.sleep(4)
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+    assert all(json.loads(out)["total"] == 0 for _, out, _ in results)
+    assert sum("started the database" in err for _, _, err in results) == 1
+
+
+def test_a_restart_keeps_the_port_though_the_server_closed_connections(embedded_site, balsam, monkeypatch):
+    """Connections the server itself closed linger in TIME_WAIT on its port: that is not "taken"."""
+    monkeypatch.setenv("BALSAM_SITE", str(embedded_site))
+    settings = SiteSettings.load(embedded_site)
+    port = settings.database.port
+    for _ in range(2):
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user=settings.database.user,
+                                password=EmbeddedPostgres(settings).password, dbname=settings.database.name)  # fmt: skip
+        assert balsam("site stop").code == 0  # closes `conn` from the server's side only
+        assert balsam("site start").code == 0
+        conn.close()
+        assert SiteSettings.load(embedded_site).database.port == port
 
 
 def test_a_taken_port_moves_the_server_to_a_free_one(embedded_site, balsam, monkeypatch):

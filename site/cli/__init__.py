@@ -1,1 +1,1 @@
-"""x"""
+"""The `balsam` command line: one module per command group."""

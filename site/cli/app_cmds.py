@@ -47,9 +47,9 @@ def ls(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
         print_json([app_record(a) for a in apps])
         return
     print_table(
-        ["NAME", "COMMAND", "PARAMETERS", "ON ERROR", "ON TIMEOUT", "ENV"],
+        ["NAME", "COMMAND", "PARAMETERS", "ON ERROR", "ON TIMEOUT", "ENV", "DESCRIPTION"],
         [(a.name, a.command_template, ", ".join(a.parameters), f"{a.on_error} (max {a.max_retries})",
-          a.on_timeout, compact(a.environment)) for a in apps],
+          a.on_timeout, compact(a.environment), a.description) for a in apps],
     )  # fmt: skip
     if not apps:
         console.print("no apps yet: add one with `balsam app add NAME --command '...'`")

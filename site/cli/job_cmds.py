@@ -11,7 +11,7 @@ from balsam.errors import BalsamError
 from balsam.site.api import Site
 from balsam.site.cli.common import JsonOption, SiteOption
 from balsam.site.cli.output import (
-    compact, console, event_record, job_record, local_time, print_json, print_table,
+    compact, console, err_console, event_record, job_record, local_time, print_json, print_table,
 )  # fmt: skip
 from balsam.site.specs import parse_assignments, read_job_file
 from balsam.states import JobState
@@ -39,14 +39,20 @@ def add(
     from_file: Path | None = typer.Option(None, "--from", help="Add many jobs from a JSON-lines or YAML file."),
     site: Path | None = SiteOption,
 ) -> None:
-    """Add one job (printing its id), or many from a file (all or nothing)."""
+    """Add one job (printing its id), or many from a file (all or nothing, printing their ids)."""
     if from_file is not None:
-        if app_name:
-            raise BalsamError("give either --app (one job) or --from FILE (many jobs), not both")
+        single = dict(app=app_name, name=name, params=params, parents=parents, tags=tags, nodes=nodes != 1,
+                      ranks_per_node=ranks_per_node != 1, threads_per_rank=threads_per_rank != 1,
+                      gpus_per_rank=gpus_per_rank != 0, node_packing=node_packing != 1, wall_time=wall_time,
+                      workflow=workflow != "default")  # fmt: skip
+        given = [key for key, value in single.items() if value]
+        if given:
+            raise BalsamError(f"--from FILE takes every job field from the file; drop --{given[0].replace('_', '-')}")
         specs = read_job_file(from_file)
         with Site.open(site) as s:
             ids = s.add_jobs(specs)
-        console.print(f"added {len(ids)} jobs (ids {ids[0]}..{ids[-1]})")
+        print("\n".join(map(str, ids)))  # one id per line, as `job add` prints its one id
+        err_console.print(f"added {len(ids)} job{'s' if len(ids) != 1 else ''}")
         return
     if not app_name:
         raise BalsamError("which app? give --app NAME (or --from FILE for many jobs)")
@@ -134,19 +140,19 @@ def history(job_id: int = typer.Argument(...), site: Path | None = SiteOption, a
 @app.command("modify")
 def modify(
     job_id: int = typer.Argument(...),
-    name: str | None = typer.Option(None, "--name", "-n"),
-    workflow: str | None = typer.Option(None, "--workflow", "-w"),
-    params: list[str] = ParamOption,
-    nodes: int | None = typer.Option(None, "--nodes"),
-    ranks_per_node: int | None = typer.Option(None, "--ranks-per-node"),
-    threads_per_rank: int | None = typer.Option(None, "--threads-per-rank"),
-    gpus_per_rank: int | None = typer.Option(None, "--gpus-per-rank"),
-    node_packing: int | None = typer.Option(None, "--node-packing"),
-    wall_time: float | None = typer.Option(None, "--wall-time"),
-    tags: list[str] = TagOption,
+    name: str | None = typer.Option(None, "--name", "-n", help="New name."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="New workflow."),
+    params: list[str] = typer.Option([], "--param", "-p", help="Set one parameter, NAME=VALUE (repeatable; others kept)."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes per run."),
+    ranks_per_node: int | None = typer.Option(None, "--ranks-per-node", help="MPI ranks per node."),
+    threads_per_rank: int | None = typer.Option(None, "--threads-per-rank", help="Threads per rank."),
+    gpus_per_rank: int | None = typer.Option(None, "--gpus-per-rank", help="GPUs per rank."),
+    node_packing: int | None = typer.Option(None, "--node-packing", help="How many such jobs may share one node."),
+    wall_time: float | None = typer.Option(None, "--wall-time", help="Expected run time in minutes."),
+    tags: list[str] = typer.Option([], "--tag", help="Set one tag, NAME=VALUE (repeatable; others kept)."),
     site: Path | None = SiteOption,
 ) -> None:
-    """Change a job that is not running: parameters are merged, resources replaced."""
+    """Change a job that has not started, or has failed or been killed (not one a launcher holds)."""
     changes: dict[str, Any] = {
         k: v
         for k, v in dict(
@@ -185,7 +191,7 @@ def reset(job_id: int = typer.Argument(...), site: Path | None = SiteOption) -> 
 
 @app.command("rm")
 def rm(job_id: int = typer.Argument(...), site: Path | None = SiteOption) -> None:
-    """Delete a job and its history (not while it runs or has children)."""
+    """Delete a job and its history (not while a launcher holds it, nor while it has children)."""
     with Site.open(site) as s:
         s.remove_job(job_id)
     console.print(f"removed job {job_id}")

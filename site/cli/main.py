@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
 from balsam.errors import BalsamError
@@ -61,8 +61,10 @@ def main() -> None:
     except BalsamError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         sys.exit(1)
-    except OperationalError as exc:
-        err_console.print(f"[bold red]database error:[/] {str(exc.orig or exc).strip()}", soft_wrap=True)
+    except DBAPIError as exc:
+        # Validation should have caught it first; still one line, not a traceback.
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        err_console.print(f"[bold red]error:[/] the database refused the request: {reason}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

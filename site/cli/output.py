@@ -17,7 +17,7 @@ from balsam.site.db.models import App, Job, JobEvent
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
 # Free-text columns wrap; every other column keeps its values whole.
-_WRAPPING = frozenset({"PARAMS", "TAGS", "MESSAGE", "COMMAND", "VALUE", "ENV"})
+_WRAPPING = frozenset({"PARAMS", "TAGS", "MESSAGE", "COMMAND", "VALUE", "ENV", "DESCRIPTION"})
 
 
 def print_json(value: Any) -> None:
@@ -58,7 +58,8 @@ def job_record(job: Job) -> dict[str, Any]:
         "params": job.parameters, "nodes": job.num_nodes, "ranks_per_node": job.ranks_per_node,
         "threads_per_rank": job.threads_per_rank, "gpus_per_rank": job.gpus_per_rank,
         "node_packing": job.node_packing_count, "wall_time": job.wall_time_min, "tags": job.tags, "data": job.data,
-        "inputs": job.input_files, "outputs": job.output_files, "return_code": job.return_code,
+        "inputs": job.input_files, "outputs": job.output_files, "stage_in": job.stage_in, "stage_out": job.stage_out,
+        "return_code": job.return_code,
         "error_tail": job.error_tail, "retry_count": job.retry_count, "pending_parents": job.pending_parents,
         "created_at": job.created_at, "updated_at": job.updated_at,
     }  # fmt: skip

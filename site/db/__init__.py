@@ -1,1 +1,1 @@
-"""x"""
+"""A site's database: models, connections, migrations and the job store."""

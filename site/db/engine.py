@@ -67,9 +67,12 @@ def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:
             return engine
         except OperationalError as exc:
             engine.dispose()
-            can_start = settings.database.mode == "embedded" and attempt == "first"
-            if can_start and EmbeddedPostgres(settings).start():
-                print(f"started the database of site {settings.name!r}", file=sys.stderr)
+            if settings.database.mode == "embedded" and attempt == "first":
+                # Start it (or find that a racing process just did), then re-read the settings:
+                # the server may have moved to another port.
+                if EmbeddedPostgres(settings).start():
+                    print(f"started the database of site {settings.name!r}", file=sys.stderr)
+                settings.database = SiteSettings.load(settings.path).database
                 continue
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise BalsamError(f"cannot reach the database of site {settings.name!r}: {reason}") from None

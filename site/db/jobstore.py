@@ -155,6 +155,15 @@ def transition(
 
 def release_children(session: Session, finished_ids: list[int]) -> list[int]:
     """Count the finished parents off their children; those left with none become READY."""
+    # Lock the children in id order first, so transactions finishing different parents of the
+    # same children queue up behind each other instead of deadlocking.
+    session.execute(
+        text(
+            "SELECT id FROM jobs WHERE id IN (SELECT child_id FROM job_parents WHERE parent_id = ANY(:ids)) "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"ids": finished_ids},
+    )
     ready = session.execute(
         text(
             "WITH released AS ("

@@ -1,1 +1,1 @@
-"""x"""
+"""Alembic migrations of a site's schema (env.py, versions/)."""

@@ -1,0 +1,241 @@
+"""Per-node resource bookkeeping for the launcher: which job holds which nodes, cores and GPUs.
+
+A pure in-memory core: no I/O, no clocks, no processes. The launcher asks `NodePool.assign`
+whether a job can start now and gets back the exact hosts, core ids and GPU ids to hand it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable, Protocol
+
+__all__ = ["NodeLike", "Request", "Assignment", "NodePool", "task_environment"]
+
+# Libraries that size their own thread pools; each would otherwise start one thread per core and
+# oversubscribe the cores a packed neighbour is using.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class NodeLike(Protocol):
+    """Anything describing a node; read-only properties so frozen dataclasses conform."""
+
+    @property
+    def hostname(self) -> str: ...
+
+    @property
+    def cores(self) -> int: ...
+
+    @property
+    def gpus(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Request:
+    job_id: int
+    num_nodes: int
+    ranks_per_node: int
+    threads_per_rank: int
+    gpus_per_rank: int
+    node_packing_count: int
+
+    def __post_init__(self) -> None:
+        minimum = {"num_nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1,
+                   "gpus_per_rank": 0, "node_packing_count": 1}
+        for name, least in minimum.items():
+            value = getattr(self, name)
+            if value < least:
+                raise ValueError(f"job {self.job_id}: {name} must be >= {least}, got {value}")
+
+    @property
+    def packed(self) -> bool:
+        # Packing only means something for single-node jobs; MPI jobs always own their nodes.
+        return self.num_nodes == 1 and self.node_packing_count > 1
+
+    @property
+    def cores_per_node(self) -> int:
+        return self.ranks_per_node * self.threads_per_rank
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.ranks_per_node * self.gpus_per_rank
+
+
+@dataclass(frozen=True)
+class Assignment:
+    job_id: int
+    hostnames: list[str]
+    cores: dict[str, list[int]]
+    gpus: dict[str, list[int]]
+
+
+@dataclass
+class _Node:
+    hostname: str
+    cores: int
+    gpus: int
+    occupancy: Fraction
+    busy_cores: set[int]
+    busy_gpus: set[int]
+
+    def free_core_ids(self) -> list[int]:
+        return [c for c in range(self.cores) if c not in self.busy_cores]
+
+    def free_gpu_ids(self) -> list[int]:
+        return [g for g in range(self.gpus) if g not in self.busy_gpus]
+
+    def can_hold(self, request: Request) -> bool:
+        """Whether the node, as it stands, has room for one node's worth of `request`."""
+        share = Fraction(1, request.node_packing_count) if request.packed else Fraction(1)
+        return (
+            self.occupancy + share <= 1
+            and self.cores - len(self.busy_cores) >= request.cores_per_node
+            and self.gpus - len(self.busy_gpus) >= request.gpus_per_node
+        )
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """What one job holds on one node, so release can undo exactly that."""
+
+    index: int
+    share: Fraction
+    cores: frozenset[int]
+    gpus: frozenset[int]
+
+
+class NodePool:
+    """The nodes of one batch job and who is using them."""
+
+    def __init__(self, nodes: Iterable[NodeLike]) -> None:
+        self._nodes: list[_Node] = []
+        seen: set[str] = set()
+        for n in nodes:
+            if n.hostname in seen:
+                raise ValueError(f"duplicate hostname {n.hostname!r} in node list")
+            if n.cores < 0 or n.gpus < 0:
+                raise ValueError(
+                    f"node {n.hostname!r}: negative cores ({n.cores}) or gpus ({n.gpus})"
+                )
+            seen.add(n.hostname)
+            self._nodes.append(_Node(n.hostname, n.cores, n.gpus, Fraction(0), set(), set()))
+        self._holds: dict[int, list[_Hold]] = {}
+
+    def fits_ever(self, request: Request) -> bool:
+        """Whether the request could run on this allocation if it were entirely empty."""
+        big_enough = sum(
+            1
+            for n in self._nodes
+            if n.cores >= request.cores_per_node and n.gpus >= request.gpus_per_node
+        )
+        return big_enough >= request.num_nodes
+
+    def assign(self, request: Request) -> Assignment | None:
+        """Reserve resources for `request`, or return None if they are not free right now."""
+        if request.job_id in self._holds:
+            raise ValueError(f"job {request.job_id} is already assigned")
+        if request.packed:
+            index = self._place_packed(request)
+            if index is None:
+                return None
+            chosen = [index]
+        else:
+            free = [
+                i for i, n in enumerate(self._nodes) if n.occupancy == 0 and n.can_hold(request)
+            ]
+            if len(free) < request.num_nodes:
+                return None
+            chosen = free[: request.num_nodes]
+        return self._reserve(request, chosen)
+
+    def release(self, job_id: int) -> None:
+        try:
+            holds = self._holds.pop(job_id)
+        except KeyError:
+            raise KeyError(
+                f"job {job_id} holds no resources in this pool (never assigned or already released)"
+            ) from None
+        for hold in holds:
+            node = self._nodes[hold.index]
+            node.occupancy -= hold.share
+            node.busy_cores -= hold.cores
+            node.busy_gpus -= hold.gpus
+
+    def idle(self) -> bool:
+        return not self._holds
+
+    def assigned_jobs(self) -> list[int]:
+        return sorted(self._holds)
+
+    def free_nodes(self) -> int:
+        """Nodes with nothing on them, i.e. usable by a whole-node job."""
+        return sum(1 for n in self._nodes if n.occupancy == 0)
+
+    def free_cores(self) -> int:
+        return sum(n.cores - len(n.busy_cores) for n in self._nodes)
+
+    def free_gpus(self) -> int:
+        return sum(n.gpus - len(n.busy_gpus) for n in self._nodes)
+
+    def _place_packed(self, request: Request) -> int | None:
+        # Best fit among partly used nodes keeps whole nodes free for MPI jobs; ties go to the
+        # lowest index so placement is reproducible.
+        partial = [
+            i for i, n in enumerate(self._nodes) if 0 < n.occupancy < 1 and n.can_hold(request)
+        ]
+        if partial:
+            return min(partial, key=lambda i: self._room(i) + (i,))
+        for i, n in enumerate(self._nodes):
+            if n.occupancy == 0 and n.can_hold(request):
+                return i
+        return None
+
+    def _room(self, index: int) -> tuple[Fraction, int, int]:
+        n = self._nodes[index]
+        return (1 - n.occupancy, n.cores - len(n.busy_cores), n.gpus - len(n.busy_gpus))
+
+    def _reserve(self, request: Request, chosen: list[int]) -> Assignment:
+        holds: list[_Hold] = []
+        cores: dict[str, list[int]] = {}
+        gpus: dict[str, list[int]] = {}
+        for i in chosen:
+            node = self._nodes[i]
+            given_cores = node.free_core_ids()[: request.cores_per_node]
+            given_gpus = node.free_gpu_ids()[: request.gpus_per_node]
+            if request.packed:
+                share = Fraction(1, request.node_packing_count)
+                held_cores, held_gpus = frozenset(given_cores), frozenset(given_gpus)
+            else:
+                # A whole-node job owns the node: keep every id busy so the free counts do not
+                # advertise cores nobody else may use.
+                share = Fraction(1)
+                held_cores, held_gpus = frozenset(range(node.cores)), frozenset(range(node.gpus))
+            node.occupancy += share
+            node.busy_cores |= held_cores
+            node.busy_gpus |= held_gpus
+            holds.append(_Hold(i, share, held_cores, held_gpus))
+            cores[node.hostname] = given_cores
+            gpus[node.hostname] = given_gpus
+        self._holds[request.job_id] = holds
+        hostnames = [self._nodes[i].hostname for i in chosen]
+        return Assignment(request.job_id, hostnames, cores, gpus)
+
+
+def task_environment(
+    assignment: Assignment, threads_per_rank: int, hostname: str | None = None
+) -> dict[str, str]:
+    """Environment variables for the task's processes on `hostname` (default: its first node).
+
+    Whole-node jobs always start from empty nodes, so their GPU ids are the same on every node
+    and the first node's view is right for an MPI launch too.
+    """
+    if threads_per_rank < 1:
+        raise ValueError(f"threads_per_rank must be >= 1, got {threads_per_rank}")
+    host = assignment.hostnames[0] if hostname is None else hostname
+    if host not in assignment.gpus:
+        raise KeyError(f"job {assignment.job_id} has no resources on host {host!r}")
+    env = {name: str(threads_per_rank) for name in THREAD_VARIABLES}
+    gpu_ids = assignment.gpus[host]
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+    return env
