@@ -11,6 +11,10 @@ from balsam.site.cli.output import console, print_table
 from balsam.site.postgres import EmbeddedPostgres
 
 
+def section(title: str) -> None:
+    console.print(f"\n[bold]== {title}[/]")
+
+
 def _new_folder() -> Path:
     base = Path.cwd() / "balsam-demo-site"
     path, n = base, 1
@@ -22,7 +26,7 @@ def _new_folder() -> Path:
 
 def run_demo(path: Path | None) -> None:
     path = path or _new_folder()
-    console.rule("1. a site with its own PostgreSQL")
+    section("1. a site with its own PostgreSQL")
     started = time.perf_counter()
     site = Site.init(path)
     console.print(f"created site {site.settings.name!r} in {path} ({time.perf_counter() - started:.1f} s, "
@@ -32,19 +36,19 @@ def run_demo(path: Path | None) -> None:
     finally:
         site.close()
         EmbeddedPostgres(site.settings).stop()
-    console.rule("done")
+    section("done")
     console.print(f"the site's database is stopped; any balsam command restarts it. Look around with:\n"
                   f"  export BALSAM_SITE={shlex.quote(str(path))}\n  balsam job ls\n  balsam job history 1")  # fmt: skip
 
 
 def _fill(site: Site) -> None:
-    console.rule("2. apps: command templates")
+    section("2. apps: command templates")
     site.add_app("greet", "echo Hello, {who}")
     site.add_app("count", "wc -c {file}", on_error="retry", max_retries=2)
     site.add_app("merge", "cat {a} {b}", postprocess="ls -l")
     print_table(["APP", "COMMAND", "PARAMETERS"], [(a.name, a.command_template, ", ".join(a.parameters)) for a in site.apps()])
 
-    console.rule("3. a workflow: two greetings feed a merge, which feeds a count")
+    section("3. a workflow: two greetings feed a merge, which feeds a count")
     # A hostile-looking value is just text: jobs run without a shell.
     hi = site.add_job("greet", {"who": "world; rm -rf ~"}, name="hello", workflow="demo")
     bye = site.add_job("greet", {"who": "Argo"}, name="goodbye", workflow="demo")
@@ -53,7 +57,7 @@ def _fill(site: Site) -> None:
     site.add_job("count", {"file": "merged.out"}, name="count", workflow="demo", parents=[merged.id], tags={"kind": "summary"})
     _show(site, "demo")
 
-    console.rule("4. a parameter sweep through the bulk path")
+    section("4. a parameter sweep through the bulk path")
     started = time.perf_counter()
     ids = site.add_jobs(
         {"app": "greet", "params": {"who": f"sample-{i}"}, "workflow": "sweep", "tags": {"batch": str(i // 250)}}
@@ -63,7 +67,7 @@ def _fill(site: Site) -> None:
     counts = site.count_jobs()
     console.print("jobs per state: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
 
-    console.rule("5. the event log of the merge job")
+    section("5. the event log of the merge job")
     print_table(["FROM", "TO", "MESSAGE"], [(e.from_state, e.to_state, e.message) for e in site.history(merged.id)])
     console.print("(the launcher, which runs these jobs, is the next piece of Balsam-Argo to be built)")
 
