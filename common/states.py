@@ -34,9 +34,6 @@ S = JobState
 # the two unsuccessful ones (back to CREATED, from where readiness is worked out afresh).
 FINAL_STATES = frozenset({S.JOB_FINISHED, S.FAILED, S.USER_KILLED})
 
-# States from which a launcher may take a job to run it.
-RUNNABLE_STATES = frozenset({S.READY, S.STAGED_IN, S.PREPROCESSED, S.RESTART_READY})
-
 _FORWARD = {
     S.CREATED: {S.AWAITING_PARENTS, S.READY},
     S.AWAITING_PARENTS: {S.READY},

@@ -114,6 +114,12 @@ def check_shape(spec: JobSpec) -> None:
     for key, value in spec.tags.items():
         if not isinstance(value, str) or not _KEY.match(str(key)):
             raise BalsamError(f"{spec.label}: tag {key!r}={value!r} must be a name and a text value")
+    # PostgreSQL text cannot hold NUL, and no program could receive it in an argument anyway.
+    texts = [spec.name, spec.workflow, *map(str, spec.params.values()), *spec.tags.values()]
+    if any("\0" in text for text in texts) or any(
+        "\\u0000" in json.dumps(extra) for extra in (spec.data, spec.inputs, spec.outputs, spec.stage_in, spec.stage_out) if extra
+    ):
+        raise BalsamError(f"{spec.label}: a value contains a NUL character (\\0), which cannot be stored")
     for parent in spec.parents:
         if isinstance(parent, bool) or not isinstance(parent, (int, str)) or parent == "":
             raise BalsamError(f"{spec.label}: a parent must be a job id or the name of a job in the same request, got {parent!r}")

@@ -2,7 +2,7 @@
 
 Run it with the project's Python: ``python docs/examples/site_api_example.py``. It makes a site in a
 temporary folder, with its own PostgreSQL server, and stops that server and removes the folder at
-the end. Nothing runs the jobs yet: the launcher is not built, so jobs stay READY or
+the end. Nothing runs the jobs yet (the launcher is not built), so jobs stay READY or
 AWAITING_PARENTS.
 """
 
@@ -14,39 +14,46 @@ from balsam.site import Site
 from balsam.site.postgres import EmbeddedPostgres
 
 with tempfile.TemporaryDirectory() as tmp:
-    # A new site folder with a private PostgreSQL cluster (the server is left running).
+    # A new site folder with a private PostgreSQL cluster (its server is left running).
     site = Site.init(Path(tmp) / "example-site", name="example")
     try:
-        db = site.settings.database
-        print(f"site {site.settings.name!r}, database mode {db.mode!r}")
+        print(f"site {site.settings.name!r}, database mode {site.settings.database.mode!r}")
 
-        # Apps: command templates. {placeholders} are filled per job; runs never go through a shell.
+        # Apps: command templates. Each {placeholder} is filled per job; runs never use a shell.
         sim = site.add_app("sim", "simulate --size {n} --out {out} {infile}", env={"OMP_NUM_THREADS": "4"})
         site.add_app("merge", "merge --into {out} {a} {b}", on_error="retry", max_retries=2)
         print("app sim has parameters", sim.parameters)
 
-        # Single jobs. A parent is given by job id; a job waits until all its parents finish.
-        a = site.add_job("sim", {"n": 8, "out": "a.h5", "infile": "in.dat"}, name="a", workflow="demo",
-                         tags={"size": "small"})
-        b = site.add_job("sim", {"n": 64, "out": "b.h5", "infile": "in.dat"}, name="b", workflow="demo",
-                         nodes=4, ranks_per_node=32, wall_time=30, tags={"size": "large"})
-        m = site.add_job("merge", {"out": "ab.h5", "a": "a.h5", "b": "b.h5"}, name="merge", workflow="demo",
-                         parents=[a.id, b.id])
+        # Single jobs. Parents are job ids; a job waits until all its parents have finished.
+        a = site.add_job(
+            "sim", {"n": 8, "out": "a.h5", "infile": "in.dat"}, name="a", workflow="demo", tags={"size": "small"}
+        )
+        b = site.add_job(
+            "sim", {"n": 64, "out": "b.h5", "infile": "in.dat"}, name="b", workflow="demo",
+            nodes=4, ranks_per_node=32, wall_time=30, tags={"size": "large"},
+        )
+        m = site.add_job(
+            "merge", {"out": "ab.h5", "a": "a.h5", "b": "b.h5"}, name="merge", workflow="demo", parents=[a.id, b.id]
+        )
         print(f"job {m.id} ({m.name}) is {m.state}, waiting for {m.pending_parents} parents: {site.parents(m.id)}")
 
-        # Bulk: one request, validated whole, then written with COPY. Parents may be names
-        # of other jobs in the same request.
+        # Bulk: one request, checked whole, then written with COPY. Parents may also be the
+        # names of other jobs in the same request.
         sweep = [
-            {"app": "sim", "name": f"s{i}", "workflow": "sweep", "params": {"n": i, "out": f"s{i}.h5", "infile": "in.dat"},
-             "tags": {"batch": str(i // 50)}}
+            {
+                "app": "sim", "name": f"s{i}", "workflow": "sweep", "tags": {"batch": str(i // 50)},
+                "params": {"n": i, "out": f"s{i}.h5", "infile": "in.dat"},
+            }
             for i in range(100)
         ]
-        sweep.append({"app": "merge", "name": "s-merge", "workflow": "sweep", "parents": ["s0", "s1"],
-                      "params": {"out": "s01.h5", "a": "s0.h5", "b": "s1.h5"}})
+        sweep.append({
+            "app": "merge", "name": "s-merge", "workflow": "sweep", "parents": ["s0", "s1"],
+            "params": {"out": "s01.h5", "a": "s0.h5", "b": "s1.h5"},
+        })
         ids = site.add_jobs(sweep)
         print(f"bulk: added {len(ids)} jobs, ids {ids[0]}..{ids[-1]}")
 
-        # A bad request writes nothing: the second job names a placeholder the app lacks.
+        # A bad request writes nothing: here the second job has a parameter the app does not name.
         try:
             site.add_jobs([
                 {"app": "sim", "params": {"n": 1, "out": "x.h5", "infile": "in.dat"}},
@@ -55,8 +62,8 @@ with tempfile.TemporaryDirectory() as tmp:
         except BalsamError as exc:
             print("refused:", exc)
 
-        # Queries: filters by state, workflow and tags (all optional), oldest first.
-        print("all jobs:", site.count_jobs())
+        # Queries: optional filters by state, workflow and tags; jobs come oldest first.
+        print("all jobs:", dict(sorted(site.count_jobs().items())))
         print("sweep batch 1:", site.count_jobs(workflow="sweep", tags={"batch": "1"}))
         for job in site.jobs(state="READY", workflow="demo"):
             print(f"  {job.id} {job.name} {job.app.name} {job.state} nodes={job.num_nodes} params={job.parameters}")
@@ -66,7 +73,7 @@ with tempfile.TemporaryDirectory() as tmp:
         m = site.modify_job(m.id, params={"out": "merged.h5"}, nodes=2)
         print(f"merge now has params {m.parameters} and {m.num_nodes} nodes")
 
-        # Kill and reset. The killed parent does not release its child: merge keeps waiting.
+        # Kill and reset. A killed parent does not release its child: merge keeps waiting.
         site.kill_job(a.id)
         print(f"a is {site.job(a.id).state}; merge is {site.job(m.id).state}")
         try:

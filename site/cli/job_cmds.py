@@ -25,29 +25,36 @@ TagOption = typer.Option([], "--tag", help="Tag NAME=VALUE (repeatable).")
 @app.command("add")
 def add(
     app_name: str | None = typer.Option(None, "--app", "-a", help="The app to run."),
-    name: str = typer.Option("", "--name", "-n", help="A name for the job."),
-    workflow: str = typer.Option("default", "--workflow", "-w", help="The workflow it belongs to."),
+    name: str | None = typer.Option(None, "--name", "-n", help="A name for the job."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="The workflow it belongs to [default: default]."),
     params: list[str] = ParamOption,
     parents: list[int] = typer.Option([], "--parent", help="Id of a job that must finish first (repeatable)."),
-    nodes: int = typer.Option(1, "--nodes", help="Nodes per run."),
-    ranks_per_node: int = typer.Option(1, "--ranks-per-node", help="MPI ranks per node."),
-    threads_per_rank: int = typer.Option(1, "--threads-per-rank", help="Threads per rank."),
-    gpus_per_rank: int = typer.Option(0, "--gpus-per-rank", help="GPUs per rank."),
-    node_packing: int = typer.Option(1, "--node-packing", help="How many such jobs may share one node."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes per run [default: 1]."),
+    ranks_per_node: int | None = typer.Option(None, "--ranks-per-node", help="MPI ranks per node [default: 1]."),
+    threads_per_rank: int | None = typer.Option(None, "--threads-per-rank", help="Threads per rank [default: 1]."),
+    gpus_per_rank: int | None = typer.Option(None, "--gpus-per-rank", help="GPUs per rank [default: 0]."),
+    node_packing: int | None = typer.Option(None, "--node-packing", help="How many such jobs may share one node [default: 1]."),
     wall_time: float | None = typer.Option(None, "--wall-time", help="Expected run time in minutes."),
     tags: list[str] = TagOption,
-    from_file: Path | None = typer.Option(None, "--from", help="Add many jobs from a JSON-lines or YAML file."),
+    from_file: Path | None = typer.Option(None, "--from", help="Add many jobs from a YAML, JSON or JSON-lines file."),
     site: Path | None = SiteOption,
 ) -> None:
     """Add one job (printing its id), or many from a file (all or nothing, printing their ids)."""
+    # Options left out stay out, so JobSpec's defaults are the only ones.
+    fields = {
+        k: v
+        for k, v in dict(
+            name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node,
+            threads_per_rank=threads_per_rank, gpus_per_rank=gpus_per_rank, node_packing=node_packing,
+            wall_time=wall_time, params=params or None, parents=parents or None, tags=tags or None,
+        ).items()
+        if v is not None
+    }  # fmt: skip
     if from_file is not None:
-        single = dict(app=app_name, name=name, params=params, parents=parents, tags=tags, nodes=nodes != 1,
-                      ranks_per_node=ranks_per_node != 1, threads_per_rank=threads_per_rank != 1,
-                      gpus_per_rank=gpus_per_rank != 0, node_packing=node_packing != 1, wall_time=wall_time,
-                      workflow=workflow != "default")  # fmt: skip
-        given = [key for key, value in single.items() if value]
+        given = (["app"] if app_name else []) + list(fields)
         if given:
-            raise BalsamError(f"--from FILE takes every job field from the file; drop --{given[0].replace('_', '-')}")
+            flag = {"params": "param", "parents": "parent", "tags": "tag"}.get(given[0], given[0]).replace("_", "-")
+            raise BalsamError(f"--from FILE takes every job field from the file; drop --{flag}")
         specs = read_job_file(from_file)
         with Site.open(site) as s:
             ids = s.add_jobs(specs)
@@ -56,13 +63,11 @@ def add(
         return
     if not app_name:
         raise BalsamError("which app? give --app NAME (or --from FILE for many jobs)")
+    fields["params"] = parse_assignments(params, "--param")
+    fields["tags"] = parse_assignments(tags, "--tag")
+    fields["parents"] = list(parents)
     with Site.open(site) as s:
-        job = s.add_job(
-            app_name, params=parse_assignments(params, "--param"), name=name, workflow=workflow,
-            parents=list(parents), nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
-            gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
-            tags=parse_assignments(tags, "--tag"),
-        )  # fmt: skip
+        job = s.add_job(app_name, **fields)
     print(job.id)
 
 

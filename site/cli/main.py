@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
+import psycopg2
 from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
@@ -61,9 +62,9 @@ def main() -> None:
     except BalsamError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         sys.exit(1)
-    except DBAPIError as exc:
+    except (DBAPIError, psycopg2.Error) as exc:
         # Validation should have caught it first; still one line, not a traceback.
-        reason = str(exc.orig or exc).strip().splitlines()[0]
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         err_console.print(f"[bold red]error:[/] the database refused the request: {reason}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
