@@ -182,7 +182,7 @@ class Site:
         specs = []
         for i, job in enumerate(jobs):
             if isinstance(job, JobSpec):
-                check_shape(job)  # built by the caller: not checked yet
+                check_shape(job)  # may have been built by hand, bypassing spec_from_dict
             else:
                 job = spec_from_dict(job, source=f"item {i + 1}")
             specs.append(job)

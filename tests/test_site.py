@@ -12,7 +12,6 @@ import psycopg2
 import pytest
 
 from balsam.errors import BalsamError
-from balsam.site.api import Site
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SETTINGS_FILE, SiteSettings, find_site
 from conftest import balsam_script
