@@ -22,6 +22,11 @@ ParamOption = typer.Option([], "--param", "-p", help="Value of a template placeh
 TagOption = typer.Option([], "--tag", help="Tag NAME=VALUE (repeatable).")
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user actually gave (typer leaves the others None)."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 @app.command("add")
 def add(
     app_name: str | None = typer.Option(None, "--app", "-a", help="The app to run."),
@@ -41,15 +46,11 @@ def add(
 ) -> None:
     """Add one job (printing its id), or many from a file (all or nothing, printing their ids)."""
     # Options left out stay out, so JobSpec's defaults are the only ones.
-    fields = {
-        k: v
-        for k, v in dict(
-            name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node,
-            threads_per_rank=threads_per_rank, gpus_per_rank=gpus_per_rank, node_packing=node_packing,
-            wall_time=wall_time, params=params or None, parents=parents or None, tags=tags or None,
-        ).items()
-        if v is not None
-    }  # fmt: skip
+    fields = _given(
+        name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
+        gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
+        params=params or None, parents=parents or None, tags=tags or None,
+    )  # fmt: skip
     if from_file is not None:
         given = (["app"] if app_name else []) + list(fields)
         if given:
@@ -158,15 +159,10 @@ def modify(
     site: Path | None = SiteOption,
 ) -> None:
     """Change a job that has not started, or has failed or been killed (not one a launcher holds)."""
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in dict(
-            name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node,
-            threads_per_rank=threads_per_rank, gpus_per_rank=gpus_per_rank, node_packing=node_packing,
-            wall_time=wall_time,
-        ).items()
-        if v is not None
-    }  # fmt: skip
+    changes = _given(
+        name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
+        gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
+    )  # fmt: skip
     if params:
         changes["params"] = parse_assignments(params, "--param")
     if tags:
