@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from balsam.site.api import Site
+    from balsam.site.dynamic import current_job, kill, spawn_child
 
-__all__ = ["Site"]
+__all__ = ["Site", "current_job", "spawn_child", "kill"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from balsam.site.api import Site
 
         return Site
+    if name in ("current_job", "spawn_child", "kill"):
+        from balsam.site import dynamic
+
+        return getattr(dynamic, name)
     raise AttributeError(f"module 'balsam.site' has no attribute {name!r}")

@@ -126,9 +126,15 @@ class Site:
         if len(name) > MAX_NAME:
             raise BalsamError(f"an app name is at most {MAX_NAME} characters long")
         template = CommandTemplate.parse(command)
-        for step in (preprocess, postprocess):
+        for what, step in (("preprocess", preprocess), ("postprocess", postprocess)):
             if step is not None:
-                CommandTemplate.parse(step)  # same splitting rules: a bad step fails now, not mid-run
+                # Same splitting rules, filled from the same parameters: a bad step fails now, not mid-run.
+                extra = [p for p in CommandTemplate.parse(step).placeholders if p not in template.placeholders]
+                if extra:
+                    raise BalsamError(
+                        f"the {what} step names {{{extra[0]}}}, which the command template does not; "
+                        "steps may only use the command's placeholders"
+                    )
         if on_error not in ERROR_HANDLERS:
             raise BalsamError(f"on_error must be one of {', '.join(ERROR_HANDLERS)}, got {on_error!r}")
         if on_timeout not in TIMEOUT_HANDLERS:

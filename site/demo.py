@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,34 +45,53 @@ def run_demo(path: Path | None) -> None:
 
 
 def _fill(site: Site) -> None:
+    shared = site.settings.data_dir / "demo-files"
+    shared.mkdir()
     section("2. apps: command templates")
-    site.add_app("greet", "echo Hello, {who}")
+    # Parameters reach the program as separate arguments ($1, $2), never as shell text.
+    site.add_app("greet", "sh -c 'echo \"Hello, $1\" > \"$2\"' greet {who} {out}")
+    site.add_app("merge", "cat {a} {b}", postprocess="ls job.out")
     site.add_app("count", "wc -c {file}", on_error="retry", max_retries=2)
-    site.add_app("merge", "cat {a} {b}", postprocess="ls -l")
     print_table(["APP", "COMMAND", "PARAMETERS"], [(a.name, a.command_template, ", ".join(a.parameters)) for a in site.apps()])
 
     section("3. a workflow: two greetings feed a merge, which feeds a count")
     # A hostile-looking value is just text: jobs run without a shell.
-    hi = site.add_job("greet", {"who": "world; rm -rf ~"}, name="hello", workflow="demo")
-    bye = site.add_job("greet", {"who": "Argo"}, name="goodbye", workflow="demo")
-    merged = site.add_job("merge", {"a": "hello.out", "b": "goodbye.out"}, name="merge", workflow="demo",
+    hello, goodbye = shared / "hello.txt", shared / "goodbye.txt"
+    hi = site.add_job("greet", {"who": "world; rm -rf ~", "out": str(hello)}, name="hello", workflow="demo")
+    bye = site.add_job("greet", {"who": "Argo", "out": str(goodbye)}, name="goodbye", workflow="demo")
+    merged = site.add_job("merge", {"a": str(hello), "b": str(goodbye)}, name="merge", workflow="demo",
                           parents=[hi.id, bye.id])  # fmt: skip
-    site.add_job("count", {"file": "merged.out"}, name="count", workflow="demo", parents=[merged.id], tags={"kind": "summary"})
+    merged_out = site.settings.data_dir / "demo" / str(merged.id) / "job.out"
+    count = site.add_job("count", {"file": str(merged_out)}, name="count", workflow="demo", parents=[merged.id],
+                         tags={"kind": "summary"})  # fmt: skip
     _show(site, "demo")
 
     section("4. a parameter sweep through the bulk path")
     started = time.perf_counter()
     ids = site.add_jobs(
-        {"app": "greet", "params": {"who": f"sample-{i}"}, "workflow": "sweep", "tags": {"batch": str(i // 250)}}
+        {"app": "greet", "params": {"who": f"sample-{i}", "out": str(shared / f"sample-{i}.txt")}, "workflow": "sweep",
+         "tags": {"batch": str(i // 250)}, "node_packing": 8}
         for i in range(1000)
-    )
+    )  # fmt: skip
     console.print(f"added {len(ids)} jobs in {time.perf_counter() - started:.2f} s")
-    counts = site.count_jobs()
-    console.print("jobs per state: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    console.print("jobs per state: " + ", ".join(f"{n} {s}" for s, n in site.count_jobs().items()))
 
-    section("5. the event log of the merge job")
+    section("5. a launcher runs them all: balsam launcher --job-mode serial --until-idle")
+    started = time.perf_counter()
+    env = {**os.environ, "BALSAM_SITE": str(site.settings.path)}
+    subprocess.run(
+        [sys.executable, "-m", "balsam.site.cli.main", "launcher", "--job-mode", "serial", "--until-idle"],
+        env=env, check=True,
+    )  # fmt: skip
+    console.print(f"ran {len(ids) + 4} jobs in {time.perf_counter() - started:.1f} s")
+    console.print("jobs per state: " + ", ".join(f"{n} {s}" for s, n in site.count_jobs().items()))
+    _show(site, "demo")
+    console.print(f"merge wrote: {merged_out.read_text().strip()!r}")
+    counted = site.settings.data_dir / "demo" / str(count.id) / "job.out"
+    console.print(f"count wrote: {counted.read_text().strip()!r}")
+
+    section("6. the event log of the merge job")
     print_table(["FROM", "TO", "MESSAGE"], [(e.from_state, e.to_state, e.message) for e in site.history(merged.id)])
-    console.print("(the launcher, which runs these jobs, is the next piece of Balsam-Argo to be built)")
 
 
 def _show(site: Site, workflow: str) -> None:

@@ -23,13 +23,13 @@ def test_demo_makes_a_site_with_a_workflow_and_leaves_no_server_running(tmp_path
         listing = subprocess.run([balsam_script(), "job", "ls", "-w", "demo", "--json"], env=env,
                                  capture_output=True, text=True, check=True)  # fmt: skip
         jobs = {j["name"]: j for j in json.loads(listing.stdout)["jobs"]}
-        assert jobs["hello"]["params"] == {"who": "world; rm -rf ~"}
-        assert [jobs[n]["state"] for n in ("hello", "goodbye", "merge", "count")] == [
-            "READY", "READY", "AWAITING_PARENTS", "AWAITING_PARENTS",
-        ]  # fmt: skip
+        assert jobs["hello"]["params"]["who"] == "world; rm -rf ~"
+        assert [jobs[n]["state"] for n in ("hello", "goodbye", "merge", "count")] == ["JOB_FINISHED"] * 4
         sweep = subprocess.run([balsam_script(), "job", "ls", "-w", "sweep", "--json", "--limit", "1"], env=env,
                                capture_output=True, text=True, check=True)  # fmt: skip
-        assert json.loads(sweep.stdout)["counts"] == {"READY": 1000}
+        assert json.loads(sweep.stdout)["counts"] == {"JOB_FINISHED": 1000}
+        merged = (path / "data" / "demo" / str(jobs["merge"]["id"]) / "job.out").read_text()
+        assert merged == "Hello, world; rm -rf ~\nHello, Argo\n"
     finally:
         EmbeddedPostgres(settings).stop()
     # a second run beside the first makes a new site rather than touching it

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from balsam import __version__
 from balsam.errors import BalsamError
 from balsam.site.api import Site
-from balsam.site.cli import app_cmds, job_cmds, site_cmds
+from balsam.site.cli import app_cmds, job_cmds, launcher_cmd, site_cmds
 from balsam.site.cli.output import console, err_console
 
 cli = typer.Typer(
@@ -24,6 +24,7 @@ cli = typer.Typer(
 cli.add_typer(site_cmds.app, name="site")
 cli.add_typer(app_cmds.app, name="app")
 cli.add_typer(job_cmds.app, name="job")
+cli.command("launcher")(launcher_cmd.launcher)
 
 
 @cli.command("init")
@@ -69,3 +70,7 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -30,7 +32,20 @@ _JOB_COPY_COLUMNS = (
 )  # fmt: skip
 
 
-_UPDATABLE = frozenset({"return_code", "error_tail", "retry_count", "data", "batch_job_id"})
+# Columns a transition may set, with the SQL array type a batch passes them as.
+_UPDATABLE_TYPES = {
+    "return_code": "integer", "error_tail": "text", "retry_count": "integer", "data": "jsonb",
+    "batch_job_id": "integer", "launcher_id": "integer",
+}  # fmt: skip
+_UPDATABLE = frozenset(_UPDATABLE_TYPES)
+# Launchers LISTEN on this channel; a NOTIFY is delivered when the transaction commits.
+RUNNABLE_CHANNEL = "balsam_runnable"
+_RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY})
+
+
+def notify_runnable(session: Session) -> None:
+    """Wake the launchers once this transaction commits: there is new work."""
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNNABLE_CHANNEL})
 
 
 def _copy_field(value: Any) -> str:
@@ -107,6 +122,8 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
     if links:
         _copy(session, "job_parents", ("child_id", "parent_id"), links)
     _copy(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
+    if any(row[5] == S.READY.value for row in rows):
+        notify_runnable(session)
     return list(ids)
 
 
@@ -150,7 +167,134 @@ def transition(
     )
     if to_state == S.JOB_FINISHED:
         release_children(session, ids)
+    if to_state in _RUNNABLE:
+        notify_runnable(session)
     return ids
+
+
+@dataclass(frozen=True)
+class Step:
+    """One transition of a batch: to ``state`` at time ``at`` (None: the commit's time)."""
+
+    state: JobState
+    message: str = ""
+    at: datetime | None = None
+
+
+@dataclass
+class Change:
+    """What happened to one job since the last write: its transitions in order, and new column values."""
+
+    job_id: int
+    steps: list[Step]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def apply_changes(session: Session, changes: Sequence[Change], owner: int | None = None) -> tuple[list[int], list[int]]:
+    """Write many jobs' transitions at once: one UPDATE per set of columns, one INSERT of events.
+
+    Each job's steps must form a legal path from its current state. With ``owner`` (a launcher
+    id), only jobs that launcher still holds are written; the others, and any whose path is no
+    longer legal (a user killed it meanwhile), are skipped and returned, never an error: the
+    launcher decides what to do with them. Returns (written ids, skipped ids).
+    """
+    by_id: dict[int, Change] = {}
+    for change in changes:
+        if not change.steps:
+            raise ValueError(f"job {change.job_id}: a change needs at least one step")
+        unknown = set(change.fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not an updatable job column: {sorted(unknown)}")
+        if change.job_id in by_id:  # several changes to one job: its steps in order, later fields win
+            earlier = by_id[change.job_id]
+            change = Change(change.job_id, earlier.steps + change.steps, {**earlier.fields, **change.fields})
+        by_id[change.job_id] = change
+    if not by_id:
+        return [], []
+    rows = session.execute(
+        text("SELECT id, state, launcher_id FROM jobs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        {"ids": sorted(by_id)},
+    ).all()
+    current = {row.id: row for row in rows}
+    written: list[Change] = []
+    skipped: list[int] = []
+    events: list[tuple[int, str, str, datetime | None, str]] = []
+    for job_id in sorted(by_id):
+        change = by_id[job_id]
+        row = current.get(job_id)
+        if row is None or (owner is not None and row.launcher_id != owner):
+            if owner is None:
+                raise BalsamError(f"no job {job_id}")
+            skipped.append(job_id)
+            continue
+        path: list[tuple[int, str, str, datetime | None, str]] = []
+        state = JobState(row.state)
+        try:
+            for step in change.steps:
+                check_transition(state, step.state, job_id)
+                path.append((job_id, state.value, JobState(step.state).value, step.at, step.message))
+                state = JobState(step.state)
+        except BalsamError:
+            if owner is None:
+                raise
+            skipped.append(job_id)
+            continue
+        events.extend(path)
+        written.append(change)
+    groups: dict[tuple[str, ...], list[Change]] = {}
+    for change in written:
+        groups.setdefault(tuple(sorted(change.fields)), []).append(change)
+    for names, group in groups.items():
+        columns = ["id", "state", *names]
+        values = {
+            "id": [c.job_id for c in group],
+            "state": [JobState(c.steps[-1].state).value for c in group],
+            **{n: [_array_value(n, c.fields[n]) for c in group] for n in names},
+        }
+        types = {"id": "bigint", "state": "text", **{n: _UPDATABLE_TYPES[n] for n in names}}
+        # jsonb travels as text: a driver turns a list of dicts into an array of composite rows.
+        casts = ", ".join(
+            f"unnest(CAST(:{c} AS {'text' if types[c] == 'jsonb' else types[c]}[])) AS {c}" for c in columns
+        )
+        sets = "".join(f", {n} = v.{n}{'::jsonb' if types[n] == 'jsonb' else ''}" for n in names)
+        session.execute(
+            text(f"UPDATE jobs SET state = v.state, updated_at = now(){sets} FROM (SELECT {casts}) v WHERE jobs.id = v.id"),
+            values,
+        )
+    if events:
+        job_ids, froms, tos, times, messages = (list(column) for column in zip(*events))
+        session.execute(
+            text(
+                "INSERT INTO job_events (job_id, from_state, to_state, timestamp, message) "
+                "SELECT j, f, t, coalesce(a, now()), m FROM unnest("
+                "CAST(:j AS bigint[]), CAST(:f AS text[]), CAST(:t AS text[]), CAST(:a AS timestamptz[]), CAST(:m AS text[])"
+                ") AS e(j, f, t, a, m)"
+            ),
+            {"j": job_ids, "f": froms, "t": tos, "a": times, "m": messages},
+        )
+    finished = [c.job_id for c in written if c.steps[-1].state == S.JOB_FINISHED]
+    if finished:
+        release_children(session, finished)
+    if any(c.steps[-1].state in _RUNNABLE for c in written):
+        notify_runnable(session)
+    return [c.job_id for c in written], skipped
+
+
+def _array_value(name: str, value: Any) -> Any:
+    if _UPDATABLE_TYPES[name] == "jsonb":
+        return None if value is None else json.dumps(value)
+    return value
+
+
+def note(session: Session, job_ids: Iterable[int], message: str) -> None:
+    """An event that is not a transition (from and to are the job's current state): a remark for the log."""
+    session.execute(
+        text(
+            "INSERT INTO job_events (job_id, from_state, to_state, message) "
+            "SELECT id, state, state, :msg FROM jobs WHERE id = ANY(:ids)"
+        ),
+        {"ids": sorted(set(job_ids)), "msg": message},
+    )
 
 
 def release_children(session: Session, finished_ids: list[int]) -> list[int]:

@@ -85,6 +85,8 @@ class Job(Base):
     pending_parents: Mapped[int] = mapped_column(Integer, default=0)
 
     batch_job_id: Mapped[int | None] = mapped_column(ForeignKey("batch_jobs.id", ondelete="SET NULL"))
+    # The launcher holding the job, from acquisition until it lets go; NULL while no one does.
+    launcher_id: Mapped[int | None] = mapped_column(ForeignKey("launchers.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -94,6 +96,7 @@ class Job(Base):
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_workflow_state", "workflow", "state"),
         Index("ix_jobs_app_id", "app_id"),
+        Index("ix_jobs_launcher_id", "launcher_id"),
         Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
         CheckConstraint(
             "num_nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
@@ -155,4 +158,34 @@ class BatchJob(Base):
     __table_args__ = (
         CheckConstraint("num_nodes > 0 AND wall_time_min > 0", name="batch_job_resources"),
         CheckConstraint("job_mode IN ('mpi', 'serial')", name="batch_job_mode"),
+    )
+
+
+class Launcher(Base):
+    """A running (or once running) pilot and its lease on the jobs it holds.
+
+    A launcher renews ``heartbeat_at`` every few seconds. One whose heartbeat is older than its
+    own ``lease_seconds`` is lost: its jobs are taken back (see ``balsam.launcher.leases``).
+    Times come from the database's clock, so launchers on nodes with skewed clocks agree.
+    """
+
+    __tablename__ = "launchers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    job_mode: Mapped[str] = mapped_column(String(16))  # mpi | serial
+    node_count: Mapped[int] = mapped_column(Integer)
+    batch_job_id: Mapped[int | None] = mapped_column(ForeignKey("batch_jobs.id", ondelete="SET NULL"))
+    lease_seconds: Mapped[float] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | exited | lost
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = _now()
+    heartbeat_at: Mapped[datetime] = _now()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('running', 'exited', 'lost')", name="launcher_state"),
+        CheckConstraint("lease_seconds > 0", name="launcher_lease"),
+        Index("ix_launchers_state", "state"),
     )

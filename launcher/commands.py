@@ -1,0 +1,79 @@
+"""From a held job and the resources it was given to the exact process to start: a pure core.
+
+Where the job runs (``SITE/data/WORKFLOW/JOB_ID``), which variables it sees, and its argument
+vector: the app's filled-in template, inside a container when the app names an image, behind
+``mpirun``/``srun``/``aprun`` when it has several ranks or runs on another node.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from balsam.launcher import containers, mpi
+from balsam.launcher.lifecycle import HeldJob
+from balsam.launcher.resources import Assignment, task_environment
+from balsam.site.dynamic import JOB_ID_VARIABLE
+
+# Workflow names are free text; as a folder name, anything but these characters becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def workdir(data_dir: Path, workflow: str, job_id: int) -> Path:
+    """The job's working folder; never outside ``data_dir``, whatever the workflow is called."""
+    name = _UNSAFE.sub("_", workflow)[:100]
+    if name in ("", ".", ".."):
+        name = "_" + name
+    return data_dir / name / str(job_id)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the launcher knows about where it runs, the same for every job."""
+
+    site_path: str
+    launcher_id: int
+    local_host: str
+    mpi_flavour: str | None = None  # None: every job must be single-rank on this host
+    mpi_flags: dict[str, object] = field(default_factory=dict)
+    container_runtime: str | None = None
+    # Serial ensemble: each node has a worker of ours that starts single-rank jobs there itself.
+    node_workers: bool = False
+
+
+def environment(job: HeldJob, assignment: Assignment, ctx: RunContext) -> dict[str, str]:
+    """The variables a job's processes get on top of the launcher's own."""
+    env = dict(job.environment)
+    env.update(task_environment(assignment, job.threads_per_rank))
+    env.update({
+        JOB_ID_VARIABLE: str(job.id),
+        "BALSAM_SITE": ctx.site_path,
+        "BALSAM_LAUNCHER_ID": str(ctx.launcher_id),
+        "BALSAM_JOB_NODES": ",".join(assignment.hostnames),
+    })  # fmt: skip
+    return env
+
+
+def run_argv(job: HeldJob, assignment: Assignment, env: dict[str, str], cwd: str, ctx: RunContext) -> list[str]:
+    """The argument vector of the job's main run.
+
+    A single-rank job placed on the launcher's own host (or on a node with an ensemble worker)
+    starts directly; anything else goes through the MPI launcher, which also carries the
+    environment to remote ranks.
+    """
+    argv = list(job.command)
+    if job.image:
+        if ctx.container_runtime is None:
+            raise RuntimeError(f"app {job.app_name!r} runs in image {job.image!r}, but neither apptainer nor singularity is installed here")
+        argv = containers.wrap(ctx.container_runtime, job.image, argv, workdir=cwd, gpus=job.gpus_per_rank > 0)
+    single = job.num_nodes == 1 and job.ranks_per_node == 1
+    if single and (ctx.node_workers or assignment.hostnames == [ctx.local_host]):
+        return argv
+    if ctx.mpi_flavour is None:
+        raise RuntimeError(f"job {job.id} needs an MPI launcher (it has {job.num_nodes * job.ranks_per_node} ranks or runs on another node), and none was found")
+    run = mpi.MpiRun(
+        argv=argv, nodes=list(assignment.hostnames), ranks_per_node=job.ranks_per_node,
+        threads_per_rank=job.threads_per_rank, gpus_per_rank=job.gpus_per_rank, env=env,
+    )  # fmt: skip
+    return mpi.render(ctx.mpi_flavour, run, **ctx.mpi_flags)

@@ -1,0 +1,523 @@
+"""The launcher's main loop: take jobs, start them on free resources, record what happens.
+
+One loop, one thread. Each turn it
+
+1. collects the processes that ended and works out each job's next states (``lifecycle``),
+2. starts queued jobs that fit the free cores and GPUs (``resources.NodePool``),
+3. writes every state change since the last write and takes more jobs, in one transaction
+   (at most every ``flush_seconds``, so thousands of short tasks cost a few hundred commits),
+4. renews its lease, takes back the jobs of lost launchers, and stops jobs users killed,
+5. sleeps until a child exits, a NOTIFY says there is new work, or the next deadline.
+
+Event timestamps are taken when things happen, not when they are written, so a batched write
+loses no precision in the history or the runtimes derived from it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import select
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg2
+from balsam.launcher import commands, lifecycle, store
+from balsam.launcher.executor import LocalExecutor, Task, TaskExit, prepare, tail
+from balsam.launcher.lifecycle import HeldJob, Outcome
+from balsam.launcher.nodes import Node
+from balsam.launcher.resources import Assignment, NodePool, Request
+from balsam.site.api import Site
+from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change, Step
+from balsam.states import JobState
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+S = JobState
+log = logging.getLogger("balsam.launcher")
+MAX_QUEUE = 2000
+
+
+@dataclass
+class LauncherConfig:
+    job_mode: str = "mpi"  # mpi | serial
+    wall_time_min: float | None = None
+    max_jobs: int | None = None
+    workflow: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    until_idle: bool = False
+    lease_seconds: float = 60.0
+    flush_seconds: float = 0.1
+    poll_seconds: float = 1.0  # look for work and kills this often even without a NOTIFY
+    progress_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.job_mode not in ("mpi", "serial"):
+            raise ValueError(f"job mode must be 'mpi' or 'serial', got {self.job_mode!r}")
+        if self.wall_time_min is not None and not self.wall_time_min > 0:
+            raise ValueError(f"wall time must be a positive number of minutes, got {self.wall_time_min}")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            raise ValueError(f"max jobs must be at least 1, got {self.max_jobs}")
+        if not self.lease_seconds > 0:
+            raise ValueError(f"the lease must be a positive number of seconds, got {self.lease_seconds}")
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds / 6
+
+    def shutdown_margins(self) -> tuple[float, float]:
+        """(seconds before the end to stop tasks, seconds between SIGTERM and SIGKILL)."""
+        wall = (self.wall_time_min or 0) * 60
+        margin = min(120.0, max(2.0, 0.1 * wall))
+        return margin, margin / 2
+
+
+@dataclass
+class _Running:
+    job: HeldJob
+    assignment: Assignment
+    started: float
+    timed_out: bool = False
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class Launcher:
+    def __init__(self, site: Site, config: LauncherConfig, nodes: list[Node], ctx: commands.RunContext, run_executor=None) -> None:
+        self.site = site
+        self.config = config
+        self.nodes = nodes
+        self.pool = NodePool(nodes)
+        self.local = LocalExecutor()
+        # Main runs go to the node workers in a multi-node serial ensemble, else to this host.
+        self.runs = run_executor or self.local
+        self.fit = store.Fit(
+            serial=config.job_mode == "serial", max_nodes=len(nodes),
+            max_cores_per_node=max(n.cores for n in nodes), max_gpus_per_node=max(n.gpus for n in nodes),
+            workflow=config.workflow, tags=dict(config.tags),
+        )  # fmt: skip
+        total_cores = sum(n.cores for n in nodes)
+        # Jobs held but not started: enough to keep every core busy between two acquisitions,
+        # more when jobs are short (see _want), never so many that other launchers go without.
+        self.base_queue = max(8, 4 * total_cores) if config.job_mode == "serial" else max(4, 2 * len(nodes))
+        self.recent_ends: collections.deque[float] = collections.deque()
+        with site.session() as session:
+            self.id = store.register(session, ctx.local_host, os.getpid(), config.job_mode, len(nodes), config.lease_seconds)
+        self.ctx = dataclasses.replace(ctx, launcher_id=self.id)
+        # Folders and output files of queued jobs are made here, off the loop (see executor.prepare).
+        self.preparer = ThreadPoolExecutor(2, thread_name_prefix="prepare")
+        self.held: dict[int, HeldJob] = {}
+        self.queue: list[int] = []  # held jobs waiting for resources, oldest first
+        self.running: dict[int, _Running] = {}
+        self.steps: dict[int, str] = {}  # job id -> "pre" | "post" while that step runs
+        self.changes: list[Change] = []
+        self.rescues: dict[int, dict] = {}
+        self.too_big_noted: set[int] = set()
+        self.started_count = 0
+        self.counts = {"finished": 0, "failed": 0, "retried": 0, "timed out": 0}
+        self._listen = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until idle (with until_idle), out of wall time, out of jobs (max_jobs) or stopped; the exit code."""
+        start = time.monotonic()
+        margin, kill_grace = self.config.shutdown_margins()
+        stop_at = start + self.config.wall_time_min * 60 - margin if self.config.wall_time_min else None
+        kill_at: float | None = None
+        stopping = False  # no new work; tasks are being stopped (wall time, SIGTERM, SIGINT)
+        last_flush = last_poll = last_beat = last_scan = last_progress = -1e9
+        last_renewal = time.monotonic()
+        woken = True
+        reason = "finished"
+        requested_stop: list[int] = []
+        old_handlers = {
+            sig: signal.signal(sig, lambda signum, frame: requested_stop.append(signum))
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        self._listen = self._open_listener()
+        log.info(
+            "launcher %d: %d node(s), %s mode, lease %g s",
+            self.id, len(self.nodes), self.config.job_mode, self.config.lease_seconds,
+        )  # fmt: skip
+        try:
+            while True:
+                now = time.monotonic()
+                out_of_time = stop_at is not None and now >= stop_at
+                if (requested_stop or out_of_time) and not stopping:
+                    stopping = True
+                    reason = "out of wall time" if out_of_time else f"stopped by signal {requested_stop[0]}"
+                    for running in self.running.values():
+                        running.timed_out = True
+                    self._stop_tasks(signal.SIGTERM)
+                    kill_at = now + kill_grace
+                if kill_at is not None and now >= kill_at:
+                    self._stop_tasks(signal.SIGKILL)
+                    kill_at = None
+                self._collect_exits()
+                if not stopping:
+                    self._start_queued(stop_at)
+
+                want = 0 if stopping else self._want()
+                poll_due = now - last_poll >= self.config.poll_seconds
+                scan_due = now - last_scan >= self.config.heartbeat_seconds
+                flush_due = bool(self.changes) and (
+                    now - last_flush >= self.config.flush_seconds or len(self.changes) >= 2000 or stopping
+                )
+                got = 0
+                if flush_due or poll_due or (want and woken):
+                    try:
+                        got = self._transact(want, stop_at, kills=poll_due, scan=scan_due)
+                        last_flush = now
+                        last_poll = now if poll_due else last_poll
+                        last_scan = now if scan_due else last_scan
+                        woken = 0 < want <= got  # a full batch: there is probably more
+                    except (OperationalError, DBAPIError, psycopg2.Error) as exc:
+                        log.warning("database unreachable, will retry: %s", str(exc).strip().splitlines()[0])
+                        got = -1
+                    if got > 0:
+                        self._start_queued(stop_at)
+
+                if now - last_beat >= self.config.heartbeat_seconds:
+                    last_beat = now
+                    if self._heartbeat():
+                        last_renewal = now
+                if now - last_renewal > 0.75 * self.config.lease_seconds:
+                    raise LeaseLost(f"could not renew the lease for {now - last_renewal:.0f} s")
+                if now - last_progress >= self.config.progress_seconds:
+                    last_progress = now
+                    self._progress()
+
+                idle = not (self.running or self.steps or self.changes)
+                if idle and stopping:
+                    break
+                if idle and self._max_jobs_reached() and not any(
+                    self.held[j].state != S.RESTART_READY for j in self.queue
+                ):
+                    reason = f"ran {self.started_count} job(s) (--max-jobs)"
+                    break
+                if idle and self.config.until_idle and not self.queue and got == 0 and not woken:
+                    reason = "no runnable job left (--until-idle)"
+                    break
+                woken = self._wait(self._timeout(now, last_flush, stop_at, kill_at)) or woken
+        except LeaseLost as exc:
+            log.error("launcher %d: %s; killing every task so that none runs twice", self.id, exc)
+            self._stop_tasks(signal.SIGKILL)
+            self._close_executors()
+            return 3
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self._close_listener()
+        self._finish(reason)
+        return 0
+
+    def _want(self) -> int:
+        """How many jobs to take now: refill the queue when it is half empty, within --max-jobs."""
+        now = time.monotonic()
+        while self.recent_ends and self.recent_ends[0] < now - 2.0:
+            self.recent_ends.popleft()
+        # Half a second of work at the rate jobs have been ending lately: short jobs are taken
+        # in large batches (few transactions), long ones a few at a time.
+        target = min(MAX_QUEUE, max(self.base_queue, len(self.recent_ends) // 4))
+        if len(self.queue) > target // 2:
+            return 0
+        want = target - len(self.queue)
+        if self.config.max_jobs is not None:
+            want = min(want, self.config.max_jobs - self.started_count - len(self.queue))
+        return max(0, want)
+
+    def _max_jobs_reached(self) -> bool:
+        return self.config.max_jobs is not None and self.started_count >= self.config.max_jobs
+
+    def _timeout(self, now: float, last_flush: float, stop_at: float | None, kill_at: float | None) -> float:
+        deadline = self.config.poll_seconds
+        if self.changes:
+            deadline = min(deadline, max(0.0, last_flush + self.config.flush_seconds - now))
+        for moment in (stop_at, kill_at):
+            if moment is not None:
+                deadline = min(deadline, max(0.0, moment - now))
+        if self.runs is not self.local and self.runs.running():
+            deadline = min(deadline, 0.005)  # the ensemble's messages have no file descriptor to wait on
+        return deadline
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep until a child exits or a NOTIFY arrives; True if there is new work."""
+        fds = [self.local.wakeup_fd]
+        conn = self._listen
+        if conn is not None:
+            fds.append(conn.fileno())
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return False
+        self.local.drain_wakeups()
+        if conn is not None and conn.fileno() in readable:
+            try:
+                conn.poll()
+                woke = bool(conn.notifies)
+                conn.notifies.clear()
+                return woke
+            except psycopg2.Error:
+                self._close_listener()  # reopened after the next successful transaction
+        return False
+
+    def _open_listener(self):
+        """A connection of its own that LISTENs for new work (a pooled one could be handed to others)."""
+        url = self.site.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            conn = psycopg2.connect(url)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"LISTEN {RUNNABLE_CHANNEL}")
+            return conn
+        except psycopg2.Error as exc:
+            log.warning("cannot LISTEN for new jobs (%s); polling every %g s", str(exc).strip(), self.config.poll_seconds)
+            return None
+
+    def _close_listener(self) -> None:
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
+
+    # -- exits ---------------------------------------------------------------------------------
+
+    def _collect_exits(self) -> None:
+        exits: list[TaskExit] = self.local.poll()
+        if self.runs is not self.local:
+            exits += self.runs.poll()
+        for ended in exits:
+            kind, job_id = ended.key  # type: ignore[misc]
+            if kind == "run":
+                self._run_ended(job_id, ended)
+            else:
+                self._step_ended(kind, job_id, ended)
+
+    def _run_ended(self, job_id: int, ended: TaskExit) -> None:
+        running = self.running.pop(job_id, None)
+        if running is None:
+            return  # killed by a user; already let go
+        self.recent_ends.append(time.monotonic())
+        self.pool.release(job_id)
+        job = running.job
+        folder = self._workdir(job)
+        # Only a failure's stderr is worth reading: a success costs no extra file access.
+        error_tail = ended.error or (tail(str(folder / "job.err")) if ended.return_code != 0 else "")
+        outcome = lifecycle.after_run(job, ended.return_code, ended.ended - ended.started, error_tail, running.timed_out)
+        if running.timed_out:
+            self.counts["timed out"] += 1
+        self._record(job, outcome, ended.ended)
+
+    def _step_ended(self, kind: str, job_id: int, ended: TaskExit) -> None:
+        if self.steps.pop(job_id, None) is None:
+            return
+        job = self.held[job_id]
+        error_tail = ended.error or tail(str(self._workdir(job) / f"{kind}process.err"))
+        if kind == "pre":
+            outcome = lifecycle.after_pre(job, ended.return_code, error_tail)
+            if outcome.next == "run":
+                self._record(job, outcome, ended.ended, keep=True)
+                self._enqueue(job)
+                return
+        else:
+            outcome = lifecycle.after_post(job, ended.return_code, error_tail)
+        self._record(job, outcome, ended.ended)
+
+    def _record(self, job: HeldJob, outcome: Outcome, at: float, keep: bool = False) -> None:
+        """Queue the outcome's transitions for the next write, and do what follows."""
+        moment = datetime.fromtimestamp(at, UTC)
+        steps = [Step(s.state, s.message, s.at or moment) for s in outcome.steps]
+        final = steps[-1].state if steps else job.state
+        release = not keep and outcome.next in ("release", "rescue")
+        fields = dict(outcome.fields)
+        if release:
+            fields["launcher_id"] = None
+        if steps:
+            self.changes.append(Change(job.id, steps, fields))
+        job.state = final
+        if "retry_count" in fields:
+            job.retry_count = fields["retry_count"]
+        if final == S.JOB_FINISHED:
+            self.counts["finished"] += 1
+        elif final == S.FAILED:
+            self.counts["failed"] += 1
+        elif final == S.RESTART_READY:
+            self.counts["retried"] += 1
+        if outcome.next == "rescue":
+            self.rescues[job.id] = lifecycle.rescue_spec(job)
+        if outcome.next == "post":
+            self._start_step("post", job)
+        elif release:
+            self.held.pop(job.id, None)
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def _accept(self, jobs: list[HeldJob], broken: list[tuple[int, str]]) -> None:
+        """Jobs just acquired: their first steps, and into the queue (or straight to a step)."""
+        now = time.time()
+        for job_id, reason in broken:
+            self.changes.append(Change(job_id, [Step(S.FAILED, f"cannot build its command: {reason}")], {"launcher_id": None}))
+        for job in jobs:
+            self.held[job.id] = job
+            steps, follow = lifecycle.acquired_steps(job)
+            if follow == "finish":
+                self._record(job, Outcome(lifecycle.finishing_steps(job, "")), now)
+                continue
+            if steps:
+                self._record(job, Outcome(steps, next="keep"), now, keep=True)
+            if follow == "pre":
+                self._start_step("pre", job)
+            elif follow == "post":
+                self._start_step("post", job)
+            else:
+                self._enqueue(job)
+
+    def _enqueue(self, job: HeldJob) -> None:
+        self.queue.append(job.id)
+        if self.runs is self.local:  # an ensemble worker's node may not see this filesystem path the same way
+            folder = self._workdir(job)
+            self.preparer.submit(prepare, str(folder), str(folder / "job.out"), str(folder / "job.err"))
+
+    def _start_queued(self, stop_at: float | None) -> None:
+        if not self.queue:
+            return
+        left = None if stop_at is None else stop_at - time.monotonic()
+        waiting = []
+        no_room: set[tuple[int, ...]] = set()  # shapes that did not fit in this pass
+        for job_id in self.queue:
+            job = self.held[job_id]
+            shape = (job.num_nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
+            if shape in no_room:
+                waiting.append(job_id)
+                continue
+            if self.config.max_jobs is not None and self.started_count >= self.config.max_jobs:
+                waiting.append(job_id)
+                continue
+            if left is not None and job.wall_time_min is not None and job.wall_time_min * 60 > left:
+                waiting.append(job_id)  # let go at the end; another launcher may have the time
+                continue
+            request = Request(job.id, job.num_nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
+            assignment = self.pool.assign(request)
+            if assignment is None:
+                no_room.add(shape)
+                waiting.append(job_id)
+                continue
+            self._start_run(job, assignment)
+        self.queue = waiting
+
+    def _start_run(self, job: HeldJob, assignment: Assignment) -> None:
+        folder = self._workdir(job)
+        env = commands.environment(job, assignment, self.ctx)
+        try:
+            argv = commands.run_argv(job, assignment, env, str(folder), self.ctx)
+        except (RuntimeError, ValueError) as exc:
+            self.pool.release(job.id)
+            steps = [Step(S.RUNNING, f"on {', '.join(assignment.hostnames)}"), Step(S.RUN_ERROR, f"cannot start: {exc}"), Step(S.FAILED, "cannot start")]
+            self._record(job, Outcome(steps, {"error_tail": str(exc)}), time.time())
+            return
+        task = Task(("run", job.id), argv, str(folder), env, str(folder / "job.out"), str(folder / "job.err"))
+        if self.runs is self.local:
+            started = self.local.start(task)
+        else:  # the node's worker in the serial ensemble
+            started = self.runs.start(task, assignment.hostnames[0])
+        self.started_count += 1
+        self.running[job.id] = _Running(job, assignment, started)
+        retry = f" (attempt {job.retry_count + 1})" if job.retry_count else ""
+        self._record(job, Outcome([Step(S.RUNNING, f"on {', '.join(assignment.hostnames)}{retry}")], next="keep"), started, keep=True)
+
+    def _start_step(self, kind: str, job: HeldJob) -> None:
+        argv = job.preprocess if kind == "pre" else job.postprocess
+        folder = self._workdir(job)
+        env = {**job.environment, commands.JOB_ID_VARIABLE: str(job.id), "BALSAM_SITE": self.ctx.site_path}
+        self.steps[job.id] = kind
+        self.local.start(Task((kind, job.id), list(argv or []), str(folder), env, str(folder / f"{kind}process.out"), str(folder / f"{kind}process.err")))
+
+    def _stop_tasks(self, signum: int) -> None:
+        for job_id in list(self.running):
+            self.runs.signal(("run", job_id), signum)
+        for job_id, kind in list(self.steps.items()):
+            self.local.signal((kind, job_id), signum)
+
+    def _close_executors(self) -> None:
+        self.preparer.shutdown(wait=True, cancel_futures=True)
+        self.local.close()
+        if self.runs is not self.local:
+            self.runs.close()
+
+    def _workdir(self, job: HeldJob):
+        return commands.workdir(self.site.settings.data_dir, job.workflow, job.id)
+
+    # -- the database --------------------------------------------------------------------------
+
+    def _transact(self, want: int, stop_at: float | None, kills: bool, scan: bool) -> int:
+        """Write pending changes, then take up to ``want`` more jobs: one transaction. Returns how many were taken."""
+        changes, rescues = self.changes, self.rescues
+        fit = self.fit
+        if stop_at is not None:
+            fit = store.Fit(**{**fit.__dict__, "minutes_left": max(0.0, (stop_at - time.monotonic()) / 60)})
+        with self.site.session() as session:
+            skipped = store.write(session, self.id, changes, rescues) if changes else []
+            killed = store.killed(session, self.id) if kills else []
+            if scan:  # before acquiring, so jobs taken back can be run here at once
+                for lost_id, taken in store.reap_lost(session):
+                    log.warning("launcher %d was lost; took back %d job(s)", lost_id, len(taken))
+                self.too_big_noted.update(store.note_too_big(session, self.fit, self.too_big_noted))
+            jobs, broken = store.acquire(session, self.id, fit, want) if want > 0 else ([], [])
+        self.changes, self.rescues = [], {}
+        if self._listen is None:
+            self._listen = self._open_listener()
+        for job_id in set(skipped) | set(killed):
+            self._let_go(job_id)
+        self._accept(jobs, broken)
+        return len(jobs) + len(broken)
+
+    def _let_go(self, job_id: int) -> None:
+        """A job this launcher no longer holds (killed by a user, or taken back): stop and forget it."""
+        if job_id in self.running:
+            self.runs.signal(("run", job_id), signal.SIGKILL)
+            self.running.pop(job_id)
+            self.pool.release(job_id)
+            log.info("job %d was killed or taken back; its process was stopped", job_id)
+        kind = self.steps.pop(job_id, None)
+        if kind:
+            self.local.signal((kind, job_id), signal.SIGKILL)
+        if job_id in self.queue:
+            self.queue.remove(job_id)
+        self.held.pop(job_id, None)
+
+    def _heartbeat(self) -> bool:
+        try:
+            with self.site.session() as session:
+                alive = store.renew(session, self.id)
+        except (OperationalError, DBAPIError, psycopg2.Error):
+            return False
+        if not alive:
+            raise LeaseLost("another launcher declared this one lost")
+        return True
+
+    def _finish(self, reason: str) -> None:
+        for attempt in range(30):
+            try:
+                with self.site.session() as session:
+                    if self.changes:
+                        store.write(session, self.id, self.changes, self.rescues)
+                    store.end(session, self.id, reason)
+                self.changes = []
+                break
+            except (OperationalError, DBAPIError, psycopg2.Error) as exc:
+                log.warning("cannot write the final states yet (%s); retrying", str(exc).splitlines()[0])
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        self._close_executors()
+        self._progress()
+        log.info("launcher %d exits: %s", self.id, reason)
+
+    def _progress(self) -> None:
+        counts = ", ".join(f"{n} {what}" for what, n in self.counts.items() if n)
+        log.info("launcher %d: %d running, %d queued; %s", self.id, len(self.running), len(self.queue), counts or "nothing done yet")
+

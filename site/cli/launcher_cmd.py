@@ -1,0 +1,62 @@
+"""``balsam launcher``: run the site's jobs here, inside a batch job or on a workstation.
+
+The launcher package is imported only when the command runs: the CLI is where the site and the
+launcher meet, and every other command stays as quick to start as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from balsam.errors import BalsamError
+from balsam.site.api import Site
+from balsam.site.cli.common import SiteOption
+from balsam.site.specs import parse_assignments
+
+
+def launcher(
+    job_mode: str = typer.Option("mpi", "--job-mode", help="mpi: any job, multi-rank ones through mpirun/srun; serial: single-rank jobs packed per node."),
+    wall_time: float | None = typer.Option(None, "--wall-time", help="Minutes this launcher may run; it stops its tasks and exits shortly before."),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Start at most this many jobs, then exit when they are done."),
+    workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only run jobs of this workflow."),
+    tags: list[str] = typer.Option([], "--tag", help="Only run jobs with this tag, NAME=VALUE (repeatable)."),
+    until_idle: bool = typer.Option(False, "--until-idle", help="Exit once no runnable job is left and none is running."),
+    lease: float = typer.Option(60.0, "--lease", help="Seconds without a heartbeat after which other launchers take this one's jobs back."),
+    mpi: str | None = typer.Option(None, "--mpi", help="MPI launcher for multi-rank jobs: openmpi, mpich, srun or aprun [default: detected]."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch written, not just progress."),
+    site: Path | None = SiteOption,
+) -> None:
+    """Run jobs of the site on the nodes of this batch job (or on this host)."""
+    from balsam.launcher.master import LauncherConfig
+    from balsam.launcher.start import run_launcher
+
+    try:
+        config = LauncherConfig(
+            job_mode=job_mode, wall_time_min=wall_time, max_jobs=max_jobs, workflow=workflow,
+            tags=parse_assignments(tags, "tag"), until_idle=until_idle, lease_seconds=lease,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise BalsamError(str(exc)) from None
+    with Site.open(site) as opened:
+        _log_to(opened.settings.logs_dir, logging.DEBUG if verbose else logging.INFO)
+        code = run_launcher(opened, config, mpi)
+    raise typer.Exit(code)
+
+
+def _log_to(logs_dir: Path, level: int) -> None:
+    """Progress to stderr, and everything to a log file in the site's logs/ folder."""
+    logger = logging.getLogger("balsam.launcher")
+    logger.setLevel(logging.DEBUG)
+    if logger.handlers:  # run twice in one process (tests): keep one set of handlers
+        return
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    to_stderr = logging.StreamHandler()
+    to_stderr.setLevel(level)
+    to_stderr.setFormatter(fmt)
+    to_file = logging.FileHandler(logs_dir / "launcher.log")
+    to_file.setFormatter(fmt)
+    logger.addHandler(to_stderr)
+    logger.addHandler(to_file)
