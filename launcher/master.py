@@ -460,7 +460,7 @@ class Launcher:
         changes, rescues = self.changes, self.rescues
         fit = self.fit
         if stop_at is not None:
-            fit = store.Fit(**{**fit.__dict__, "minutes_left": max(0.0, (stop_at - time.monotonic()) / 60)})
+            fit = dataclasses.replace(fit, minutes_left=max(0.0, (stop_at - time.monotonic()) / 60))
         with self.site.session() as session:
             skipped = store.write(session, self.id, changes, rescues) if changes else []
             killed = store.killed(session, self.id) if kills else []

@@ -41,6 +41,3 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "co
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
-
-def states(site: Site) -> dict[int, str]:
-    return {job.id: job.state for job in site.jobs()}
