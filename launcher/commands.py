@@ -59,14 +59,18 @@ def run_argv(job: HeldJob, assignment: Assignment, env: dict[str, str], cwd: str
     """The argument vector of the job's main run.
 
     A single-rank job placed on the launcher's own host (or on a node with an ensemble worker)
-    starts directly; anything else goes through the MPI launcher, which also carries the
-    environment to remote ranks.
+    starts directly, and so does a script-launched app's; anything else goes through the MPI
+    launcher, which also carries the environment to remote ranks.
     """
     argv = list(job.command)
     if job.image:
         if ctx.container_runtime is None:
             raise RuntimeError(f"app {job.app_name!r} runs in image {job.image!r}, but neither apptainer nor singularity is installed here")
         argv = containers.wrap(ctx.container_runtime, job.image, argv, workdir=cwd, gpus=job.gpus_per_rank > 0)
+    if job.launch == "script":
+        # A batch-style script (from `balsam qsub`): started once, here; it reaches its nodes
+        # itself through BALSAM_JOB_NODES (its nodes, comma-separated).
+        return argv
     single = job.num_nodes == 1 and job.ranks_per_node == 1
     if single and (ctx.node_workers or assignment.hostnames == [ctx.local_host]):
         return argv

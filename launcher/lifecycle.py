@@ -47,6 +47,7 @@ class HeldJob:
     stage_out: list[Any] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    launch: str = "mpi"  # the app's: "script" runs the command once, which starts its own ranks
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from balsam.launcher.lifecycle import HeldJob, Outcome
 from balsam.launcher.nodes import Node
 from balsam.launcher.resources import Assignment, NodePool, Request
 from balsam.site.api import Site
+from balsam.site.db import leases
 from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change, Step
 from balsam.states import JobState
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -51,6 +52,7 @@ class LauncherConfig:
     tags: dict[str, str] = field(default_factory=dict)
     until_idle: bool = False
     lease_seconds: float = 60.0
+    batch_job_id: int | None = None  # the site's batch job this launcher runs in, if any
     flush_seconds: float = 0.1
     poll_seconds: float = 1.0  # look for work and kills this often even without a NOTIFY
     progress_seconds: float = 30.0
@@ -64,6 +66,21 @@ class LauncherConfig:
             raise ValueError(f"max jobs must be at least 1, got {self.max_jobs}")
         if not self.lease_seconds > 0:
             raise ValueError(f"the lease must be a positive number of seconds, got {self.lease_seconds}")
+
+    def as_args(self) -> list[str]:
+        """The `balsam launcher` options that make this configuration again (for ensemble ranks)."""
+        args = ["--job-mode", self.job_mode, "--lease", f"{self.lease_seconds:g}"]
+        if self.wall_time_min is not None:
+            args += ["--wall-time", f"{self.wall_time_min:g}"]
+        if self.max_jobs is not None:
+            args += ["--max-jobs", str(self.max_jobs)]
+        if self.workflow:
+            args += ["--workflow", self.workflow]
+        for name, value in self.tags.items():
+            args += ["--tag", f"{name}={value}"]
+        if self.until_idle:
+            args.append("--until-idle")
+        return args
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -108,7 +125,9 @@ class Launcher:
         self.base_queue = max(8, 4 * total_cores) if config.job_mode == "serial" else max(4, 2 * len(nodes))
         self.recent_ends: collections.deque[float] = collections.deque()
         with site.session() as session:
-            self.id = store.register(session, ctx.local_host, os.getpid(), config.job_mode, len(nodes), config.lease_seconds)
+            self.id = leases.register(
+                session, ctx.local_host, os.getpid(), config.job_mode, len(nodes), config.lease_seconds, config.batch_job_id
+            )
         self.ctx = dataclasses.replace(ctx, launcher_id=self.id)
         # Folders and output files of queued jobs are made here, off the loop (see executor.prepare).
         self.preparer = ThreadPoolExecutor(2, thread_name_prefix="prepare")
@@ -465,7 +484,7 @@ class Launcher:
             skipped = store.write(session, self.id, changes, rescues) if changes else []
             killed = store.killed(session, self.id) if kills else []
             if scan:  # before acquiring, so jobs taken back can be run here at once
-                for lost_id, taken in store.reap_lost(session):
+                for lost_id, taken in leases.reap_lost(session):
                     log.warning("launcher %d was lost; took back %d job(s)", lost_id, len(taken))
                 self.too_big_noted.update(store.note_too_big(session, self.fit, self.too_big_noted))
             jobs, broken = store.acquire(session, self.id, fit, want) if want > 0 else ([], [])
@@ -494,7 +513,7 @@ class Launcher:
     def _heartbeat(self) -> bool:
         try:
             with self.site.session() as session:
-                alive = store.renew(session, self.id)
+                alive = leases.renew(session, self.id)
         except (OperationalError, DBAPIError, psycopg2.Error):
             return False
         if not alive:
@@ -507,7 +526,7 @@ class Launcher:
                 with self.site.session() as session:
                     if self.changes:
                         store.write(session, self.id, self.changes, self.rescues)
-                    store.end(session, self.id, reason)
+                    leases.end(session, self.id, reason)
                 self.changes = []
                 break
             except (OperationalError, DBAPIError, psycopg2.Error) as exc:

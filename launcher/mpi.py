@@ -177,6 +177,31 @@ def render(flavour: str, run: MpiRun, **flags: object) -> list[str]:
     return renderer(run, **flags)
 
 
+def render_ensemble(flavour: str, hosts: list[str], argv: list[str], env: dict[str, str], **flags: object) -> list[str]:
+    """The serial-mode ensemble: ``len(hosts) + 1`` ranks, two on the first host, one on each other.
+
+    Rank 0 (the launcher's loop) and rank 1 (the first node's worker) share the first host;
+    rank i serves ``hosts[i-1]``. Placement is by slot, so host i's slot count sets its ranks.
+    """
+    run = MpiRun(argv=argv, nodes=hosts, ranks_per_node=1, env=env)
+    validate(run)
+    slots = ",".join(f"{host}:{2 if i == 0 else 1}" for i, host in enumerate(hosts))
+    ranks = str(len(hosts) + 1)
+    if flavour == "openmpi":
+        args = [str(flags.get("executable", "mpirun")), "-n", ranks, "--host", slots, "--map-by", "slot", "--bind-to", "none"]
+        for name, value in env.items():
+            args += ["-x", f"{name}={value}"]
+        if flags.get("allow_run_as_root"):
+            args.append("--allow-run-as-root")
+        return args + argv
+    if flavour == "mpich":
+        args = [str(flags.get("executable", "mpiexec")), "-n", ranks, "-hosts", slots]
+        for name, value in env.items():
+            args += ["-genv", name, value]
+        return args + argv
+    raise ValueError(f"the serial ensemble needs mpirun (Open MPI) or mpiexec (MPICH) to place its ranks, not {flavour}")
+
+
 def detect_flavour(version_text: str) -> str:
     """Map the output of `mpirun --version` to "openmpi" or "mpich".
 

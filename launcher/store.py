@@ -1,7 +1,8 @@
 """The launcher's side of the site database: leases, acquisition, batched writes, kills.
 
 Thin SQL over the jobstore. Every function takes a session (one transaction) and the launcher's
-id; a write for a job this launcher no longer holds is skipped, never applied.
+id; a write for a job this launcher no longer holds is skipped, never applied. Leases
+(register, renew, reap, end) live in ``balsam.site.db.leases``: the site agent reaps them too.
 
 Acquisition is one statement: ``SELECT ... FOR UPDATE SKIP LOCKED`` picks unheld runnable jobs
 that fit this launcher, and the same statement marks them held (``launcher_id``), so two
@@ -18,7 +19,7 @@ from typing import Any
 from balsam.errors import BalsamError
 from balsam.launcher.lifecycle import HeldJob
 from balsam.site.db import jobstore
-from balsam.site.db.jobstore import Change, Step
+from balsam.site.db.jobstore import Change
 from balsam.site.templates import CommandTemplate
 from balsam.states import JobState
 from sqlalchemy import text
@@ -90,79 +91,6 @@ class Fit:
         }
 
 
-# -- leases ------------------------------------------------------------------------------------
-
-
-def register(session: Session, hostname: str, pid: int, job_mode: str, node_count: int, lease_seconds: float) -> int:
-    return session.execute(
-        text(
-            "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message) "
-            "VALUES (:host, :pid, :mode, :nodes, :lease, 'running', '') RETURNING id"
-        ),
-        {"host": hostname, "pid": pid, "mode": job_mode, "nodes": node_count, "lease": lease_seconds},
-    ).scalar_one()
-
-
-def renew(session: Session, launcher_id: int) -> bool:
-    """Extend the lease; False if it was already declared lost (the launcher must stop its tasks)."""
-    return (
-        session.execute(
-            text("UPDATE launchers SET heartbeat_at = now() WHERE id = :id AND state = 'running' RETURNING id"),
-            {"id": launcher_id},
-        ).first()
-        is not None
-    )
-
-
-def reap_lost(session: Session) -> list[tuple[int, list[int]]]:
-    """Declare every launcher with an expired lease lost and take back its jobs.
-
-    Its running jobs go to RESTART_READY and the rest are simply let go, each with an event
-    saying why. Returns (lost launcher id, jobs taken back) pairs.
-    """
-    lost = session.execute(
-        text(
-            "UPDATE launchers SET state = 'lost', ended_at = now(), "
-            "message = 'no heartbeat for ' || round(extract(epoch FROM now() - heartbeat_at)) || ' s' "
-            "WHERE id IN (SELECT id FROM launchers WHERE state = 'running' "
-            "  AND heartbeat_at < now() - make_interval(secs => lease_seconds) FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, hostname, pid, lease_seconds"
-        )
-    ).all()
-    taken = []
-    for launcher in lost:
-        why = f"launcher {launcher.id} (pid {launcher.pid} on {launcher.hostname}) lost: no heartbeat for over {launcher.lease_seconds:g} s"
-        rows = session.execute(
-            text("SELECT id, state FROM jobs WHERE launcher_id = :id ORDER BY id FOR UPDATE"), {"id": launcher.id}
-        ).all()
-        running = [row.id for row in rows if row.state == S.RUNNING]
-        others = [row.id for row in rows if row.state != S.RUNNING]
-        jobstore.apply_changes(
-            session, [Change(i, [Step(S.RESTART_READY, why + "; run it again")], {"launcher_id": None}) for i in running], owner=launcher.id
-        )
-        if others:
-            jobstore.note(session, others, why + "; released")
-            session.execute(text("UPDATE jobs SET launcher_id = NULL WHERE id = ANY(:ids)"), {"ids": others})
-            jobstore.notify_runnable(session)
-        taken.append((launcher.id, [row.id for row in rows]))
-    return taken
-
-
-def end(session: Session, launcher_id: int, message: str) -> list[int]:
-    """Mark the launcher exited and let go of every job it still holds (none is running by now)."""
-    released = session.execute(
-        text("UPDATE jobs SET launcher_id = NULL WHERE launcher_id = :id RETURNING id"), {"id": launcher_id}
-    ).scalars().all()
-    if released:
-        jobstore.note(session, released, f"released by launcher {launcher_id}: {message}")
-        jobstore.notify_runnable(session)
-    session.execute(
-        text("UPDATE launchers SET state = 'exited', ended_at = now(), message = :msg WHERE id = :id AND state = 'running'"),
-        {"id": launcher_id, "msg": message},
-    )
-    return list(released)
-
-
 # -- jobs --------------------------------------------------------------------------------------
 
 
@@ -175,7 +103,7 @@ WHERE jobs.id = picked.id AND apps.id = jobs.app_id
 RETURNING jobs.id, jobs.name, jobs.workflow, jobs.state, jobs.parameters, jobs.num_nodes, jobs.ranks_per_node,
     jobs.threads_per_rank, jobs.gpus_per_rank, jobs.node_packing_count, jobs.wall_time_min, jobs.stage_out,
     jobs.data, jobs.retry_count, apps.name AS app_name, apps.command_template, apps.environment,
-    apps.preprocess, apps.postprocess, apps.on_error, apps.max_retries, apps.on_timeout, apps.image
+    apps.preprocess, apps.postprocess, apps.on_error, apps.max_retries, apps.on_timeout, apps.image, apps.launch
 """
 
 
@@ -204,7 +132,7 @@ def _held(row: Any) -> HeldJob:
         retry_count=row.retry_count, num_nodes=row.num_nodes, ranks_per_node=row.ranks_per_node,
         threads_per_rank=row.threads_per_rank, gpus_per_rank=row.gpus_per_rank,
         node_packing_count=row.node_packing_count, wall_time_min=row.wall_time_min,
-        stage_out=list(row.stage_out), data=dict(row.data), params=params,
+        stage_out=list(row.stage_out), data=dict(row.data), params=params, launch=row.launch,
     )  # fmt: skip
 
 

@@ -27,13 +27,15 @@ from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
-from balsam.site.settings import SETTINGS_FILE, DatabaseSettings, SiteSettings, find_site
+from balsam.site.settings import SETTINGS_FILE, DatabaseSettings, SchedulerSettings, SiteSettings, find_site
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
 
 ERROR_HANDLERS = ("retry", "rescue", "fail")
 TIMEOUT_HANDLERS = ("retry", "fail")
+# mpi: the launcher starts every rank; script: the command runs once and starts its own ranks.
+LAUNCH_MODES = ("mpi", "script")
 # A launcher holds a job in these states: users may kill it, but not edit or remove it under it.
 HELD_STATES = frozenset(
     {JobState.STAGED_IN, JobState.PREPROCESSED, JobState.RUNNING, JobState.RUN_DONE, JobState.POSTPROCESSED,
@@ -57,7 +59,7 @@ class Site:
         return cls(SiteSettings.load(Path(path) if path else find_site()))
 
     @classmethod
-    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None) -> Site:
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local") -> Site:
         """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``)."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
@@ -67,9 +69,11 @@ class Site:
         name = name or path.name
         if not name.strip():
             raise BalsamError("the site needs a name")
+        scheduler_settings = SchedulerSettings(name=scheduler)
+        scheduler_settings.check()
         created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        settings = SiteSettings(path=path, name=name)
+        settings = SiteSettings(path=path, name=name, scheduler=scheduler_settings)
         if db_url:
             settings.database = DatabaseSettings(mode="external", url=db_url)
         try:
@@ -120,6 +124,7 @@ class Site:
         on_timeout: str = "fail",
         image: str | None = None,
         description: str = "",
+        launch: str = "mpi",
     ) -> App:
         if not name or not name.strip():
             raise BalsamError("an app needs a name")
@@ -139,12 +144,14 @@ class Site:
             raise BalsamError(f"on_error must be one of {', '.join(ERROR_HANDLERS)}, got {on_error!r}")
         if on_timeout not in TIMEOUT_HANDLERS:
             raise BalsamError(f"on_timeout must be one of {', '.join(TIMEOUT_HANDLERS)}, got {on_timeout!r}")
+        if launch not in LAUNCH_MODES:
+            raise BalsamError(f"launch must be one of {', '.join(LAUNCH_MODES)}, got {launch!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise BalsamError(f"max_retries must be a whole number >= 0, got {max_retries!r}")
         app = App(
             name=name, command_template=command, parameters=list(template.placeholders), environment=dict(env or {}),
             preprocess=preprocess, postprocess=postprocess, on_error=on_error, max_retries=max_retries,
-            on_timeout=on_timeout, image=image, description=description,
+            on_timeout=on_timeout, image=image, description=description, launch=launch,
         )  # fmt: skip
         try:
             with self.session() as session:

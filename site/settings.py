@@ -1,14 +1,15 @@
 """A site's folder and its settings file, and how the active site is found.
 
 A site folder holds ``balsam-site.toml`` (the settings), ``logs/``, ``data/`` (job working
-folders) and, for an embedded database, ``db/`` (the PostgreSQL cluster and its password file).
+folders), ``batch/`` (the scripts of batch jobs and their output) and, for an embedded database,
+``db/`` (the PostgreSQL cluster and its password file).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
@@ -30,11 +31,74 @@ class DatabaseSettings:
     name: str = "balsam"
 
 
+SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
+
+
+@dataclass
+class SchedulerSettings:
+    """The batch scheduler launchers are submitted to, and what may be charged on it."""
+
+    name: str = "local"
+    project: str = ""  # the default -A of batch jobs
+    queue: str = ""  # the default -q (partition, for Slurm)
+    # What `submit-launch` and `qsub` may ask for; empty means anything.
+    allowed_projects: list[str] = field(default_factory=list)
+    allowed_queues: list[str] = field(default_factory=list)
+    # Extra options the site's submit command needs, as they are (e.g. ["-l", "filesystems=home"]).
+    submit_args: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.name not in SCHEDULERS:
+            raise BalsamError(f"scheduler.name must be one of {', '.join(SCHEDULERS)}, got {self.name!r}")
+        if not all(isinstance(arg, str) for arg in self.submit_args):
+            raise BalsamError(f"scheduler.submit_args must be a list of strings, got {self.submit_args!r}")
+
+    def check_allowed(self, project: str, queue: str) -> None:
+        """Refuse a project or queue outside the site's lists, naming the allowed ones."""
+        for what, value, allowed in (("project", project, self.allowed_projects), ("queue", queue, self.allowed_queues)):
+            if allowed and value not in allowed:
+                raise BalsamError(f"{what} {value!r} is not allowed at this site; allowed: {', '.join(allowed)}")
+
+
+@dataclass
+class ElasticQueueSettings:
+    """Limits within which the site agent submits launcher batch jobs sized to the backlog."""
+
+    enabled: bool = False
+    job_mode: str = "mpi"  # the launchers it submits: mpi | serial
+    max_queued: int = 1  # batch jobs waiting in the scheduler at once (running ones do not count)
+    max_nodes: int = 1  # per batch job
+    min_nodes: int = 1
+    min_wall_min: int = 10
+    max_wall_min: int = 60
+    use_backfill: bool = False  # size jobs to fit the scheduler's idle nodes when it shows them
+    default_job_min: float = 10.0  # run time assumed for a job with no wall-time estimate
+    interval_s: float = 10.0  # how often the agent looks
+
+    def check(self) -> None:
+        if self.job_mode not in ("mpi", "serial"):
+            raise BalsamError(f"elastic_queue.job_mode must be 'mpi' or 'serial', got {self.job_mode!r}")
+        for name in ("max_queued", "max_nodes", "min_nodes", "min_wall_min", "max_wall_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BalsamError(f"elastic_queue.{name} must be a whole number >= 1, got {value!r}")
+        if self.min_nodes > self.max_nodes:
+            raise BalsamError(f"elastic_queue.min_nodes ({self.min_nodes}) is above max_nodes ({self.max_nodes})")
+        if self.min_wall_min > self.max_wall_min:
+            raise BalsamError(f"elastic_queue.min_wall_min ({self.min_wall_min}) is above max_wall_min ({self.max_wall_min})")
+        for name in ("default_job_min", "interval_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise BalsamError(f"elastic_queue.{name} must be a positive number, got {value!r}")
+
+
 @dataclass
 class SiteSettings:
     path: Path
     name: str
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    elastic_queue: ElasticQueueSettings = field(default_factory=ElasticQueueSettings)
 
     @property
     def settings_file(self) -> Path:
@@ -52,6 +116,10 @@ class SiteSettings:
     def db_dir(self) -> Path:
         return self.path / "db"
 
+    @property
+    def batch_dir(self) -> Path:
+        return self.path / "batch"
+
     def save(self) -> None:
         db = self.database
         doc = {
@@ -59,6 +127,8 @@ class SiteSettings:
             "database": {"mode": db.mode, "url": db.url}
             if db.mode == "external"
             else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
+            "scheduler": asdict(self.scheduler),
+            "elastic_queue": asdict(self.elastic_queue),
         }
         # Owner-only: with an external server the file holds the database password.
         tmp = self.settings_file.with_suffix(".toml.tmp")
@@ -77,9 +147,24 @@ class SiteSettings:
             doc = tomllib.loads(file.read_text())
             site = doc["site"]
             db = DatabaseSettings(**doc.get("database", {}))
-            return cls(path=path, name=str(site["name"]), database=db)
+            scheduler = _section(SchedulerSettings, doc, "scheduler")
+            elastic = _section(ElasticQueueSettings, doc, "elastic_queue")
+            scheduler.check()
+            elastic.check()
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{file} is malformed: {exc}") from None
+        except BalsamError as exc:
+            raise BalsamError(f"{file}: {exc}") from None
+        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic)
+
+
+def _section(kind, doc: dict, name: str):
+    values = doc.get(name, {})
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise BalsamError(f"unknown setting {name}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    return kind(**values)
 
 
 def find_site(start: Path | None = None) -> Path:

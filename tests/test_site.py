@@ -50,7 +50,7 @@ def test_init_makes_the_folder_and_keeps_jobs_across_a_restart(embedded_site, ba
     status = json.loads(balsam("site status --json").out)
     assert status["running"] is False and status["jobs"] is None
 
-    assert balsam("site start").code == 0
+    assert balsam("site start --db-only").code == 0
     listing = json.loads(balsam("job ls --json").out)
     assert [j["id"] for j in listing["jobs"]] == ids
     assert [j["params"] for j in listing["jobs"]] == [{"n": str(i)} for i in range(5)]
@@ -90,7 +90,7 @@ def test_a_restart_keeps_the_port_though_the_server_closed_connections(embedded_
         conn = psycopg2.connect(host="127.0.0.1", port=port, user=settings.database.user,
                                 password=EmbeddedPostgres(settings).password, dbname=settings.database.name)  # fmt: skip
         assert balsam("site stop").code == 0  # closes `conn` from the server's side only
-        assert balsam("site start").code == 0
+        assert balsam("site start --db-only").code == 0
         conn.close()
         assert SiteSettings.load(embedded_site).database.port == port
 
@@ -103,7 +103,7 @@ def test_a_taken_port_moves_the_server_to_a_free_one(embedded_site, balsam, monk
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
-        assert balsam("site start").code == 0
+        assert balsam("site start --db-only").code == 0
     new_port = SiteSettings.load(embedded_site).database.port
     assert new_port != old_port
     assert balsam("job ls").code == 0

@@ -26,6 +26,7 @@ def add(
     on_timeout: str = typer.Option("fail", "--on-timeout", help="When a run is timed out: retry | fail."),
     image: str | None = typer.Option(None, "--image", help="Container image to run the app in."),
     description: str = typer.Option("", "--description", help="Free text shown by `app ls`."),
+    launch: str = typer.Option("mpi", "--launch", help="mpi: the launcher starts the ranks; script: the command runs once and starts its own."),
     site: Path | None = SiteOption,
 ) -> None:
     """Register an app: a command template whose {placeholders} each job fills in."""
@@ -33,6 +34,7 @@ def add(
         created = s.add_app(
             name, command, env=parse_assignments(env, "--env"), preprocess=preprocess, postprocess=postprocess,
             on_error=on_error, max_retries=max_retries, on_timeout=on_timeout, image=image, description=description,
+            launch=launch,
         )  # fmt: skip
     params = ", ".join(created.parameters) or "none"
     console.print(f"added app [bold]{created.name}[/] (parameters: {params})")

@@ -7,6 +7,7 @@ launcher meet, and every other command stays as quick to start as before.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -14,6 +15,7 @@ import typer
 from balsam.errors import BalsamError
 from balsam.site.api import Site
 from balsam.site.cli.common import SiteOption
+from balsam.site.batch import BATCH_JOB_VARIABLE
 from balsam.site.specs import parse_assignments
 
 
@@ -37,6 +39,7 @@ def launcher(
         config = LauncherConfig(
             job_mode=job_mode, wall_time_min=wall_time, max_jobs=max_jobs, workflow=workflow,
             tags=parse_assignments(tags, "tag"), until_idle=until_idle, lease_seconds=lease,
+            batch_job_id=_batch_job_id(),
         )  # fmt: skip
     except ValueError as exc:
         raise BalsamError(str(exc)) from None
@@ -44,6 +47,16 @@ def launcher(
         _log_to(opened.settings.logs_dir, logging.DEBUG if verbose else logging.INFO)
         code = run_launcher(opened, config, mpi)
     raise typer.Exit(code)
+
+
+def _batch_job_id() -> int | None:
+    """The site's batch job this launcher was started for (set in the scripts the site submits)."""
+    value = os.environ.get(BATCH_JOB_VARIABLE, "")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise BalsamError(f"{BATCH_JOB_VARIABLE}={value!r} is not a batch job id")
+    return int(value)
 
 
 def _log_to(logs_dir: Path, level: int) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from balsam import __version__
 from balsam.errors import BalsamError
 from balsam.site.api import Site
-from balsam.site.cli import app_cmds, job_cmds, launcher_cmd, site_cmds
+from balsam.site.cli import app_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds
 from balsam.site.cli.output import console, err_console
 
 cli = typer.Typer(
@@ -24,7 +24,10 @@ cli = typer.Typer(
 cli.add_typer(site_cmds.app, name="site")
 cli.add_typer(app_cmds.app, name="app")
 cli.add_typer(job_cmds.app, name="job")
+cli.add_typer(queue_cmds.app, name="queue")
 cli.command("launcher")(launcher_cmd.launcher)
+cli.command("submit-launch")(queue_cmds.submit_launch)
+cli.command("qsub")(queue_cmds.qsub)
 
 
 @cli.command("init")
@@ -32,9 +35,10 @@ def init(
     path: Path = typer.Argument(..., help="The new site folder (must not exist, or be empty)."),
     name: str | None = typer.Option(None, "--name", help="The site's name (default: the folder's name)."),
     db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
+    scheduler: str = typer.Option("local", "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf."),
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
-    with Site.init(path, name=name, db_url=db_url) as site:
+    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler) as site:
         settings = site.settings
     console.print(f"created site [bold]{settings.name}[/] in {settings.path}")
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")

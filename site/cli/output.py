@@ -48,7 +48,7 @@ def app_record(app: App) -> dict[str, Any]:
         "name": app.name, "command": app.command_template, "parameters": app.parameters, "env": app.environment,
         "preprocess": app.preprocess, "postprocess": app.postprocess, "on_error": app.on_error,
         "max_retries": app.max_retries, "on_timeout": app.on_timeout, "image": app.image,
-        "description": app.description, "created_at": app.created_at,
+        "description": app.description, "launch": app.launch, "created_at": app.created_at,
     }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""``balsam site start | stop | status``: the site's own database server."""
+"""``balsam site start | stop | status``: the site's database server and its agent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from balsam.site.cli.output import console, print_json, print_table
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings, find_site
 
-app = typer.Typer(help="The site's services: its database server (and, later, its agent).", no_args_is_help=True)
+app = typer.Typer(help="The site's services: its database server and its agent.", no_args_is_help=True)
 
 
 def _settings(site: Path | None) -> SiteSettings:
@@ -21,21 +21,38 @@ def _settings(site: Path | None) -> SiteSettings:
 
 
 @app.command("start")
-def start(site: Path | None = SiteOption) -> None:
-    """Start the site's database server (an embedded one; an external server is only checked)."""
+def start(
+    db_only: bool = typer.Option(False, "--db-only", help="Start the database server but not the agent."),
+    site: Path | None = SiteOption,
+) -> None:
+    """Start the site's database server (an embedded one; an external one is only checked) and its agent."""
+    from balsam.site.agent import agent_pid, start_agent
+
     settings = _settings(site)
     if settings.database.mode == "embedded":
         started = EmbeddedPostgres(settings).start()
         console.print(f"database of site {settings.name} {'started' if started else 'was already running'} "
                       f"on {settings.database.host}:{settings.database.port}")  # fmt: skip
     Site(settings).close()  # reach it and bring its schema up to date
+    if not db_only:
+        running = agent_pid(settings)
+        if running:
+            console.print(f"agent already running (pid {running})")
+        else:
+            pid = start_agent(settings)
+            console.print(f"agent started (pid {pid}), logging to {settings.logs_dir / 'agent.log'}")
     console.print(f"site {settings.name} is ready")
 
 
 @app.command("stop")
 def stop(site: Path | None = SiteOption) -> None:
-    """Stop the site's embedded database server."""
+    """Stop the site's agent, then its embedded database server."""
+    from balsam.site.agent import stop_agent
+
     settings = _settings(site)
+    stopped_agent = stop_agent(settings)
+    if stopped_agent:
+        console.print(f"agent (pid {stopped_agent}) stopped")
     if settings.database.mode != "embedded":
         console.print(f"site {settings.name} uses an external database server; nothing to stop")
         return
@@ -45,7 +62,9 @@ def stop(site: Path | None = SiteOption) -> None:
 
 @app.command("status")
 def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
-    """Where the site is, whether its database is up, and how many jobs it holds per state."""
+    """Where the site is, whether its database and agent are up, its jobs per state and its batch jobs."""
+    from balsam.site.agent import agent_report
+
     settings = _settings(site)
     db = settings.database
     report: dict[str, Any] = {"name": settings.name, "path": str(settings.path), "database": db.mode}
@@ -54,6 +73,9 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
         report.update(address=f"{db.host}:{db.port}", running=running)
     else:
         running = True
+    report["scheduler"] = settings.scheduler.name
+    report["elastic_queue"] = "on" if settings.elastic_queue.enabled else "off"
+    report["agent"] = agent_report(settings)
     report["jobs"] = None
     if running:
         with Site(settings) as s:
@@ -61,7 +83,23 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     if as_json:
         print_json(report)
         return
-    rows = [(k, v) for k, v in report.items() if k != "jobs"]
+    rows = [(k, v) for k, v in report.items() if k not in ("jobs", "agent")]
     jobs = report["jobs"]
     rows.append(("jobs", "(database stopped)" if jobs is None else ", ".join(f"{n} {s}" for s, n in jobs.items()) or "none"))
+    rows.append(("agent", _agent_line(report["agent"])))
     print_table(["", ""], rows)
+
+
+def _agent_line(agent: dict[str, Any]) -> str:
+    if not agent["running"]:
+        return "not running (start it with `balsam site start`)"
+    parts = [f"running, pid {agent['pid']}", f"last round {agent.get('last_tick', 'not yet')}"]
+    batch = agent.get("batch_jobs") or {}
+    if batch:
+        parts.append("batch jobs: " + ", ".join(f"{n} {state}" for state, n in sorted(batch.items())))
+    elastic = agent.get("elastic_queue")
+    if isinstance(elastic, dict):
+        parts.append(f"backlog {elastic['backlog_jobs']} job(s), {elastic['backlog_node_minutes']} node-min")
+    for step, error in (agent.get("errors") or {}).items():
+        parts.append(f"{step} failing: {error}")
+    return "; ".join(parts)

@@ -41,6 +41,9 @@ class App(Base):
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     on_timeout: Mapped[str] = mapped_column(String(16), default="fail")  # retry | fail
     image: Mapped[str | None] = mapped_column(Text)
+    # mpi: the launcher starts the ranks (through mpirun/srun for more than one); script: the
+    # command starts once on the job's first node and starts its own ranks (`balsam qsub`).
+    launch: Mapped[str] = mapped_column(String(16), default="mpi", server_default="mpi")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = _now()
 
@@ -48,6 +51,7 @@ class App(Base):
         CheckConstraint("on_error IN ('retry', 'rescue', 'fail')", name="app_on_error"),
         CheckConstraint("on_timeout IN ('retry', 'fail')", name="app_on_timeout"),
         CheckConstraint("max_retries >= 0", name="app_max_retries"),
+        CheckConstraint("launch IN ('mpi', 'script')", name="app_launch"),
     )
 
 
@@ -134,7 +138,11 @@ class JobEvent(Base):
 
 
 class BatchJob(Base):
-    """A launcher allocation requested from the site's batch scheduler."""
+    """A launcher allocation requested from the site's batch scheduler.
+
+    ``origin`` says who asked for it: a user (``balsam submit-launch``), which the elastic queue
+    never cancels, or the elastic queue. ``message`` holds the last scheduler error or reason.
+    """
 
     __tablename__ = "batch_jobs"
 
@@ -147,8 +155,9 @@ class BatchJob(Base):
     wall_time_min: Mapped[int] = mapped_column(Integer)
     job_mode: Mapped[str] = mapped_column(String(16), default="mpi")  # mpi | serial
     filter_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # pending_submission | queued | running | finished | submit_failed | pending_deletion
     state: Mapped[str] = mapped_column(String(32), default="pending_submission")
+    origin: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
     status_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -158,6 +167,12 @@ class BatchJob(Base):
     __table_args__ = (
         CheckConstraint("num_nodes > 0 AND wall_time_min > 0", name="batch_job_resources"),
         CheckConstraint("job_mode IN ('mpi', 'serial')", name="batch_job_mode"),
+        CheckConstraint("origin IN ('user', 'elastic')", name="batch_job_origin"),
+        CheckConstraint(
+            "state IN ('pending_submission', 'queued', 'running', 'finished', 'submit_failed', 'pending_deletion')",
+            name="batch_job_state",
+        ),
+        Index("ix_batch_jobs_state", "state"),
     )
 
 
@@ -165,7 +180,7 @@ class Launcher(Base):
     """A running (or once running) pilot and its lease on the jobs it holds.
 
     A launcher renews ``heartbeat_at`` every few seconds. One whose heartbeat is older than its
-    own ``lease_seconds`` is lost: its jobs are taken back (see ``balsam.launcher.leases``).
+    own ``lease_seconds`` is lost: its jobs are taken back (see ``balsam.site.db.leases``).
     Times come from the database's clock, so launchers on nodes with skewed clocks agree.
     """
 

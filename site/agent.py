@@ -1,0 +1,323 @@
+"""The site agent: a daemon that keeps a site's batch jobs and leases in order.
+
+Every ``elastic_queue.interval_s`` seconds it
+1. takes back the jobs of launchers whose lease expired (even with no launcher running),
+2. brings the site's batch jobs up to date with the scheduler, retries cancellations and
+   submissions that failed,
+3. when the elastic queue is enabled, submits and cancels launcher batch jobs as
+   ``balsam.site.elastic.plan`` decides from the backlog, the batch jobs and the limits.
+Each step's failure (a scheduler command erroring, the database restarting) is logged and the
+step is tried again next round; the agent itself keeps going.
+
+``balsam site start`` runs it detached (``python -m balsam.site.agent --site SITE``) with its pid
+file, log and a status file in ``SITE/logs``; the pid file is locked while it runs, so two agents
+never serve one site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+
+from balsam.errors import BalsamError
+from balsam.site import elastic
+from balsam.site.api import Site
+from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
+from balsam.site.db import leases
+from balsam.site.db.models import BatchJob
+from balsam.site.scheduler.base import SchedulerError
+from balsam.site.settings import SiteSettings
+
+log = logging.getLogger("balsam.site.agent")
+
+PID_FILE, LOG_FILE, STATUS_FILE = "agent.pid", "agent.log", "agent-status.json"
+MAX_BACKOFF_S = 300.0
+
+# Jobs waiting to start: runnable and not yet running, whether or not a launcher has taken them
+# (a launcher takes many ahead; they are still work its nodes have to do).
+_BACKLOG = """
+SELECT num_nodes, node_packing_count, COALESCE(wall_time_min, :default_min) AS minutes, count(*) AS n
+FROM jobs
+WHERE (state IN ('RESTART_READY', 'STAGED_IN', 'PREPROCESSED') OR (state = 'READY' AND stage_in = '[]'::jsonb))
+  {serial}
+GROUP BY 1, 2, 3
+"""
+
+
+class Agent:
+    def __init__(self, site: Site, queue: BatchQueue | None = None) -> None:
+        self.site = site
+        self.settings = site.settings
+        self.queue = queue or BatchQueue(site)
+        self.status: dict[str, Any] = {"pid": os.getpid(), "started_at": _iso(), "errors": {}}
+        self._submit_failures = 0
+        self._next_submit_at = 0.0
+
+    def tick(self) -> dict[str, Any]:
+        """One round of every step; returns (and keeps) a status report."""
+        errors: dict[str, str] = {}
+        for step in (self.reap_leases, self.follow_batch_jobs, self.run_elastic_queue):
+            try:
+                step()
+            except (SchedulerError, BalsamError) as exc:
+                errors[step.__name__] = str(exc)
+                log.warning("%s failed (will retry): %s", step.__name__, exc)
+            except Exception as exc:  # the database restarting, a bug: log it, keep the daemon up
+                errors[step.__name__] = f"{type(exc).__name__}: {exc}"
+                log.exception("%s failed (will retry)", step.__name__)
+        self.status.update(last_tick=_iso(), errors=errors, batch_jobs=self._batch_counts())
+        return self.status
+
+    def reap_leases(self) -> None:
+        with self.site.session() as session:
+            for launcher_id, taken in leases.reap_lost(session):
+                log.warning("launcher %s lost its lease; %d job(s) taken back", launcher_id, len(taken))
+
+    def follow_batch_jobs(self) -> None:
+        self.queue.sync()
+        self.queue.retry_deletions()
+        if self._may_submit():
+            self.queue.submit_pending()
+            self._after_submissions(failed=self._pending_left())
+
+    def run_elastic_queue(self) -> None:
+        limits = self.settings.elastic_queue
+        if not limits.enabled:
+            self.status["elastic_queue"] = "disabled"
+            return
+        backlog = self.backlog()
+        allocations = self.allocations()
+        windows = []
+        if limits.use_backfill:
+            try:
+                windows = [w for w in self.queue.scheduler.backfill() if self._may_use_queue(w.queue)]
+            except SchedulerError as exc:
+                log.warning("backfill windows unavailable this round: %s", exc)
+        decision = elastic.plan(backlog, allocations, limits, windows)
+        self.status["elastic_queue"] = {
+            "backlog_jobs": sum(s.count for s in backlog),
+            "backlog_node_minutes": round(sum(s.node_minutes for s in backlog), 1),
+            "unservable": decision.unservable,
+        }
+        for note in decision.unservable:
+            log.info("elastic queue: %s", note)
+        for batch_id in decision.cancel:
+            log.info("elastic queue: cancelling queued batch job %s, no longer needed", batch_id)
+            try:
+                self.queue.cancel(batch_id)
+            except SchedulerError as exc:
+                log.warning("elastic queue: cancel of batch job %s failed (will retry): %s", batch_id, exc)
+        if decision.submit and not self._may_submit():
+            log.info("elastic queue: holding back %d submission(s) after scheduler errors", len(decision.submit))
+            return
+        for submission in decision.submit:
+            log.info("elastic queue: submitting %d node(s) for %d min: %s", submission.nodes, submission.minutes, submission.reason)
+            request = LaunchRequest(
+                nodes=submission.nodes, minutes=submission.minutes, job_mode=limits.job_mode, queue=submission.queue,
+                until_idle=True, origin="elastic",
+            )  # fmt: skip
+            try:
+                self.queue.submit(request, retry_later=True)
+            except SchedulerError:
+                self._after_submissions(failed=True)
+                return  # the row stays pending; retried after the back-off
+        if decision.submit:
+            self._after_submissions(failed=False)
+
+    def _may_use_queue(self, queue: str) -> bool:
+        """A backfill window's queue is usable if the site allows it (or names it, or names none)."""
+        scheduler = self.settings.scheduler
+        if not queue or scheduler.allowed_queues:
+            return not queue or queue in scheduler.allowed_queues
+        return not scheduler.queue or queue == scheduler.queue
+
+    def backlog(self) -> list[elastic.JobShape]:
+        limits = self.settings.elastic_queue
+        serial = "AND num_nodes = 1 AND ranks_per_node = 1" if limits.job_mode == "serial" else ""
+        with self.site.session() as session:
+            rows = session.execute(text(_BACKLOG.format(serial=serial)), {"default_min": limits.default_job_min}).all()
+        return [elastic.JobShape(nodes=r.num_nodes, minutes=float(r.minutes), count=r.n, packing=r.node_packing_count) for r in rows]
+
+    def allocations(self) -> list[elastic.Allocation]:
+        now = datetime.now(UTC)
+        with self.site.session() as session:
+            rows = session.scalars(select(BatchJob).where(BatchJob.state.in_(LIVE_STATES), BatchJob.state != "pending_deletion")).all()
+        result = []
+        for row in rows:
+            running = row.state == "running"
+            left = float(row.wall_time_min)
+            if running and row.started_at:
+                left = math.ceil(left - (now - row.started_at).total_seconds() / 60)
+            result.append(elastic.Allocation(row.id, running, row.num_nodes, left, elastic=row.origin == "elastic"))
+        return result
+
+    def _may_submit(self) -> bool:
+        return time.monotonic() >= self._next_submit_at
+
+    def _after_submissions(self, failed: bool) -> None:
+        # Back off exponentially while the scheduler refuses, so an outage costs a few tries, not hundreds.
+        self._submit_failures = self._submit_failures + 1 if failed else 0
+        delay = min(MAX_BACKOFF_S, self.settings.elastic_queue.interval_s * 2 ** (self._submit_failures - 1)) if failed else 0
+        self._next_submit_at = time.monotonic() + delay
+
+    def _pending_left(self) -> bool:
+        return any(row.state == "pending_submission" for row in self.queue.list())
+
+    def _batch_counts(self) -> dict[str, int]:
+        try:
+            counts: dict[str, int] = {}
+            for row in self.queue.list():
+                counts[row.state] = counts.get(row.state, 0) + 1
+            return counts
+        except Exception:  # reported as unknown; the tick's own errors say why
+            return {}
+
+    def run(self, stop: threading.Event) -> None:
+        interval = self.settings.elastic_queue.interval_s
+        status_file = self.settings.logs_dir / STATUS_FILE
+        log.info("agent of site %s started (pid %d, scheduler %s, elastic queue %s)", self.settings.name, os.getpid(),
+                 self.queue.scheduler.name, "on" if self.settings.elastic_queue.enabled else "off")  # fmt: skip
+        while not stop.is_set():
+            started = time.monotonic()
+            _write_json(status_file, self.tick())
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        self.status["stopped_at"] = _iso()
+        _write_json(status_file, self.status)
+        log.info("agent stopped")
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+
+def start_agent(settings: SiteSettings, wait_s: float = 15.0) -> int:
+    """Start the agent detached; returns its pid once it holds its pid file (or raises, with its log)."""
+    running = agent_pid(settings)
+    if running:
+        raise BalsamError(f"the agent of site {settings.name} is already running (pid {running})")
+    settings.logs_dir.mkdir(exist_ok=True)
+    out = open(settings.logs_dir / "agent.out", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "balsam.site.agent", "--site", str(settings.path)],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=settings.path,
+    )  # fmt: skip
+    out.close()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BalsamError(f"the agent exited at once (code {process.returncode}): {_tail(settings)}")
+        if agent_pid(settings) == process.pid:
+            return process.pid
+        time.sleep(0.05)
+    process.terminate()
+    raise BalsamError(f"the agent did not start within {wait_s:g} s: {_tail(settings)}")
+
+
+def stop_agent(settings: SiteSettings, wait_s: float = 30.0) -> int | None:
+    """Stop the running agent (SIGTERM, then SIGKILL after ``wait_s``); its pid, or None if none ran."""
+    pid = agent_pid(settings)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while agent_pid(settings) == pid:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.05)
+    return pid
+
+
+def agent_pid(settings: SiteSettings) -> int | None:
+    """The pid of the site's running agent: the holder of the pid file's lock, if anyone holds it."""
+    path = settings.logs_dir / PID_FILE
+    try:
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                content = path.read_text().strip()
+                return int(content) if content.isdigit() else None
+            return None  # no one holds it: the file is left from an agent that is gone
+    except FileNotFoundError:
+        return None
+
+
+def agent_report(settings: SiteSettings) -> dict[str, Any]:
+    """What `balsam site status` shows about the agent."""
+    pid = agent_pid(settings)
+    report: dict[str, Any] = {"running": pid is not None, "pid": pid}
+    try:
+        report.update({k: v for k, v in json.loads((settings.logs_dir / STATUS_FILE).read_text()).items() if k != "pid"})
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m balsam.site.agent", description="Run a Balsam site's agent in the foreground.")
+    parser.add_argument("--site", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings = SiteSettings.load(args.site)
+    settings.logs_dir.mkdir(exist_ok=True)
+    logging.basicConfig(
+        filename=settings.logs_dir / LOG_FILE, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    pid_file = open(settings.logs_dir / PID_FILE, "a+")
+    try:
+        fcntl.flock(pid_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"the agent of site {settings.name} is already running", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with Site(settings) as site:
+            agent = Agent(site)
+            # Written only now, so a pid in the file means an agent that is up and connected.
+            pid_file.truncate(0)
+            pid_file.write(f"{os.getpid()}\n")
+            pid_file.flush()
+            agent.run(stop)
+    finally:
+        pid_file.truncate(0)
+        pid_file.close()
+    return 0
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.replace(path)
+
+
+def _tail(settings: SiteSettings, lines: int = 8) -> str:
+    text_out = ""
+    for name in ("agent.out", LOG_FILE):
+        try:
+            text_out += (settings.logs_dir / name).read_text()
+        except FileNotFoundError:
+            pass
+    return " / ".join(text_out.strip().splitlines()[-lines:]) or "(no output)"
+
+
+def _iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

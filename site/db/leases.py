@@ -1,0 +1,88 @@
+"""Launcher leases: a launcher holds jobs only while it keeps renewing its heartbeat.
+
+Used by launchers (register, renew, end) and by anyone who may find a lost one: other
+launchers and the site agent both call ``reap_lost``, so jobs come back even with no launcher
+running. Times come from the database's clock, so hosts with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from balsam.site.db import jobstore
+from balsam.site.db.jobstore import Change, Step
+from balsam.states import JobState as S
+
+def register(
+    session: Session, hostname: str, pid: int, job_mode: str, node_count: int, lease_seconds: float,
+    batch_job_id: int | None = None,
+) -> int:  # fmt: skip
+    return session.execute(
+        text(
+            "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message, batch_job_id) "
+            "VALUES (:host, :pid, :mode, :nodes, :lease, 'running', '', "
+            "  (SELECT id FROM batch_jobs WHERE id = :batch)) RETURNING id"
+        ),
+        {"host": hostname, "pid": pid, "mode": job_mode, "nodes": node_count, "lease": lease_seconds, "batch": batch_job_id},
+    ).scalar_one()
+
+
+def renew(session: Session, launcher_id: int) -> bool:
+    """Extend the lease; False if it was already declared lost (the launcher must stop its tasks)."""
+    return (
+        session.execute(
+            text("UPDATE launchers SET heartbeat_at = now() WHERE id = :id AND state = 'running' RETURNING id"),
+            {"id": launcher_id},
+        ).first()
+        is not None
+    )
+
+
+def reap_lost(session: Session) -> list[tuple[int, list[int]]]:
+    """Declare every launcher with an expired lease lost and take back its jobs.
+
+    Its running jobs go to RESTART_READY and the rest are simply let go, each with an event
+    saying why. Returns (lost launcher id, jobs taken back) pairs.
+    """
+    lost = session.execute(
+        text(
+            "UPDATE launchers SET state = 'lost', ended_at = now(), "
+            "message = 'no heartbeat for ' || round(extract(epoch FROM now() - heartbeat_at)) || ' s' "
+            "WHERE id IN (SELECT id FROM launchers WHERE state = 'running' "
+            "  AND heartbeat_at < now() - make_interval(secs => lease_seconds) FOR UPDATE SKIP LOCKED) "
+            "RETURNING id, hostname, pid, lease_seconds"
+        )
+    ).all()
+    taken = []
+    for launcher in lost:
+        why = f"launcher {launcher.id} (pid {launcher.pid} on {launcher.hostname}) lost: no heartbeat for over {launcher.lease_seconds:g} s"
+        rows = session.execute(
+            text("SELECT id, state FROM jobs WHERE launcher_id = :id ORDER BY id FOR UPDATE"), {"id": launcher.id}
+        ).all()
+        running = [row.id for row in rows if row.state == S.RUNNING]
+        others = [row.id for row in rows if row.state != S.RUNNING]
+        jobstore.apply_changes(
+            session, [Change(i, [Step(S.RESTART_READY, why + "; run it again")], {"launcher_id": None}) for i in running], owner=launcher.id
+        )
+        if others:
+            jobstore.note(session, others, why + "; released")
+            session.execute(text("UPDATE jobs SET launcher_id = NULL WHERE id = ANY(:ids)"), {"ids": others})
+            jobstore.notify_runnable(session)
+        taken.append((launcher.id, [row.id for row in rows]))
+    return taken
+
+
+def end(session: Session, launcher_id: int, message: str) -> list[int]:
+    """Mark the launcher exited and let go of every job it still holds (none is running by now)."""
+    released = session.execute(
+        text("UPDATE jobs SET launcher_id = NULL WHERE launcher_id = :id RETURNING id"), {"id": launcher_id}
+    ).scalars().all()
+    if released:
+        jobstore.note(session, released, f"released by launcher {launcher_id}: {message}")
+        jobstore.notify_runnable(session)
+    session.execute(
+        text("UPDATE launchers SET state = 'exited', ended_at = now(), message = :msg WHERE id = :id AND state = 'running'"),
+        {"id": launcher_id, "msg": message},
+    )
+    return list(released)
