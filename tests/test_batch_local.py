@@ -60,6 +60,7 @@ def test_queue_rm_stops_a_running_batch_job(site, balsam):
     assert result.code == 0, result.err
     queue = BatchQueue(site)
     wait_for(lambda: (queue.sync(), queue.get(1).state)[1] == "finished", timeout=60, what="the batch job to end")
+    assert queue.get(1).message == "cancelled"
     # The launcher stopped its task on the way out; the job is not left RUNNING for a dead launcher.
     assert site.job(job.id).state != "RUNNING"
     assert balsam("queue rm 1").code == 1

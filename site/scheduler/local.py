@@ -77,6 +77,8 @@ class LocalScheduler:
             if exit_file.exists():
                 code = int(exit_file.read_text().strip() or -1)
                 reason = {0: "completed", 124: "timed out", 137: "killed at the wall time"}.get(code, f"exit code {code}")
+                if record.get("cancelled"):
+                    reason = "cancelled"
                 listing.append(BatchStatus(state=BatchState.FINISHED, native_state="exited", reason=reason, exit_code=code, **common))
             elif self._alive(record):
                 listing.append(BatchStatus(state=BatchState.RUNNING, native_state="running", **common))
@@ -90,6 +92,7 @@ class LocalScheduler:
             return  # never ours, or long gone: nothing to stop
         record = json.loads(file.read_text())
         if self._alive(record):
+            file.write_text(json.dumps({**record, "cancelled": True}))
             try:
                 os.kill(record["pid"], signal.SIGTERM)
             except ProcessLookupError:
