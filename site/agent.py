@@ -175,14 +175,11 @@ class Agent:
         self._next_submit_at = time.monotonic() + delay
 
     def _pending_left(self) -> bool:
-        return any(row.state == "pending_submission" for row in self.queue.list())
+        return self.queue.counts().get("pending_submission", 0) > 0
 
     def _batch_counts(self) -> dict[str, int]:
         try:
-            counts: dict[str, int] = {}
-            for row in self.queue.list():
-                counts[row.state] = counts.get(row.state, 0) + 1
-            return counts
+            return self.queue.counts()
         except Exception:  # reported as unknown; the tick's own errors say why
             return {}
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from balsam.errors import BalsamError
 from balsam.site.api import Site
@@ -234,6 +234,12 @@ class BatchQueue:
             query = query.where(BatchJob.state.in_(LIVE_STATES))
         with self.site.session() as session:
             return list(session.scalars(query))
+
+    def counts(self) -> dict[str, int]:
+        """How many live batch jobs there are in each state."""
+        query = select(BatchJob.state, func.count()).where(BatchJob.state.in_(LIVE_STATES)).group_by(BatchJob.state)
+        with self.site.session() as session:
+            return {state: n for state, n in session.execute(query)}
 
     def _update(self, batch_id: int, **values) -> None:
         with self.site.session() as session:
