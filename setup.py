@@ -29,5 +29,9 @@ for folder, name in FOLDERS.items():
 setup(
     packages=packages,
     package_dir=package_dir,
-    package_data={"balsam.site.db": ["migrations/script.py.mako"]},
+    package_data={
+        "balsam.site.db": ["migrations/script.py.mako"],
+        "balsam.argo.db": ["migrations/script.py.mako"],
+        "balsam.protos": ["*.proto", "*.pyi"],
+    },
 )

@@ -1,5 +1,7 @@
 """The job state machine: the one definition used by the site, the launcher and Argo.
 
+The states come from the protobuf enum (``protos/states.proto``); the transitions are here.
+
 Every legal transition is one entry of ``TRANSITIONS``; anything else is refused with an error that
 names both states. Every applied transition is also one row of the site's event log (see
 ``balsam.site.db.jobstore``), which is the job's provenance and history.
@@ -8,24 +10,24 @@ names both states. Every applied transition is also one row of the site's event 
 from enum import StrEnum
 
 from balsam.errors import BalsamError, IllegalTransition
+from balsam.protos import states_pb2
+
+# The states themselves are defined once, in protos/states.proto; each member's value is its name,
+# which is also what the databases store. Its wire number is ``state.number``.
+JobState = StrEnum(
+    "JobState",
+    [(name, name) for name in states_pb2.JobState.keys() if states_pb2.JobState.Value(name) != 0],
+    module=__name__,
+)
+JobState.number = property(lambda self: states_pb2.JobState.Value(self.value))
 
 
-class JobState(StrEnum):
-    CREATED = "CREATED"
-    AWAITING_PARENTS = "AWAITING_PARENTS"
-    READY = "READY"
-    STAGED_IN = "STAGED_IN"
-    PREPROCESSED = "PREPROCESSED"
-    RUNNING = "RUNNING"
-    RUN_DONE = "RUN_DONE"
-    POSTPROCESSED = "POSTPROCESSED"
-    STAGED_OUT = "STAGED_OUT"
-    JOB_FINISHED = "JOB_FINISHED"
-    RUN_ERROR = "RUN_ERROR"
-    RUN_TIMEOUT = "RUN_TIMEOUT"
-    RESTART_READY = "RESTART_READY"
-    FAILED = "FAILED"
-    USER_KILLED = "USER_KILLED"
+def from_wire(number: int) -> JobState:
+    """The state with wire number ``number``; an error for 0 (unset) or an unknown number."""
+    name = states_pb2.JobState.Name(number) if number in states_pb2.JobState.values() else None
+    if not name or number == 0:
+        raise BalsamError(f"invalid job state number {number}")
+    return JobState(name)
 
 
 S = JobState

@@ -17,13 +17,11 @@ never serve one site.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -33,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from balsam import daemon
 from balsam.errors import BalsamError
 from balsam.site import elastic
 from balsam.site.api import Site
@@ -66,6 +65,7 @@ class Agent:
         self.status: dict[str, Any] = {"pid": os.getpid(), "started_at": _iso(), "errors": {}}
         self._submit_failures = 0
         self._next_submit_at = 0.0
+        self.argo_sync = None
 
     def tick(self) -> dict[str, Any]:
         """One round of every step; returns (and keeps) a status report."""
@@ -183,14 +183,34 @@ class Agent:
         except Exception:  # reported as unknown; the tick's own errors say why
             return {}
 
+    def start_argo_sync(self, stop: threading.Event, wait_s: float = 10.0) -> None:
+        """Run the sync with the Argo coordinator in a thread, when the site is linked to one.
+
+        Waits up to ``wait_s`` for the first exchange, so that kill orders for stale copies of
+        tasks (placed elsewhere while this site was away) are applied before launchers start here.
+        """
+        from balsam.site.argo_sync import ArgoSync
+
+        self.argo_sync = ArgoSync(self.site)
+        thread = threading.Thread(target=self.argo_sync.run, args=(stop,), name="argo-sync", daemon=True)
+        thread.start()
+        if not self.argo_sync.first_sync.wait(wait_s):
+            log.warning("no first sync with Argo at %s within %g s; going on", self.settings.argo.address, wait_s)
+
     def run(self, stop: threading.Event) -> None:
         interval = self.settings.elastic_queue.interval_s
         status_file = self.settings.logs_dir / STATUS_FILE
-        log.info("agent of site %s started (pid %d, scheduler %s, elastic queue %s)", self.settings.name, os.getpid(),
-                 self.queue.scheduler.name, "on" if self.settings.elastic_queue.enabled else "off")  # fmt: skip
+        log.info("agent of site %s started (pid %d, scheduler %s, elastic queue %s, Argo %s)", self.settings.name, os.getpid(),
+                 self.queue.scheduler.name, "on" if self.settings.elastic_queue.enabled else "off",
+                 self.settings.argo.address or "none")  # fmt: skip
+        if self.settings.argo.address:
+            self.start_argo_sync(stop)
         while not stop.is_set():
             started = time.monotonic()
-            _write_json(status_file, self.tick())
+            report = self.tick()
+            if self.argo_sync is not None:
+                report["argo"] = dict(self.argo_sync.status)
+            _write_json(status_file, report)
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
         self.status["stopped_at"] = _iso()
         _write_json(status_file, self.status)
@@ -202,55 +222,21 @@ class Agent:
 
 def start_agent(settings: SiteSettings, wait_s: float = 15.0) -> int:
     """Start the agent detached; returns its pid once it holds its pid file (or raises, with its log)."""
-    running = agent_pid(settings)
-    if running:
-        raise BalsamError(f"the agent of site {settings.name} is already running (pid {running})")
     settings.logs_dir.mkdir(exist_ok=True)
-    out = open(settings.logs_dir / "agent.out", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "balsam.site.agent", "--site", str(settings.path)],
-        start_new_session=True, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=settings.path,
+    return daemon.start_daemon(
+        [sys.executable, "-m", "balsam.site.agent", "--site", str(settings.path)], settings.logs_dir / PID_FILE,
+        settings.logs_dir / "agent.out", settings.path, f"the agent of site {settings.name}", lambda: _tail(settings), wait_s,
     )  # fmt: skip
-    out.close()
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BalsamError(f"the agent exited at once (code {process.returncode}): {_tail(settings)}")
-        if agent_pid(settings) == process.pid:
-            return process.pid
-        time.sleep(0.05)
-    process.terminate()
-    raise BalsamError(f"the agent did not start within {wait_s:g} s: {_tail(settings)}")
 
 
 def stop_agent(settings: SiteSettings, wait_s: float = 30.0) -> int | None:
     """Stop the running agent (SIGTERM, then SIGKILL after ``wait_s``); its pid, or None if none ran."""
-    pid = agent_pid(settings)
-    if pid is None:
-        return None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait_s
-    while agent_pid(settings) == pid:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.05)
-    return pid
+    return daemon.stop_daemon(settings.logs_dir / PID_FILE, wait_s)
 
 
 def agent_pid(settings: SiteSettings) -> int | None:
-    """The pid of the site's running agent: the holder of the pid file's lock, if anyone holds it."""
-    path = settings.logs_dir / PID_FILE
-    try:
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                content = path.read_text().strip()
-                return int(content) if content.isdigit() else None
-            return None  # no one holds it: the file is left from an agent that is gone
-    except FileNotFoundError:
-        return None
+    """The pid of the site's running agent, if one runs."""
+    return daemon.daemon_pid(settings.logs_dir / PID_FILE)
 
 
 def agent_report(settings: SiteSettings) -> dict[str, Any]:
@@ -273,10 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         filename=settings.logs_dir / LOG_FILE, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    pid_file = open(settings.logs_dir / PID_FILE, "a+")
-    try:
-        fcntl.flock(pid_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    pid_file = daemon.hold_pid_file(settings.logs_dir / PID_FILE)
+    if pid_file is None:
         print(f"the agent of site {settings.name} is already running", file=sys.stderr)
         return 1
     stop = threading.Event()
@@ -286,13 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         with Site(settings) as site:
             agent = Agent(site)
             # Written only now, so a pid in the file means an agent that is up and connected.
-            pid_file.truncate(0)
-            pid_file.write(f"{os.getpid()}\n")
-            pid_file.flush()
+            daemon.mark_ready(pid_file)
             agent.run(stop)
     finally:
-        pid_file.truncate(0)
-        pid_file.close()
+        daemon.release_pid_file(pid_file)
     return 0
 
 
@@ -303,13 +284,7 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _tail(settings: SiteSettings, lines: int = 8) -> str:
-    text_out = ""
-    for name in ("agent.out", LOG_FILE):
-        try:
-            text_out += (settings.logs_dir / name).read_text()
-        except FileNotFoundError:
-            pass
-    return " / ".join(text_out.strip().splitlines()[-lines:]) or "(no output)"
+    return daemon.tail_files([settings.logs_dir / "agent.out", settings.logs_dir / LOG_FILE], lines)
 
 
 def _iso() -> str:

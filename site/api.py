@@ -27,7 +27,8 @@ from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
-from balsam.site.settings import SETTINGS_FILE, DatabaseSettings, SchedulerSettings, SiteSettings, find_site
+from balsam.postgres import DatabaseSettings
+from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, find_site
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state

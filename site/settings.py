@@ -15,20 +15,10 @@ from pathlib import Path
 import tomli_w
 
 from balsam.errors import BalsamError
+from balsam.postgres import DatabaseSettings
 
 SETTINGS_FILE = "balsam-site.toml"
 SITE_ENV = "BALSAM_SITE"
-
-
-@dataclass
-class DatabaseSettings:
-    # "embedded": a private cluster in SITE/db, started on demand; "external": the server at `url`.
-    mode: str = "embedded"
-    url: str = ""
-    host: str = "127.0.0.1"
-    port: int = 0
-    user: str = "balsam"
-    name: str = "balsam"
 
 
 SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
@@ -93,12 +83,36 @@ class ElasticQueueSettings:
 
 
 @dataclass
+class ArgoLinkSettings:
+    """The site's link to an Argo coordinator (``balsam site start --argo ADDRESS``)."""
+
+    address: str = ""  # empty: the site works alone
+    heartbeat_s: float = 2.0
+    # The wait reported to Argo while no launcher runs: how long a new batch job usually queues here.
+    queue_wait_s: float = 60.0
+    max_tasks: int = 0  # Argo places at most this many unfinished tasks here (0: no cap)
+    nodes: int = 0  # nodes Argo may count on at once (0: elastic_queue.max_nodes)
+    transfer_endpoint: str = ""
+
+    def check(self) -> None:
+        for name in ("heartbeat_s", "queue_wait_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (name == "heartbeat_s" and value == 0):
+                raise BalsamError(f"argo.{name} must be a positive number, got {value!r}")
+        for name in ("max_tasks", "nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BalsamError(f"argo.{name} must be a whole number >= 0, got {value!r}")
+
+
+@dataclass
 class SiteSettings:
     path: Path
     name: str
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     elastic_queue: ElasticQueueSettings = field(default_factory=ElasticQueueSettings)
+    argo: ArgoLinkSettings = field(default_factory=ArgoLinkSettings)
 
     @property
     def settings_file(self) -> Path:
@@ -129,6 +143,7 @@ class SiteSettings:
             else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
             "scheduler": asdict(self.scheduler),
             "elastic_queue": asdict(self.elastic_queue),
+            "argo": asdict(self.argo),
         }
         # Owner-only: with an external server the file holds the database password.
         tmp = self.settings_file.with_suffix(".toml.tmp")
@@ -149,13 +164,15 @@ class SiteSettings:
             db = DatabaseSettings(**doc.get("database", {}))
             scheduler = _section(SchedulerSettings, doc, "scheduler")
             elastic = _section(ElasticQueueSettings, doc, "elastic_queue")
+            argo = _section(ArgoLinkSettings, doc, "argo")
             scheduler.check()
             elastic.check()
+            argo.check()
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{file} is malformed: {exc}") from None
         except BalsamError as exc:
             raise BalsamError(f"{file}: {exc}") from None
-        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic)
+        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo)
 
 
 def _section(kind, doc: dict, name: str):

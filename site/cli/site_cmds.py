@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from balsam.errors import BalsamError
 from balsam.site.api import Site
 from balsam.site.cli.common import JsonOption, SiteOption
 from balsam.site.cli.output import console, print_json, print_table
@@ -23,12 +24,21 @@ def _settings(site: Path | None) -> SiteSettings:
 @app.command("start")
 def start(
     db_only: bool = typer.Option(False, "--db-only", help="Start the database server but not the agent."),
+    argo: str | None = typer.Option(
+        None, "--argo", metavar="ADDRESS",
+        help="Join the Argo coordinator at HOST:PORT (kept in the settings; --argo '' leaves it).",
+    ),
     site: Path | None = SiteOption,
 ) -> None:
     """Start the site's database server (an embedded one; an external one is only checked) and its agent."""
     from balsam.site.agent import agent_pid, start_agent
 
     settings = _settings(site)
+    if argo is not None and argo != settings.argo.address:
+        if agent_pid(settings):
+            raise BalsamError("stop the agent first (`balsam site stop`) to change the Argo coordinator it syncs with")
+        settings.argo.address = argo.strip()
+        settings.save()
     if settings.database.mode == "embedded":
         started = EmbeddedPostgres(settings).start()
         console.print(f"database of site {settings.name} {'started' if started else 'was already running'} "
@@ -39,8 +49,10 @@ def start(
         if running:
             console.print(f"agent already running (pid {running})")
         else:
-            pid = start_agent(settings)
+            pid = start_agent(settings, wait_s=30.0)
             console.print(f"agent started (pid {pid}), logging to {settings.logs_dir / 'agent.log'}")
+            if settings.argo.address:
+                console.print(f"syncing with the Argo coordinator at {settings.argo.address}")
     console.print(f"site {settings.name} is ready")
 
 
@@ -75,6 +87,7 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
         running = True
     report["scheduler"] = settings.scheduler.name
     report["elastic_queue"] = "on" if settings.elastic_queue.enabled else "off"
+    report["argo"] = settings.argo.address or "none"
     report["agent"] = agent_report(settings)
     report["jobs"] = None
     if running:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError
 
+from balsam import migrate as schema
 from balsam.errors import BalsamError
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
@@ -16,7 +17,7 @@ from balsam.site.settings import SiteSettings
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's head): knowing it
 # here lets every command see that the schema is current without importing Alembic.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 # Any constant works: it only has to be the same for every process migrating a site's database.
 _MIGRATION_LOCK = 0x6BA15A
 
@@ -31,27 +32,9 @@ def database_url(settings: SiteSettings) -> URL:
     )
 
 
-def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        try:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except ProgrammingError:  # no alembic_version table: a database never migrated
-            return None
-
-
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest revision; safe when several processes do it at once."""
-    if current_revision(engine) == SCHEMA_REVISION:
-        return
-    from alembic import command
-    from alembic.config import Config
-
-    with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    schema.migrate(engine, MIGRATIONS, SCHEMA_REVISION, _MIGRATION_LOCK)
 
 
 def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:

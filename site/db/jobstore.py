@@ -9,19 +9,18 @@ become READY: one UPDATE per batch of finished parents, for any fan-in or fan-ou
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
-
 from balsam.errors import BalsamError
+from balsam.pgcopy import copy_rows, json_field
 from balsam.site.specs import JobSpec, batch_name_index
 from balsam.states import JobState, check_transition
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 S = JobState
 
@@ -46,31 +45,6 @@ _RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY})
 def notify_runnable(session: Session) -> None:
     """Wake the launchers once this transaction commits: there is new work."""
     session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNNABLE_CHANNEL})
-
-
-def _copy_field(value: Any) -> str:
-    """One field of PostgreSQL's COPY text format."""
-    if value is None:
-        return r"\N"
-    text_value = value if isinstance(value, str) else str(value)
-    if "\\" in text_value or "\t" in text_value or "\n" in text_value or "\r" in text_value:
-        text_value = text_value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text_value
-
-
-def _json(value: Any, empty: str) -> str:
-    return json.dumps(value, separators=(",", ":")) if value else empty
-
-
-def _copy(session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    buffer = io.StringIO()
-    buffer.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
-    buffer.seek(0)
-    cursor = session.connection().connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buffer)
-    finally:
-        cursor.close()
 
 
 def lock_existing_parents(session: Session, specs: list[JobSpec]) -> dict[int, str]:
@@ -113,15 +87,15 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
         state = S.AWAITING_PARENTS if pending else S.READY
         events.append((job_id, S.CREATED.value, state.value, f"created; waiting for {pending} parent(s)" if pending else "created"))
         rows.append((
-            job_id, spec.name, spec.workflow, app_ids[spec.app], _json(spec.params, "{}"), state.value,
+            job_id, spec.name, spec.workflow, app_ids[spec.app], json_field(spec.params, "{}"), state.value,
             spec.nodes, spec.ranks_per_node, spec.threads_per_rank, spec.gpus_per_rank, spec.node_packing,
-            spec.wall_time, _json(spec.tags, "{}"), _json(spec.data, "{}"), _json(spec.inputs, "{}"),
-            _json(spec.outputs, "[]"), _json(spec.stage_in, "[]"), _json(spec.stage_out, "[]"), "", 0, pending,
+            spec.wall_time, json_field(spec.tags, "{}"), json_field(spec.data, "{}"), json_field(spec.inputs, "{}"),
+            json_field(spec.outputs, "[]"), json_field(spec.stage_in, "[]"), json_field(spec.stage_out, "[]"), "", 0, pending,
         ))  # fmt: skip
-    _copy(session, "jobs", _JOB_COPY_COLUMNS, rows)
+    copy_rows(session, "jobs", _JOB_COPY_COLUMNS, rows)
     if links:
-        _copy(session, "job_parents", ("child_id", "parent_id"), links)
-    _copy(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
+        copy_rows(session, "job_parents", ("child_id", "parent_id"), links)
+    copy_rows(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
     if any(row[5] == S.READY.value for row in rows):
         notify_runnable(session)
     return list(ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -91,6 +91,9 @@ class Job(Base):
     batch_job_id: Mapped[int | None] = mapped_column(ForeignKey("batch_jobs.id", ondelete="SET NULL"))
     # The launcher holding the job, from acquisition until it lets go; NULL while no one does.
     launcher_id: Mapped[int | None] = mapped_column(ForeignKey("launchers.id", ondelete="SET NULL"))
+    # The Argo task this job runs and which attempt of it (NULL for a job of this site alone).
+    argo_task_id: Mapped[str | None] = mapped_column(String(300))
+    argo_attempt: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -102,6 +105,7 @@ class Job(Base):
         Index("ix_jobs_app_id", "app_id"),
         Index("ix_jobs_launcher_id", "launcher_id"),
         Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
+        Index("ix_jobs_argo_task", "argo_task_id", "argo_attempt", unique=True),
         CheckConstraint(
             "num_nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
             "AND node_packing_count > 0 AND (wall_time_min IS NULL OR wall_time_min > 0)",
@@ -204,3 +208,42 @@ class Launcher(Base):
         CheckConstraint("lease_seconds > 0", name="launcher_lease"),
         Index("ix_launchers_state", "state"),
     )
+
+
+class ArgoLink(Base):
+    """The site's link to an Argo coordinator (one row, present only while linked).
+
+    ``last_applied``: the highest coordinator message applied here; ``last_seq``: the highest
+    number given to a message of ours (``argo_outbox``).
+    """
+
+    __tablename__ = "argo_link"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(Text)
+    last_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    __table_args__ = (CheckConstraint("id = 1", name="argo_link_single"),)
+
+
+class ArgoRawEvent(Base):
+    """A job event copied by the ``job_events_to_argo`` trigger, waiting to become a message."""
+
+    __tablename__ = "argo_raw_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigInteger)
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ArgoOutbox(Base):
+    """A numbered message to the coordinator (a serialized ``SiteMessage``), kept until acknowledged."""
+
+    __tablename__ = "argo_outbox"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,141 @@
+"""The storage types of the Argo coordinator: one SQLAlchemy model per table.
+
+Alembic migrations (``migrations/versions``) create the tables; a test checks they agree.
+A task's id is ``WORKFLOW/NAME`` (``WORKFLOW/SITE:JOB`` for one spawned at a site), readable in
+``argo kill`` and unique across workflows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from balsam.states import FINAL_STATES, JobState
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+WORKFLOW_STATUSES = ("running", "finished", "failed", "cancelled")
+FINAL = tuple(sorted(s.value for s in FINAL_STATES))
+
+
+class Workflow(Base):
+    __tablename__ = "workflows"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # running until no task can move any more; then finished (all JOB_FINISHED), failed or cancelled.
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    created_at: Mapped[datetime] = _now()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint(f"status IN {WORKFLOW_STATUSES}", name="workflow_status"),)
+
+
+class Task(Base):
+    """A node of the global graph, and the state of its current attempt (mirrored from its site)."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(420), primary_key=True)
+    workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(210))
+    app: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    outputs: Mapped[list[Any]] = mapped_column(default=list)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pin: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)
+    pending_parents: Mapped[int] = mapped_column(Integer, default=0)
+    # A parent failed or was killed: this task can never run (until the parent is redone).
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    site: Mapped[str | None] = mapped_column(String(200))  # where the current attempt is placed
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    site_job_id: Mapped[int | None] = mapped_column(BigInteger)
+    sites_tried: Mapped[list[Any]] = mapped_column(default=list)
+    return_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        Index("ix_tasks_workflow_state", "workflow_id", "state"),
+        Index("ix_tasks_site_state", "site", "state"),
+        # The placement loop's query: ready and not placed.
+        Index("ix_tasks_placeable", "workflow_id", postgresql_where=text("site IS NULL AND state = 'READY'")),
+        # Whether a workflow can still move: one probe of this index instead of a scan of its tasks.
+        Index("ix_tasks_active", "workflow_id", postgresql_where=text(f"NOT blocked AND state NOT IN {FINAL}")),
+        CheckConstraint("pending_parents >= 0", name="task_pending_parents"),
+    )
+
+
+class TaskParent(Base):
+    __tablename__ = "task_parents"
+
+    child_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_task_parents_parent", "parent_id"),)
+
+
+class TaskEvent(Base):
+    """One state change of a task, at the coordinator or reported by its site: the watch stream."""
+
+    __tablename__ = "task_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(420))
+    workflow_id: Mapped[int] = mapped_column(BigInteger)
+    site: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = _now()
+    message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Set on the one event (task_id '') that records the end of its workflow.
+    workflow_status: Mapped[str | None] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_task_events_workflow", "workflow_id", "id"),)
+
+
+class Site(Base):
+    """A registered site, its health and its two sequence counters."""
+
+    __tablename__ = "sites"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    apps: Mapped[list[Any]] = mapped_column(default=list)
+    nodes: Mapped[int] = mapped_column(Integer, default=1)
+    scheduler: Mapped[str] = mapped_column(String(20), default="")
+    transfer_endpoint: Mapped[str] = mapped_column(Text, default="", server_default="")
+    max_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(8), default="up")  # up | down
+    heartbeat: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    registered_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+    # The highest site message applied here, and the highest number given to a message to the site.
+    last_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    __table_args__ = (CheckConstraint("status IN ('up', 'down')", name="site_status"),)
+
+
+class SiteOutbox(Base):
+    """A numbered message to a site (a serialized ``CoordinatorMessage``), kept until acknowledged."""
+
+    __tablename__ = "site_outbox"
+
+    site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary)

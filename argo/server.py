@@ -1,0 +1,164 @@
+"""The Argo server process: the gRPC services, health and reflection, and the coordinator's loop.
+
+``argo server start`` runs ``python -m balsam.argo.server --data DIR`` detached; it holds the pid
+file ``DIR/argo.pid`` while it runs and logs to ``DIR/logs/server.log``. The loop places ready tasks
+(at once after a submission or a finish, else every ``placement_interval_s``) and marks sites that
+fell silent as down, so their tasks are placed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from balsam import daemon
+from balsam.argo import servicers
+from balsam.argo.config import MAX_MESSAGE_BYTES, ServerSettings
+from balsam.argo.db.engine import connect
+from balsam.argo.rpc import service_handler
+from balsam.argo.sites import ArgoCoordinator
+from balsam.errors import BalsamError
+from balsam.protos import argo_pb2 as pb
+
+log = logging.getLogger("balsam.argo.server")
+SERVICES = ("Workflows", "Monitor", "Sites")
+
+
+def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 64) -> tuple[grpc.Server, int]:
+    """A started server on ``address`` (port 0: any free one); returns it and its port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+    )
+    implementations = {"Workflows": servicers.Workflows, "Monitor": servicers.Monitor, "Sites": servicers.Sites}
+    names = []
+    for name in SERVICES:
+        descriptor = pb.DESCRIPTOR.services_by_name[name]
+        server.add_generic_rpc_handlers((service_handler(descriptor, implementations[name](coordinator)),))
+        names.append(descriptor.full_name)
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    for name in ("", *names):
+        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise BalsamError(f"cannot listen on {address}: {exc}") from None
+    if port == 0:
+        raise BalsamError(f"cannot listen on {address} (in use, or not an address of this host)")
+    server.start()
+    return server, port
+
+
+def coordinate(coordinator: ArgoCoordinator, settings: ServerSettings, stop: threading.Event) -> None:
+    """The coordinator's loop: placement and site health, until ``stop``."""
+    policy = settings.coordinator
+    next_health = 0.0
+    while not stop.is_set():
+        coordinator.placement_wanted.clear()
+        try:
+            if time.monotonic() >= next_health:
+                down = coordinator.mark_silent_sites_down(policy.site_timeout_s)
+                if down:
+                    log.warning("sites down (silent for more than %g s): %s", policy.site_timeout_s, ", ".join(down))
+                next_health = time.monotonic() + min(5.0, policy.site_timeout_s / 4)
+            placed = coordinator.place_round(policy.max_place_per_round)
+            if placed:
+                log.info("placed %d task(s)", placed)
+                if placed >= policy.max_place_per_round:
+                    continue  # more are waiting
+        except Exception:  # the database restarting, a bug: log it and keep serving
+            log.exception("coordinator loop failed; retrying")
+            stop.wait(1.0)
+        coordinator.placement_wanted.wait(policy.placement_interval_s)
+
+
+def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
+    engine = connect(settings)
+    coordinator = ArgoCoordinator(engine)
+    server, port = build_server(coordinator, settings.address)
+    log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)
+    loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
+    loop.start()
+    if ready:
+        ready()
+    try:
+        stop.wait()
+    finally:
+        server.stop(grace=2).wait()
+        coordinator.placement_wanted.set()
+        loop.join(timeout=10)
+        engine.dispose()
+        log.info("Argo server stopped")
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+
+def start_server(settings: ServerSettings, wait_s: float = 60.0) -> int:
+    """Start the server detached (creating its database on first use); its pid once it serves."""
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    settings.save()
+    return daemon.start_daemon(
+        [sys.executable, "-m", "balsam.argo.server", "--data", str(settings.data)], settings.pid_file,
+        settings.logs_dir / "server.out", settings.data, f"the Argo server in {settings.data}", lambda: _tail(settings), wait_s,
+    )  # fmt: skip
+
+
+def stop_server(data: Path, wait_s: float = 30.0) -> int | None:
+    settings = ServerSettings.load(data)
+    pid = daemon.stop_daemon(settings.pid_file, wait_s)
+    if settings.database.mode == "embedded":
+        from balsam.argo.db.engine import cluster
+
+        cluster(settings).stop()
+    return pid
+
+
+def server_pid(data: Path) -> int | None:
+    return daemon.daemon_pid(Path(data) / "argo.pid")
+
+
+def _tail(settings: ServerSettings) -> str:
+    return daemon.tail_files([settings.logs_dir / "server.out", settings.logs_dir / "server.log"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m balsam.argo.server", description="Run the Argo server in the foreground.")
+    parser.add_argument("--data", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings = ServerSettings.load(args.data)
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=settings.logs_dir / "server.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    pid_file = daemon.hold_pid_file(settings.pid_file)
+    if pid_file is None:
+        print(f"an Argo server already runs with data {settings.data}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve(settings, stop, ready=lambda: daemon.mark_ready(pid_file))
+    except BalsamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        daemon.release_pid_file(pid_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The site's side of the Argo sync channel, run by the site agent in a thread of its own.
+
+Up: the ``job_events_to_argo`` trigger copies every job event into ``argo_raw_events`` while the
+site is linked; ``pump`` turns those of Argo tasks into numbered ``SiteMessage``s in
+``argo_outbox`` (a job whose parent is an Argo task joins the global graph as a spawned task
+first). Messages stay there until the coordinator acknowledges them, and after a reconnection
+are sent again from the coordinator's last acknowledgement (its ``Welcome``).
+
+Down: assignments become local jobs and kill orders kill them; each batch is applied together with
+the new ``argo_link.last_applied`` in one transaction, so nothing is applied twice.
+
+The site talks to Argo only through ``balsam.protos`` over gRPC, never through Argo's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from balsam.errors import BalsamError
+from balsam.pgcopy import copy_rows
+from balsam.protos import argo_pb2 as pb
+from balsam.protos import argo_pb2_grpc as rpc
+from balsam.site.api import Site
+from balsam.site.db import jobstore
+from balsam.site.db.models import App, ArgoLink, Job
+from balsam.site.specs import check_batch, spec_from_dict
+from balsam.site.templates import CommandTemplate
+from balsam.states import FINAL_STATES, JobState
+
+log = logging.getLogger("balsam.site.argo")
+S = JobState
+PUMP_BATCH = 5000
+SEND_BATCH = 500
+WINDOW = 5000  # messages sent and not yet acknowledged
+MAX_BACKOFF_S = 30.0
+_RUNNABLE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY')"
+
+
+class SyncGap(BalsamError):
+    pass
+
+
+def link(site: Site, address: str) -> None:
+    """Link the site to the coordinator at ``address`` (its events are kept for Argo from now on)."""
+    with site.session() as session:
+        session.execute(
+            text("INSERT INTO argo_link (id, address) VALUES (1, :a) ON CONFLICT (id) DO UPDATE SET address = excluded.address"),
+            {"a": address},
+        )
+
+
+def _stamp(when) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(UTC))
+    return stamp
+
+
+class ArgoSync:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.settings = site.settings
+        self.name = site.settings.name
+        self.address = site.settings.argo.address
+        # Set once what the coordinator had for us when we connected is applied (kill orders first).
+        self.first_sync = threading.Event()
+        self.status: dict[str, Any] = {"address": self.address, "connected": False, "last_error": ""}
+
+    # -- the connection --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep a sync stream open until ``stop``, reconnecting with backoff."""
+        link(self.site, self.address)
+        backoff = 1.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session(stop)
+            except grpc.RpcError as exc:
+                self.status["last_error"] = f"{exc.code().name}: {exc.details()}"
+                log.warning("sync with Argo at %s lost: %s", self.address, self.status["last_error"])
+            except Exception as exc:  # the database restarting, a bug: log, wait, reconnect
+                self.status["last_error"] = f"{type(exc).__name__}: {exc}"
+                log.exception("sync with Argo at %s failed", self.address)
+            self.status["connected"] = False
+            if time.monotonic() - started > 30:
+                backoff = 1.0  # it had been working: retry soon
+            stop.wait(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+    def _session(self, stop: threading.Event) -> None:
+        channel = grpc.insecure_channel(self.address)
+        try:
+            rpc.SitesStub(channel).Register(self.registration(), timeout=10)
+            with self.site.session() as session:
+                applied = session.scalar(select(ArgoLink.last_applied))
+            out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
+            hello = pb.SiteEnvelope(hello=pb.Hello(site=self.name, last_applied=applied))
+
+            def envelopes() -> Iterator[pb.SiteEnvelope]:
+                yield hello
+                while (envelope := out.get()) is not None:
+                    yield envelope
+
+            responses = rpc.SitesStub(channel).Sync(envelopes())
+            done = threading.Event()
+            try:
+                first = next(responses)
+                if not first.HasField("welcome"):
+                    raise BalsamError("the coordinator did not answer Hello with Welcome")
+                acked = {"up": first.welcome.last_applied}
+                self._acknowledged(acked["up"])
+                if applied >= first.welcome.last_seq:
+                    self.first_sync.set()  # nothing waits for us at the coordinator
+                self.status.update(connected=True, last_error="", connected_at=time.time())
+                log.info("synced with Argo at %s (it applied %d of our messages)", self.address, acked["up"])
+                sender = threading.Thread(target=self._send, args=(out, acked, done, stop), name="argo-send", daemon=True)
+                sender.start()
+                for envelope in responses:
+                    if envelope.ack:
+                        acked["up"] = max(acked["up"], envelope.ack)
+                        self._acknowledged(envelope.ack)
+                    if envelope.messages:
+                        applied = self.apply(envelope.messages)
+                        out.put(pb.SiteEnvelope(ack=applied))
+                        if applied >= first.welcome.last_seq:
+                            self.first_sync.set()
+                    if stop.is_set():
+                        break
+            finally:
+                done.set()
+                out.put(None)
+                responses.cancel()
+        finally:
+            channel.close()
+
+    def _send(self, out: queue.Queue, acked: dict[str, int], done: threading.Event, stop: threading.Event) -> None:
+        sent = acked["up"]
+        next_beat = 0.0
+        try:
+            while not done.is_set() and not stop.is_set():
+                self.pump()
+                bodies = [] if sent - acked["up"] >= WINDOW else self.outbox(sent)
+                envelope = pb.SiteEnvelope(messages=[pb.SiteMessage.FromString(body) for body in bodies])
+                if time.monotonic() >= next_beat:
+                    envelope.heartbeat.CopyFrom(self.heartbeat())
+                    next_beat = time.monotonic() + self.settings.argo.heartbeat_s
+                if envelope.messages or envelope.HasField("heartbeat"):
+                    out.put(envelope)
+                if envelope.messages:
+                    sent = envelope.messages[-1].seq
+                    if len(bodies) == SEND_BATCH:
+                        continue
+                done.wait(0.2)
+        except Exception:
+            log.exception("sending to Argo failed; reconnecting")
+            out.put(None)
+
+    # -- what is sent ----------------------------------------------------------------------
+
+    def registration(self) -> pb.RegisterRequest:
+        settings = self.settings
+        with self.site.session() as session:
+            apps = sorted(session.scalars(select(App.name)))
+        return pb.RegisterRequest(
+            name=self.name, apps=apps, nodes=settings.argo.nodes or settings.elastic_queue.max_nodes,
+            scheduler=settings.scheduler.name, transfer_endpoint=settings.argo.transfer_endpoint,
+            max_tasks=settings.argo.max_tasks,
+        )  # fmt: skip
+
+    def heartbeat(self) -> pb.Heartbeat:
+        with self.site.session() as session:
+            backlog, running = session.execute(
+                text(f"SELECT count(*) FILTER (WHERE state IN {_RUNNABLE}), count(*) FILTER (WHERE state = 'RUNNING') FROM jobs")
+            ).one()
+            launchers = session.scalar(text("SELECT count(*) FROM launchers WHERE state = 'running'"))
+        wait = 0.0 if launchers else self.settings.argo.queue_wait_s
+        nodes = self.settings.argo.nodes or self.settings.elastic_queue.max_nodes
+        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes)
+
+    def outbox(self, after: int) -> list[bytes]:
+        with self.site.session() as session:
+            return list(session.execute(
+                text("SELECT body FROM argo_outbox WHERE seq > :after ORDER BY seq LIMIT :n"), {"after": after, "n": SEND_BATCH}
+            ).scalars())  # fmt: skip
+
+    def _acknowledged(self, seq: int) -> None:
+        with self.site.session() as session:
+            session.execute(text("DELETE FROM argo_outbox WHERE seq <= :seq"), {"seq": seq})
+
+    def pump(self) -> int:
+        """Turn raw job events into numbered messages; the number of messages made."""
+        with self.site.session() as session:
+            if session.execute(select(ArgoLink.id).with_for_update()).scalar() is None:
+                return 0
+            raws = session.execute(
+                text(
+                    "SELECT r.id, r.job_id, r.from_state, r.to_state, r.message, r.at, j.argo_task_id, j.argo_attempt,"
+                    " j.return_code FROM argo_raw_events r LEFT JOIN jobs j ON j.id = r.job_id ORDER BY r.id LIMIT :n"
+                ),
+                {"n": PUMP_BATCH},
+            ).all()
+            if not raws:
+                return 0
+            messages: list[pb.SiteMessage] = []
+            linked = self._adopt_children(session, {r.job_id for r in raws if r.argo_task_id is None}, messages)
+            for raw in raws:
+                task_id, attempt = (raw.argo_task_id, raw.argo_attempt) if raw.argo_task_id else linked.get(raw.job_id, (None, None))
+                if task_id is None:
+                    continue  # a job of this site alone
+                final = raw.to_state in FINAL_STATES or raw.to_state in (S.RUN_DONE, S.RUN_ERROR)
+                messages.append(pb.SiteMessage(event=pb.TaskEvent(
+                    task_id=task_id, attempt=attempt, job_id=raw.job_id, from_state=S(raw.from_state).number,
+                    to_state=S(raw.to_state).number, at=_stamp(raw.at), message=raw.message,
+                    has_return_code=final and raw.return_code is not None, return_code=raw.return_code or 0,
+                )))  # fmt: skip
+            _emit(session, messages)
+            session.execute(text("DELETE FROM argo_raw_events WHERE id = ANY(:ids)"), {"ids": [r.id for r in raws]})
+            return len(messages)
+
+    def _adopt_children(self, session: Session, job_ids: set[int], messages: list[pb.SiteMessage]) -> dict[int, tuple[str, int]]:
+        """Jobs created by a running Argo task with it as parent join the global graph."""
+        if not job_ids:
+            return {}
+        rows = session.execute(
+            text(
+                "SELECT p.child_id, array_agg(pj.argo_task_id ORDER BY pj.argo_task_id) AS parents"
+                " FROM job_parents p JOIN jobs pj ON pj.id = p.parent_id"
+                " WHERE p.child_id = ANY(:ids) AND pj.argo_task_id IS NOT NULL GROUP BY p.child_id"
+            ),
+            {"ids": sorted(job_ids)},
+        ).all()
+        linked = {}
+        for child_id, parents in rows:
+            job = session.get(Job, child_id)
+            workflow = parents[0].split("/", 1)[0]
+            task_id = f"{workflow}/{self.name}:{child_id}"
+            job.argo_task_id, job.argo_attempt = task_id, 1
+            spec = pb.TaskSpec(
+                name=job.name, app=job.app.name, params_json=json.dumps(job.parameters), parents=parents,
+                resources=pb.Resources(nodes=job.num_nodes, ranks_per_node=job.ranks_per_node, threads_per_rank=job.threads_per_rank,
+                                       gpus_per_rank=job.gpus_per_rank, node_packing_count=job.node_packing_count,
+                                       wall_time_min=job.wall_time_min or 0),
+                outputs=[str(o) for o in job.output_files], tags={k: str(v) for k, v in job.tags.items()},
+            )  # fmt: skip
+            messages.append(pb.SiteMessage(spawned=pb.SpawnedTask(task_id=task_id, workflow_id=int(workflow), job_id=child_id, spec=spec)))
+            linked[child_id] = (task_id, 1)
+        session.flush()
+        return linked
+
+    # -- what is received ------------------------------------------------------------------
+
+    def apply(self, messages: Sequence[pb.CoordinatorMessage]) -> int:
+        """Apply a batch of the coordinator's messages (those not applied before); the new high mark."""
+        with self.site.session() as session:
+            link_row = session.execute(select(ArgoLink).with_for_update()).scalar_one()
+            expected = link_row.last_applied + 1
+            assigns: list[pb.Assignment] = []
+            for message in messages:
+                if message.seq < expected:
+                    continue
+                if message.seq != expected:
+                    raise SyncGap(f"expected message {expected} from Argo, got {message.seq}")
+                expected += 1
+                if message.HasField("assign"):
+                    assigns.append(message.assign)
+                elif message.HasField("kill"):
+                    self._create(session, assigns)  # in order: an assignment before its kill
+                    assigns = []
+                    self._kill(session, message.kill)
+            self._create(session, assigns)
+            link_row.last_applied = expected - 1
+            return link_row.last_applied
+
+    def _create(self, session: Session, assigns: Sequence[pb.Assignment]) -> None:
+        if not assigns:
+            return
+        apps = session.execute(select(App.name, App.id, App.command_template)).all()
+        templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
+        have = set(session.execute(
+            text("SELECT argo_task_id, argo_attempt FROM jobs WHERE argo_task_id = ANY(:ids)"), {"ids": [a.task_id for a in assigns]}
+        ).tuples())  # fmt: skip
+        specs, links, refused = [], [], []
+        for assign in assigns:
+            if (assign.task_id, assign.attempt) in have:
+                continue
+            try:
+                spec = spec_from_dict(_job_fields(assign), source=f"Argo task {assign.task_id}")
+                check_batch([spec], templates)
+            except BalsamError as exc:
+                refused.append((assign, str(exc)))
+                continue
+            specs.append(spec)
+            links.append((assign.task_id, assign.attempt))
+        if specs:
+            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps})
+            session.execute(
+                text(
+                    "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id,"
+                    " unnest(CAST(:tasks AS text[])) AS t, unnest(CAST(:attempts AS int[])) AS a) v WHERE jobs.id = v.id"
+                ),
+                {"ids": ids, "tasks": [t for t, _ in links], "attempts": [a for _, a in links]},
+            )
+        if refused:
+            # No job to carry the failure: tell Argo directly.
+            _emit(session, [
+                pb.SiteMessage(event=pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, from_state=S.READY.number,
+                                                  to_state=S.FAILED.number, message=f"site {self.name} refused it: {why}"))
+                for a, why in refused
+            ])  # fmt: skip
+            for assign, why in refused:
+                log.warning("refused Argo task %s: %s", assign.task_id, why)
+
+    def _kill(self, session: Session, order: pb.KillOrder) -> None:
+        job_id = session.scalar(
+            text("SELECT id FROM jobs WHERE argo_task_id = :t AND argo_attempt = :a FOR UPDATE"), {"t": order.task_id, "a": order.attempt}
+        )
+        if job_id is None:
+            return
+        state = session.scalar(text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id})
+        if state not in FINAL_STATES:
+            jobstore.transition(session, [job_id], S.USER_KILLED, f"killed by Argo: {order.reason}")
+
+
+def _job_fields(assign: pb.Assignment) -> dict[str, Any]:
+    spec = assign.spec
+    res = spec.resources
+    fields: dict[str, Any] = {
+        "app": spec.app, "name": spec.name, "workflow": assign.workflow or str(assign.workflow_id),
+        "params": json.loads(spec.params_json or "{}"), "tags": {**spec.tags, "argo_task": assign.task_id},
+        "inputs": dict(spec.inputs), "outputs": list(spec.outputs),
+    }  # fmt: skip
+    for name, value in (("nodes", res.nodes), ("ranks_per_node", res.ranks_per_node), ("threads_per_rank", res.threads_per_rank),
+                        ("gpus_per_rank", res.gpus_per_rank), ("node_packing", res.node_packing_count), ("wall_time", res.wall_time_min)):  # fmt: skip
+        if value:
+            fields[name] = value
+    return fields
+
+
+def _emit(session: Session, messages: list[pb.SiteMessage]) -> None:
+    """Number messages after the link's last number and keep them until acknowledged (link row locked)."""
+    if not messages:
+        return
+    last = session.execute(
+        text("UPDATE argo_link SET last_seq = last_seq + :n RETURNING last_seq"), {"n": len(messages)}
+    ).scalar_one()
+    first = last - len(messages) + 1
+    rows = []
+    for offset, message in enumerate(messages):
+        message.seq = first + offset
+        rows.append((message.seq, "\\x" + message.SerializeToString().hex()))
+    copy_rows(session, "argo_outbox", ("seq", "body"), rows)

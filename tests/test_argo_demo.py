@@ -1,0 +1,35 @@
+"""The README's main command: `argo demo` on embedded defaults, as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from balsam.argo.config import ServerSettings
+from balsam.argo.db.engine import cluster
+from balsam.argo.server import server_pid
+from balsam.site.agent import agent_pid
+from balsam.site.postgres import EmbeddedPostgres
+from balsam.site.settings import SiteSettings
+
+
+def test_argo_demo_runs_a_workflow_across_two_sites_and_stops_everything(tmp_path):
+    argo = Path(sys.executable).parent / "argo"
+    demo = subprocess.run([str(argo), "demo", "--path", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "workflow 1: finished" in out
+    for x in range(1, 7):
+        assert f"{x} squared is {x * x}" in out
+    assert "all 6 squares are done" in out
+    # Placement used both sites; the report ran where it was pinned.
+    report = next(line for line in out.splitlines() if line.strip().startswith("report"))
+    assert report.split()[1] == "beta"
+    squares = [line.split()[1] for line in out.splitlines() if line.strip().startswith("square-")]
+    assert sorted(set(squares)) == ["alpha", "beta"]
+    # Nothing is left running.
+    assert server_pid(tmp_path / "argo") is None
+    assert not cluster(ServerSettings.load(tmp_path / "argo")).is_running()
+    for name in ("alpha", "beta"):
+        settings = SiteSettings.load(tmp_path / name)
+        assert agent_pid(settings) is None
+        assert not EmbeddedPostgres(settings).is_running()
