@@ -87,6 +87,7 @@ def coordinate(coordinator: ArgoCoordinator, settings: ServerSettings, stop: thr
 def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     engine = connect(settings)
     coordinator = ArgoCoordinator(engine)
+    coordinator.forgive_downtime()
     server, port = build_server(coordinator, settings.address)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)
     loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)

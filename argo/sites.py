@@ -220,6 +220,13 @@ class ArgoCoordinator(Coordinator):
 
     # -- health ----------------------------------------------------------------------------
 
+    def forgive_downtime(self) -> None:
+        """At start-up: the sites could not reach a stopped coordinator, so their silence until now
+        does not count against them (else a restart longer than the timeout would place every task
+        again)."""
+        with self.session() as session:
+            session.execute(text("UPDATE sites SET last_seen_at = now() WHERE status = 'up'"))
+
     def mark_silent_sites_down(self, timeout_s: float) -> list[str]:
         """Sites silent for longer than ``timeout_s`` are down: their unfinished tasks go back to be placed."""
         with self.session() as session:

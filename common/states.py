@@ -19,15 +19,17 @@ JobState = StrEnum(
     [(name, name) for name in states_pb2.JobState.keys() if states_pb2.JobState.Value(name) != 0],
     module=__name__,
 )
-JobState.number = property(lambda self: states_pb2.JobState.Value(self.value))
+_NUMBERS = {state: states_pb2.JobState.Value(state.value) for state in JobState}
+_BY_NUMBER = {number: state for state, number in _NUMBERS.items()}
+JobState.number = property(_NUMBERS.__getitem__)
 
 
 def from_wire(number: int) -> JobState:
     """The state with wire number ``number``; an error for 0 (unset) or an unknown number."""
-    name = states_pb2.JobState.Name(number) if number in states_pb2.JobState.values() else None
-    if not name or number == 0:
-        raise BalsamError(f"invalid job state number {number}")
-    return JobState(name)
+    try:
+        return _BY_NUMBER[number]
+    except KeyError:
+        raise BalsamError(f"invalid job state number {number}") from None
 
 
 S = JobState

@@ -44,8 +44,10 @@ S = JobState
 PUMP_BATCH = 5000
 SEND_BATCH = 500
 WINDOW = 5000  # messages sent and not yet acknowledged
-MAX_BACKOFF_S = 30.0
-_RUNNABLE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY')"
+# Reconnection attempts back off up to this many heartbeats (and at most 30 s): well inside the
+# coordinator's site timeout, so a restarted coordinator sees the site again before it gives up on it.
+BACKOFF_HEARTBEATS = 5
+_ACTIVE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY', 'RUNNING')"
 
 
 class SyncGap(BalsamError):
@@ -82,12 +84,14 @@ class ArgoSync:
     def run(self, stop: threading.Event) -> None:
         """Keep a sync stream open until ``stop``, reconnecting with backoff."""
         link(self.site, self.address)
-        backoff = 1.0
+        backoff = min(1.0, self.settings.argo.heartbeat_s)
         while not stop.is_set():
             started = time.monotonic()
             try:
                 self._session(stop)
             except grpc.RpcError as exc:
+                if stop.is_set():
+                    break
                 self.status["last_error"] = f"{exc.code().name}: {exc.details()}"
                 log.warning("sync with Argo at %s lost: %s", self.address, self.status["last_error"])
             except Exception as exc:  # the database restarting, a bug: log, wait, reconnect
@@ -95,9 +99,9 @@ class ArgoSync:
                 log.exception("sync with Argo at %s failed", self.address)
             self.status["connected"] = False
             if time.monotonic() - started > 30:
-                backoff = 1.0  # it had been working: retry soon
+                backoff = min(1.0, self.settings.argo.heartbeat_s)  # it had been working: retry soon
             stop.wait(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
+            backoff = min(30.0, BACKOFF_HEARTBEATS * self.settings.argo.heartbeat_s, backoff * 2)
 
     def _session(self, stop: threading.Event) -> None:
         channel = grpc.insecure_channel(self.address)
@@ -115,6 +119,14 @@ class ArgoSync:
 
             responses = rpc.SitesStub(channel).Sync(envelopes())
             done = threading.Event()
+
+            def cancel_on_stop() -> None:  # the stream may be idle: nothing else would wake the reader
+                while not done.wait(0.5):
+                    if stop.is_set():
+                        responses.cancel()
+                        return
+
+            threading.Thread(target=cancel_on_stop, name="argo-stop", daemon=True).start()
             try:
                 first = next(responses)
                 if not first.HasField("welcome"):
@@ -181,9 +193,10 @@ class ArgoSync:
 
     def heartbeat(self) -> pb.Heartbeat:
         with self.site.session() as session:
-            backlog, running = session.execute(
-                text(f"SELECT count(*) FILTER (WHERE state IN {_RUNNABLE}), count(*) FILTER (WHERE state = 'RUNNING') FROM jobs")
-            ).one()
+            # Grouped over the state index: a site with millions of finished jobs does not scan them.
+            counts = dict(session.execute(text(f"SELECT state, count(*) FROM jobs WHERE state IN {_ACTIVE} GROUP BY state")).all())
+            running = counts.pop(S.RUNNING.value, 0)
+            backlog = sum(counts.values())
             launchers = session.scalar(text("SELECT count(*) FROM launchers WHERE state = 'running'"))
         wait = 0.0 if launchers else self.settings.argo.queue_wait_s
         nodes = self.settings.argo.nodes or self.settings.elastic_queue.max_nodes

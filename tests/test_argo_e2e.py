@@ -22,8 +22,10 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path, site_timeout_s=6.0)
+def federation(request, tmp_path):
+    """A running coordinator; ``@pytest.mark.site_timeout(S)`` sets when a silent site is down (default 20 s)."""
+    marker = request.node.get_closest_marker("site_timeout")
+    fed = Federation(tmp_path, site_timeout_s=marker.args[0] if marker else 20.0)
     fed.start_server()
     try:
         yield fed
@@ -75,6 +77,7 @@ def test_a_workflow_spans_two_sites_with_dependencies_across_them(federation):
         assert all(job.state == "JOB_FINISHED" for job in local.values())
 
 
+@pytest.mark.site_timeout(5.0)
 def test_the_coordinator_killed_and_restarted_mid_workflow_loses_nothing_and_runs_nothing_twice(federation):
     fed = federation
     fed.add_site("alpha")
@@ -96,6 +99,7 @@ def test_the_coordinator_killed_and_restarted_mid_workflow_loses_nothing_and_run
     assert finishes == Counter({t["id"]: 1 for t in tasks}), "an event applied twice or lost"
 
 
+@pytest.mark.site_timeout(4.0)
 def test_a_killed_site_has_its_tasks_placed_elsewhere_and_its_stale_copies_killed_when_it_returns(federation):
     fed = federation
     fed.add_site("alpha")

@@ -150,8 +150,6 @@ def upgrade() -> None:
         "task_parents",
         sa.Column("child_id", sa.String(length=420), nullable=False),
         sa.Column("parent_id", sa.String(length=420), nullable=False),
-        sa.ForeignKeyConstraint(["child_id"], ["tasks.id"], ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["parent_id"], ["tasks.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("child_id", "parent_id"),
     )
     op.create_index(
