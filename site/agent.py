@@ -205,6 +205,10 @@ class Agent:
                  self.settings.argo.address or "none")  # fmt: skip
         if self.settings.argo.address:
             self.start_argo_sync(stop)
+        else:
+            from balsam.site.argo_sync import unlink
+
+            unlink(self.site)  # it may have left a coordinator: stop keeping events for it
         while not stop.is_set():
             started = time.monotonic()
             report = self.tick()

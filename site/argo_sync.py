@@ -55,12 +55,28 @@ class SyncGap(BalsamError):
 
 
 def link(site: Site, address: str) -> None:
-    """Link the site to the coordinator at ``address`` (its events are kept for Argo from now on)."""
+    """Link the site to the coordinator at ``address``: its job events are kept for Argo from now on.
+
+    Another address is another coordinator, whose numbering has nothing to do with the old one's:
+    the sync starts afresh (what waited for the old coordinator is dropped).
+    """
     with site.session() as session:
-        session.execute(
-            text("INSERT INTO argo_link (id, address) VALUES (1, :a) ON CONFLICT (id) DO UPDATE SET address = excluded.address"),
-            {"a": address},
-        )
+        current = session.execute(select(ArgoLink.address).with_for_update()).scalar()
+        if current == address:
+            return
+        _forget(session)
+        session.execute(text("INSERT INTO argo_link (id, address, last_applied, last_seq) VALUES (1, :a, 0, 0)"), {"a": address})
+
+
+def unlink(site: Site) -> None:
+    """The site works alone again: stop keeping its events for Argo."""
+    with site.session() as session:
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
+    for table in ("argo_link", "argo_raw_events", "argo_outbox"):
+        session.execute(text(f"DELETE FROM {table}"))
 
 
 def _stamp(when) -> Timestamp:

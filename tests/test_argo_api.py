@@ -246,3 +246,33 @@ def test_the_coordinators_migrated_schema_matches_its_models(server):
         assert context.get_current_revision() == SCHEMA_REVISION
         assert compare_metadata(context, Base.metadata) == []
     engine.dispose()
+
+
+def test_a_site_keeps_events_only_while_linked_and_a_new_coordinator_starts_afresh(site):
+    from sqlalchemy import text
+
+    from balsam.site.argo_sync import link, unlink
+
+    def raw_events() -> int:
+        with site.session() as session:
+            return session.execute(text("SELECT count(*) FROM argo_raw_events")).scalar_one()
+
+    def numbers() -> tuple[int, int] | None:
+        with site.session() as session:
+            return session.execute(text("SELECT last_applied, last_seq FROM argo_link")).one_or_none()
+
+    site.add_app("noop", "true")
+    site.add_job("noop")
+    assert raw_events() == 0 and numbers() is None  # a site alone keeps nothing for Argo
+    link(site, "127.0.0.1:1")
+    site.add_job("noop")
+    assert raw_events() == 1  # its CREATED -> READY, kept in the same transaction
+    with site.session() as session:
+        session.execute(text("UPDATE argo_link SET last_applied = 5, last_seq = 3"))
+    link(site, "127.0.0.1:1")
+    assert tuple(numbers()) == (5, 3)  # the same coordinator: the numbering goes on
+    link(site, "127.0.0.1:2")
+    assert tuple(numbers()) == (0, 0) and raw_events() == 0  # another one: afresh
+    unlink(site)
+    site.add_job("noop")
+    assert numbers() is None and raw_events() == 0
