@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,6 @@ class ArgoClient:
 
     def wait(self, workflow_id: int, timeout_s: float | None = None) -> str:
         """Block until the workflow ends; its final status."""
-        import time
-
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         after = 0
         while True:
