@@ -60,15 +60,14 @@ def service_handler(service: ServiceDescriptor, servicer: object) -> grpc.Generi
         impl = getattr(servicer, method.name)
         kind = message_factory.GetMessageClass(method.input_type)
         name = f"{service.name}.{method.name}"
-        serialize = _serialize
         if method.client_streaming and method.server_streaming:
-            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_stream_in(_stream_out(impl, name), kind), response_serializer=serialize)
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(_stream_in(_stream_out(impl, name), kind), response_serializer=_serialize)
         elif method.client_streaming:
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_stream_in(_unary_out(impl, name), kind), response_serializer=serialize)
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(_stream_in(_unary_out(impl, name), kind), response_serializer=_serialize)
         elif method.server_streaming:
-            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_unary_in(_stream_out(impl, name), kind), response_serializer=serialize)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(_unary_in(_stream_out(impl, name), kind), response_serializer=_serialize)
         else:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary_in(_unary_out(impl, name), kind), response_serializer=serialize)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary_in(_unary_out(impl, name), kind), response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from balsam import daemon
 from balsam.argo import servicers
 from balsam.argo.config import MAX_MESSAGE_BYTES, ServerSettings
-from balsam.argo.db.engine import connect
+from balsam.argo.db.engine import cluster, connect
 from balsam.argo.rpc import service_handler
 from balsam.argo.sites import ArgoCoordinator
 from balsam.errors import BalsamError
@@ -121,8 +121,6 @@ def stop_server(data: Path, wait_s: float = 30.0) -> int | None:
     settings = ServerSettings.load(data)
     pid = daemon.stop_daemon(settings.pid_file, wait_s)
     if settings.database.mode == "embedded":
-        from balsam.argo.db.engine import cluster
-
         cluster(settings).stop()
     return pid
 

@@ -48,25 +48,31 @@ def event_message(event: TaskEvent) -> pb.Event:
     )  # fmt: skip
 
 
+def _decode(messages) -> list[specs.TaskSpec]:
+    """Every task checked as a spec file's would be; one error listing the problems of all of them."""
+    tasks, problems = [], []
+    for index, message in enumerate(messages):
+        try:
+            tasks.append(task_spec_from_wire(message, f"tasks[{index}]"))
+        except specs.SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise specs.SpecError(problems)
+    return tasks
+
+
 class Workflows:
     def __init__(self, coordinator: ArgoCoordinator) -> None:
         self.coordinator = coordinator
 
     def Submit(self, chunks: Iterator[pb.SubmitChunk], context: grpc.ServicerContext) -> pb.SubmitReply:
-        name, tasks, problems = "", [], []
+        name, messages = "", []
         for chunk in chunks:
             name = name or chunk.name
-            for message in chunk.tasks:
-                if len(tasks) + len(problems) >= specs.MAX_TASKS:
-                    raise specs.SpecError([f"a workflow may hold at most {specs.MAX_TASKS} tasks"])
-                try:
-                    tasks.append(task_spec_from_wire(message, f"tasks[{len(tasks) + len(problems)}]"))
-                except specs.SpecError as exc:
-                    problems.extend(exc.problems)
-                    tasks.append(None)
-        if problems:
-            raise specs.SpecError(problems)
-        workflow_id, count = self.coordinator.submit(name, tasks)
+            messages.extend(chunk.tasks)
+            if len(messages) > specs.MAX_TASKS:
+                raise specs.SpecError([f"a workflow may hold at most {specs.MAX_TASKS} tasks"])
+        workflow_id, count = self.coordinator.submit(name, _decode(messages))
         log.info("workflow %d (%s) submitted: %d tasks", workflow_id, name, count)
         return pb.SubmitReply(workflow_id=workflow_id, task_count=count)
 
@@ -82,15 +88,7 @@ class Workflows:
         return pb.CancelReply(killed=self.coordinator.cancel(request.workflow_id))
 
     def AddTasks(self, request: pb.AddTasksRequest, context: grpc.ServicerContext) -> pb.AddTasksReply:
-        tasks, problems = [], []
-        for index, message in enumerate(request.tasks):
-            try:
-                tasks.append(task_spec_from_wire(message, f"tasks[{index}]"))
-            except specs.SpecError as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise specs.SpecError(problems)
-        return pb.AddTasksReply(added=self.coordinator.add_tasks(request.workflow_id, tasks))
+        return pb.AddTasksReply(added=self.coordinator.add_tasks(request.workflow_id, _decode(request.tasks)))
 
     def GetTask(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.Task:
         return task_message(*self.coordinator.task(request.task_id))

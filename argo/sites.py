@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from balsam.argo import graph, placement
@@ -76,8 +76,7 @@ class ArgoCoordinator(Coordinator):
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered (call Register first)")
-            row.status = "up"
-            session.execute(text("UPDATE sites SET last_seen_at = now() WHERE name = :s"), {"s": site})
+            row.status, row.last_seen_at = "up", func.now()
             self._acknowledged(session, site, site_applied)
             numbers = row.last_applied, row.last_seq
         self.notify(place=True)
@@ -122,12 +121,11 @@ class ArgoCoordinator(Coordinator):
                 touched |= touched_events
             graph.close_workflows(session, touched)
             row.last_applied = expected - 1
-            row.status = "up"
+            row.status, row.last_seen_at = "up", func.now()
             if heartbeat is not None:
                 row.heartbeat = {"backlog": heartbeat.backlog, "running": heartbeat.running, "queue_wait_s": heartbeat.queue_wait_s}
                 if heartbeat.nodes > 0:
                     row.nodes = heartbeat.nodes
-            session.execute(text("UPDATE sites SET last_seen_at = now() WHERE name = :s"), {"s": site})
             last = row.last_applied
         if fresh:
             self.notify(place=placed_any)

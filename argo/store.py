@@ -93,12 +93,7 @@ class Coordinator:
         if not tasks:
             return 0
         with self.session() as session:
-            graph.lock_graph(session)
-            workflow = session.get(Workflow, workflow_id, with_for_update=True)
-            if workflow is None:
-                raise NotFound(f"no workflow {workflow_id}")
-            if workflow.status != "running":
-                raise BalsamError(f"workflow {workflow_id} has ended ({workflow.status}); tasks cannot be added")
+            self._running_workflow(session, workflow_id, "tasks cannot be added")
             rows = session.execute(
                 select(Task.name, Task.outputs, Task.state, Task.blocked).where(Task.workflow_id == workflow_id)
             ).all()
@@ -107,6 +102,17 @@ class Coordinator:
             self._insert(session, workflow_id, tasks, existing)
         self.notify(place=True)
         return len(tasks)
+
+    @staticmethod
+    def _running_workflow(session: Session, workflow_id: int, refusal: str) -> Workflow:
+        """The workflow, locked with the graph; an error unless it is still running."""
+        graph.lock_graph(session)
+        workflow = session.get(Workflow, workflow_id, with_for_update=True)
+        if workflow is None:
+            raise NotFound(f"no workflow {workflow_id}")
+        if workflow.status != "running":
+            raise BalsamError(f"workflow {workflow_id} has ended ({workflow.status}); {refusal}")
+        return workflow
 
     def _insert(self, session: Session, workflow_id: int, tasks: Sequence[specs.TaskSpec], existing: dict[str, Any]) -> None:
         prefix = f"{workflow_id}/"
@@ -141,25 +147,25 @@ class Coordinator:
             workflow = session.get(Workflow, workflow_id)
             if workflow is None:
                 raise NotFound(f"no workflow {workflow_id}")
-            counts = session.execute(
-                text("SELECT coalesce(site, '') AS site, state, count(*) AS n FROM tasks WHERE workflow_id = :wf GROUP BY 1, 2 ORDER BY 1, 2"),
-                {"wf": workflow_id},
-            ).all()
-            return workflow, [(row.site, row.state, row.n) for row in counts]
+            return workflow, self._counts(session, [workflow_id])[workflow_id]
 
     def workflows(self, limit: int = 100) -> list[tuple[Workflow, list[tuple[str, str, int]]]]:
         with self.session() as session:
             found = session.scalars(select(Workflow).order_by(Workflow.id.desc()).limit(limit or 100)).all()
-            if not found:
-                return []
-            counts: dict[int, list[tuple[str, str, int]]] = {w.id: [] for w in found}
+            counts = self._counts(session, [w.id for w in found])
+            return [(w, counts[w.id]) for w in found]
+
+    @staticmethod
+    def _counts(session: Session, workflow_ids: list[int]) -> dict[int, list[tuple[str, str, int]]]:
+        counts: dict[int, list[tuple[str, str, int]]] = {wf: [] for wf in workflow_ids}
+        if workflow_ids:
             for row in session.execute(
                 text("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
                      " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-                {"ids": list(counts)},
+                {"ids": workflow_ids},
             ):  # fmt: skip
                 counts[row.workflow_id].append((row.site, row.state, row.n))
-            return [(w, counts[w.id]) for w in found]
+        return counts
 
     def summary(self, workflow_id: int = 0, site: str = "") -> list[tuple[int, str, str, int]]:
         """(workflow, site, state, count) over all tasks, optionally of one workflow or site."""
@@ -216,12 +222,7 @@ class Coordinator:
     def cancel(self, workflow_id: int) -> int:
         """Kill every task of the workflow that has not ended; it ends as cancelled."""
         with self.session() as session:
-            graph.lock_graph(session)
-            workflow = session.get(Workflow, workflow_id, with_for_update=True)
-            if workflow is None:
-                raise NotFound(f"no workflow {workflow_id}")
-            if workflow.status != "running":
-                raise BalsamError(f"workflow {workflow_id} has already ended ({workflow.status})")
+            workflow = self._running_workflow(session, workflow_id, "it cannot be cancelled")
             tasks = session.scalars(
                 select(Task).where(Task.workflow_id == workflow_id, Task.state.notin_(FINAL)).order_by(Task.id)
             ).all()

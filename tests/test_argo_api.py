@@ -230,22 +230,14 @@ def test_server_status_and_a_second_server_on_the_same_data_is_refused(server):
 
 
 def test_the_coordinators_migrated_schema_matches_its_models(server):
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
+    from test_migrations import check_schema
 
     from balsam.argo.config import ServerSettings
     from balsam.argo.db.engine import MIGRATIONS, SCHEMA_REVISION, database_url
     from balsam.argo.db.models import Base
 
-    engine = create_engine(database_url(ServerSettings.load(server.data)))
-    with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert SCHEMA_REVISION == ScriptDirectory(str(MIGRATIONS)).get_current_head()
-        assert context.get_current_revision() == SCHEMA_REVISION
-        assert compare_metadata(context, Base.metadata) == []
-    engine.dispose()
+    check_schema(create_engine(database_url(ServerSettings.load(server.data))), MIGRATIONS, SCHEMA_REVISION, Base.metadata)
 
 
 def test_a_site_keeps_events_only_while_linked_and_a_new_coordinator_starts_afresh(site):
@@ -276,3 +268,26 @@ def test_a_site_keeps_events_only_while_linked_and_a_new_coordinator_starts_afre
     unlink(site)
     site.add_job("noop")
     assert numbers() is None and raw_events() == 0
+
+
+def test_tasks_added_to_a_running_workflow_join_its_graph_and_an_ended_one_refuses_them(client):
+    workflow_id = client.submit({**GOOD, "name": "grow"})
+    added = client.add_tasks(workflow_id, [{"name": "more", "app": "use", "parents": ["produce"], "inputs": {"in": "produce/out.txt"}}])
+    assert added == 1
+    more = client.task(f"{workflow_id}/more")
+    assert more["state"] == "AWAITING_PARENTS" and more["parents"] == [f"{workflow_id}/produce"]
+    with pytest.raises(ArgoError) as unknown:
+        client.add_tasks(workflow_id, [{"name": "orphan", "app": "use", "parents": ["ghost"]}])
+    assert unknown.value.code == grpc.StatusCode.INVALID_ARGUMENT and "task 'orphan'" in str(unknown.value)
+    with pytest.raises(ArgoError) as twice:
+        client.add_tasks(workflow_id, [{"name": "more", "app": "use"}])
+    assert twice.value.code == grpc.StatusCode.INVALID_ARGUMENT and "more" in str(twice.value)
+    assert client.status(workflow_id)["tasks"] == 3
+    assert client.cancel(workflow_id) == 3
+    with pytest.raises(ArgoError) as ended:
+        client.add_tasks(workflow_id, [{"name": "late", "app": "sim"}])
+    assert ended.value.code == grpc.StatusCode.FAILED_PRECONDITION and "cancelled" in str(ended.value)
+    # A watch filtered by state sees only those transitions, then the workflow's end.
+    killed = list(client.watch(workflow_id, states=["USER_KILLED"]))
+    assert sorted(e.task_id for e in killed[:-1]) == [f"{workflow_id}/{n}" for n in ("consume", "more", "produce")]
+    assert all(e.to_state == S.USER_KILLED.number for e in killed[:-1]) and killed[-1].workflow_status == "cancelled"
