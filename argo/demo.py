@@ -23,9 +23,17 @@ from balsam.postgres import free_port
 
 console = Console(highlight=False)
 SITES = ("alpha", "beta")
-# A real program at every site: python itself, with the parameters as its arguments.
-SQUARE = f"{shlex.quote(sys.executable)} -c 'import sys; x = int(sys.argv[1]); print(x, \"squared is\", x * x)' {{x}}"
-REPORT = f"{shlex.quote(sys.executable)} -c 'import sys; print(\"all\", sys.argv[1], \"squares are done\")' {{count}}"
+# Real programs at every site: python itself, with the parameters as its arguments. Each square
+# leaves its result in a file; the report reads those files (fetched from whichever site made
+# them) and sums them, so its output shows that the data crossed sites.
+SQUARE = (
+    f"{shlex.quote(sys.executable)} -c 'import sys; x = int(sys.argv[1]); open(\"square.txt\", \"w\").write(str(x * x));"
+    f" print(x, \"squared is\", x * x)' {{x}}"
+)
+REPORT = (
+    f"{shlex.quote(sys.executable)} -c 'import sys, glob; values = [int(open(f).read()) for f in sorted(glob.glob(\"squares/*\"))];"
+    f" print(\"read\", len(values), \"of\", sys.argv[1], \"square files, sum\", sum(values))' {{count}}"
+)
 
 
 def section(title: str) -> None:
@@ -33,8 +41,11 @@ def section(title: str) -> None:
 
 
 def workflow_spec(count: int = 6) -> dict:
-    squares = [{"name": f"square-{x}", "app": "square", "params": {"x": x}} for x in range(1, count + 1)]
-    report = {"name": "report", "app": "report", "site": "beta", "params": {"count": count}, "parents": [t["name"] for t in squares]}
+    squares = [{"name": f"square-{x}", "app": "square", "params": {"x": x}, "outputs": ["square.txt"]} for x in range(1, count + 1)]
+    report = {
+        "name": "report", "app": "report", "site": "beta", "params": {"count": count}, "parents": [t["name"] for t in squares],
+        "inputs": {f"squares/{t['name']}.txt": f"{t['name']}/square.txt" for t in squares},
+    }  # fmt: skip
     return {"name": "demo", "tasks": [*squares, report]}
 
 
@@ -86,7 +97,7 @@ def run_demo(path: Path | None = None, count: int = 6) -> dict:
             console.print(f"site {name!r} in {root / name}: apps square, report; agent started")
         with ArgoClient(address) as client:
             _wait_for_sites(client)
-            section("3. a workflow: squares placed by Argo on either site, then a report pinned to beta")
+            section("3. a workflow: squares placed by Argo on either site, then a report pinned to beta that reads their files")
             workflow_id = client.submit(workflow_spec(count))
             console.print(f"workflow {workflow_id} submitted; live events:")
             for event in client.watch(workflow_id):
@@ -127,8 +138,12 @@ def _report(client: ArgoClient, workflow_id: int, sites) -> dict:
     section("result: where each task ran and what it printed")
     for task in tasks:
         console.print(f"  {task['name']:<10} {task['site']:<6} {task['state']:<13} {outputs.get(task['id'], '')}")
+    expected = sum(x * x for x in range(1, sum(1 for t in tasks if t["name"] != "report") + 1))
+    moved = sum(1 for t in tasks if t["name"] != "report" and t["site"] != "beta")
+    console.print(f"the report read {moved} square file(s) fetched from alpha; the right sum is {expected}")
     status = client.status(workflow_id)
     placement = {site: sum(counts.values()) for site, counts in status["by_site"].items()}
     console.print(f"workflow {workflow_id}: {status['status']}; tasks per site: "
                   + ", ".join(f"{site} {n}" for site, n in sorted(placement.items())))  # fmt: skip
-    return {"status": status["status"], "placement": placement, "tasks": tasks, "outputs": outputs}
+    return {"status": status["status"], "placement": placement, "tasks": tasks, "outputs": outputs, "expected_sum": expected,
+            "moved": moved}

@@ -21,8 +21,11 @@ Policy
 
        queue_wait_s + (backlog_node_s + assigned_node_s) / nodes + runtime + transfer
 
-   runtime          site.runtime_s[app] when the site has a model estimate, else
+   runtime          the site's performance model of the app when it has one
+                    (serial_s + parallel_s * x / nodes, x the task's feature parameter, or 1),
+                    else site.runtime_s[app] when the site has a flat estimate, else
                     wall_time_min * 60 when the user gave one, else DEFAULT_RUNTIME_S.
+                    A model whose feature the task lacks (or gives as no number >= 0) does not apply.
    transfer         sum over the task's inputs that live on another site of
                     transfer_latency_s + size_bytes / bandwidth_Bps (an unknown size
                     counts as DEFAULT_INPUT_BYTES).
@@ -66,6 +69,33 @@ def _non_negative(x: float) -> bool:
 
 
 @dataclass(frozen=True)
+class RuntimeModel:
+    """A site's fit of one app's run time: serial_s + parallel_s * x / nodes (x: the feature, or 1)."""
+
+    serial_s: float
+    parallel_s: float
+    feature: str = ""
+
+    def __post_init__(self) -> None:
+        _check(_non_negative(self.serial_s) and _non_negative(self.parallel_s), f"bad runtime model {self}")
+
+    def seconds(self, nodes: int, params: Mapping[str, object]) -> float | None:
+        """The predicted run time, or None when the task does not give the feature as a number >= 0."""
+        x = 1.0
+        if self.feature:
+            value = params.get(self.feature)
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                return None
+            try:
+                x = float(value)
+            except ValueError:
+                return None
+            if not _non_negative(x):
+                return None
+        return self.serial_s + self.parallel_s * x / nodes
+
+
+@dataclass(frozen=True)
 class SiteView:
     name: str
     healthy: bool
@@ -77,6 +107,7 @@ class SiteView:
     max_tasks: int = 0
     # A mapping cannot be hashed; leaving it out of the hash keeps views usable in sets.
     runtime_s: Mapping[str, float] = field(default_factory=dict, hash=False)
+    runtime_models: Mapping[str, RuntimeModel] = field(default_factory=dict, hash=False)
     bandwidth_Bps: float = 100e6
     transfer_latency_s: float = 5.0
 
@@ -115,6 +146,7 @@ class ReadyTask:
     node_packing_count: int = 1
     wall_time_min: float | None = None
     inputs: tuple[InputFile, ...] = ()
+    params: Mapping[str, object] = field(default_factory=dict, hash=False)  # for the sites' models' features
 
     def __post_init__(self) -> None:
         at = f"task {self.id!r}"
@@ -140,6 +172,11 @@ def _load_s(site: SiteView, extra_node_s: float) -> float:
 
 
 def _runtime_s(task: ReadyTask, site: SiteView) -> float:
+    model = site.runtime_models.get(task.app)
+    if model is not None:
+        seconds = model.seconds(task.nodes, task.params)
+        if seconds is not None:
+            return seconds
     est = site.runtime_s.get(task.app)
     if est is not None:
         return est
@@ -212,6 +249,12 @@ def place(tasks: Sequence[ReadyTask], sites: Sequence[SiteView]) -> Placement:
     # Each entry: [candidates as (site index, runtime, node-seconds), reason if none,
     #              reason if all capped].
     groups: dict[tuple, list] = {}
+    # A model's estimate depends on the task's feature parameter: such tasks group by its value too.
+    features: dict[str, tuple[str, ...]] = {}
+    for s in views:
+        for app, model in s.runtime_models.items():
+            if model.feature and model.feature not in features.get(app, ()):
+                features[app] = (*features.get(app, ()), model.feature)
 
     def build_group(t: ReadyTask) -> list:
         offering = [i for i, s in enumerate(views) if t.app in s.apps and (t.pin is None or s.name == t.pin)]
@@ -227,6 +270,8 @@ def place(tasks: Sequence[ReadyTask], sites: Sequence[SiteView]) -> Placement:
     waiting = result.waiting
     for t in _round_robin(tasks):
         key = (t.app, t.pin, t.wall_time_min, t.nodes, t.node_packing_count)
+        if t.app in features:
+            key += tuple(repr(t.params.get(f)) for f in features[t.app])
         group = groups.get(key)
         if group is None:
             group = groups[key] = build_group(t)

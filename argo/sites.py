@@ -9,6 +9,7 @@ transaction that decides them, and are kept until the site acknowledges them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,7 +124,11 @@ class ArgoCoordinator(Coordinator):
             row.last_applied = expected - 1
             row.status, row.last_seen_at = "up", func.now()
             if heartbeat is not None:
-                row.heartbeat = {"backlog": heartbeat.backlog, "running": heartbeat.running, "queue_wait_s": heartbeat.queue_wait_s}
+                row.heartbeat = {
+                    "backlog": heartbeat.backlog, "running": heartbeat.running, "queue_wait_s": heartbeat.queue_wait_s,
+                    "models": {app: [m.serial_s, m.parallel_s, m.feature] for app, m in heartbeat.models.items()
+                               if _usable(m.serial_s) and _usable(m.parallel_s)},
+                }  # fmt: skip
                 if heartbeat.nodes > 0:
                     row.nodes = heartbeat.nodes
             last = row.last_applied
@@ -136,6 +141,7 @@ class ArgoCoordinator(Coordinator):
         tasks = {t.id: t for t in session.execute(select(Task.id, Task.workflow_id, Task.site, Task.attempt, Task.state).where(Task.id.in_(ids)))}
         state = {task_id: t.state for task_id, t in tasks.items()}
         updates: dict[str, tuple[str, int, int | None, str]] = {}
+        located: dict[str, dict[str, Any]] = {}
         rows, finished, ended = [], [], []
         for event in events:
             task = tasks.get(event.task_id)
@@ -149,6 +155,8 @@ class ArgoCoordinator(Coordinator):
             rows.append((task.id, task.workflow_id, site, state_name(event.from_state), new, from_timestamp(event.at), event.message))
             if new == S.JOB_FINISHED and old != S.JOB_FINISHED:
                 finished.append(task.id)
+                if event.outputs:
+                    located[task.id] = {o.name: {"location": o.location, "size": o.size_bytes, "site": site} for o in event.outputs}
             elif new in (S.FAILED, S.USER_KILLED) and old not in (S.FAILED, S.USER_KILLED):
                 ended.append(task.id)
         if updates:
@@ -165,6 +173,15 @@ class ArgoCoordinator(Coordinator):
                  "rcs": [updates[k][2] for k in keys], "msgs": [updates[k][3] for k in keys]},
             )  # fmt: skip
             graph.record_events(session, rows)
+        if located:
+            keys = sorted(located)
+            session.execute(
+                text(
+                    "UPDATE tasks SET output_locations = v.loc FROM (SELECT unnest(CAST(:ids AS text[])) AS id,"
+                    " unnest(CAST(:locs AS jsonb[])) AS loc) v WHERE tasks.id = v.id"
+                ),
+                {"ids": keys, "locs": [json.dumps(located[k]) for k in keys]},
+            )
         released = graph.release_children(session, finished)
         graph.block_descendants(session, ended)
         return {tasks[k].workflow_id for k in updates}, bool(released)
@@ -270,7 +287,7 @@ class ArgoCoordinator(Coordinator):
             if not sites:
                 return 0
             rows = session.execute(
-                text("SELECT id, workflow_id, app, pin, resources, inputs FROM tasks WHERE site IS NULL AND state = 'READY'"
+                text("SELECT id, workflow_id, app, pin, resources, inputs, params FROM tasks WHERE site IS NULL AND state = 'READY'"
                      " ORDER BY workflow_id, created_at, id LIMIT :n"),
                 {"n": limit},
             ).all()  # fmt: skip
@@ -295,39 +312,64 @@ class ArgoCoordinator(Coordinator):
                 name=site.name, healthy=True, apps=frozenset(site.apps), nodes=site.nodes,
                 queue_wait_s=float(beat.get("queue_wait_s", 0.0)), backlog_node_s=waiting * placement.DEFAULT_RUNTIME_S,
                 in_flight=in_flight.get(site.name, 0), max_tasks=site.max_tasks,
+                runtime_models={app: placement.RuntimeModel(*m) for app, m in beat.get("models", {}).items()},
             ))  # fmt: skip
         return views
 
     @staticmethod
     def _ready(session: Session, rows: Sequence[Any]) -> list[placement.ReadyTask]:
-        # Inputs read from a parent's output are where that parent ran.
-        refs = {
-            f"{row.workflow_id}/{source.split('/', 1)[0]}"
-            for row in rows for source in (row.inputs or {}).values() if "://" not in source
-        }  # fmt: skip
-        where = dict(session.execute(text("SELECT id, site FROM tasks WHERE id = ANY(:ids)"), {"ids": list(refs)}).all()) if refs else {}
+        located = _parent_outputs(session, rows)
         ready = []
         for row in rows:
             res = row.resources or {}
             inputs = tuple(
-                placement.InputFile(site=where[ref])
-                for source in (row.inputs or {}).values() if "://" not in source
-                for ref in [f"{row.workflow_id}/{source.split('/', 1)[0]}"] if where.get(ref)
+                placement.InputFile(site=found["site"], size_bytes=max(0, int(found.get("size") or 0)))
+                for ref in _references(row) if (found := located.get(ref))
             )  # fmt: skip
             ready.append(placement.ReadyTask(
                 id=row.id, app=row.app, workflow_id=row.workflow_id, pin=row.pin, nodes=res.get("nodes", 1),
                 node_packing_count=res.get("node_packing_count", 1), wall_time_min=res.get("wall_time_min"), inputs=inputs,
+                params=row.params or {},
             ))  # fmt: skip
         return ready
 
     def _assign(self, session: Session, assigned: Sequence[tuple[str, str]]) -> None:
+        """Send each placed task to its site, its inputs named by where its parents left them.
+
+        A task whose parent finished without leaving an output it reads cannot run anywhere: it
+        fails here with that reason instead of at a site, over a file that is not there.
+        """
+        wanted = session.execute(
+            text("SELECT id, workflow_id, inputs FROM tasks WHERE id = ANY(:ids)"), {"ids": [a[0] for a in assigned]}
+        ).all()
+        located = _parent_outputs(session, wanted)
+        resolved: dict[str, dict[str, str]] = {}
+        missing: dict[str, str] = {}
+        for task in wanted:
+            inputs: dict[str, str] = {}
+            for local, source in (task.inputs or {}).items():
+                if "://" in source:
+                    inputs[local] = source
+                    continue
+                parent, _, output = source.partition("/")
+                found = located.get(f"{task.workflow_id}/{parent}/{output}")
+                if found is None:
+                    missing[task.id] = f"input {local!r}: task {parent!r} finished without leaving its output {output!r}"
+                    break
+                inputs[local] = found["location"]
+            resolved[task.id] = inputs
+        if missing:
+            self._fail_unplaceable(session, missing)
+        assigned = [a for a in assigned if a[0] not in missing]
+        if not assigned:
+            return
         placed = session.execute(
             text(
                 "UPDATE tasks SET site = v.site, attempt = tasks.attempt + 1, sites_tried = tasks.sites_tried || to_jsonb(v.site),"
                 " updated_at = now()"
                 " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:sites AS text[])) AS site) v"
                 " WHERE tasks.id = v.id AND tasks.site IS NULL AND tasks.state = 'READY'"
-                " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.app, tasks.params, tasks.resources, tasks.inputs,"
+                " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.app, tasks.params, tasks.resources,"
                 "  tasks.outputs, tasks.tags, tasks.site, tasks.attempt"
             ),
             {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned]},
@@ -339,9 +381,43 @@ class ArgoCoordinator(Coordinator):
         for task in placed:
             spec = pb.TaskSpec(
                 name=task.name, app=task.app, params_json=json.dumps(task.params), resources=pb.Resources(**task.resources),
-                inputs=task.inputs, outputs=task.outputs, tags=task.tags,
+                inputs=resolved.get(task.id, {}), outputs=task.outputs, tags=task.tags,
             )  # fmt: skip
             message = pb.Assignment(task_id=task.id, attempt=task.attempt, workflow_id=task.workflow_id, workflow=names[task.workflow_id], spec=spec)
             by_site.setdefault(task.site, []).append(pb.CoordinatorMessage(assign=message))
         for site in sorted(by_site):
             graph.enqueue(session, site, by_site[site])
+
+    @staticmethod
+    def _fail_unplaceable(session: Session, reasons: dict[str, str]) -> None:
+        ids = sorted(reasons)
+        rows = session.execute(
+            text("UPDATE tasks SET state = 'FAILED', message = v.why, updated_at = now()"
+                 " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:why AS text[])) AS why) v"
+                 " WHERE tasks.id = v.id AND tasks.state = 'READY' RETURNING tasks.id, tasks.workflow_id"),
+            {"ids": ids, "why": [reasons[i] for i in ids]},
+        ).all()  # fmt: skip
+        graph.record_events(session, ((r.id, r.workflow_id, "", S.READY, S.FAILED, None, reasons[r.id]) for r in rows))
+        graph.block_descendants(session, [r.id for r in rows])
+        graph.close_workflows(session, {r.workflow_id for r in rows})
+
+
+def _usable(seconds: float) -> bool:
+    return math.isfinite(seconds) and seconds >= 0
+
+
+def _references(row: Any) -> list[str]:
+    """The "WORKFLOW/TASK/OUTPUT" keys of a task's inputs that are other tasks' outputs."""
+    return [f"{row.workflow_id}/{source}" for source in (row.inputs or {}).values() if "://" not in source]
+
+
+def _parent_outputs(session: Session, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """"WORKFLOW/TASK/OUTPUT" -> the recorded location of that output, for every reference in ``rows``."""
+    parents = sorted({"/".join(ref.split("/", 2)[:2]) for row in rows for ref in _references(row)})
+    if not parents:
+        return {}
+    found = {}
+    for task_id, outputs in session.execute(text("SELECT id, output_locations FROM tasks WHERE id = ANY(:ids)"), {"ids": parents}):
+        for name, where in (outputs or {}).items():
+            found[f"{task_id}/{name}"] = where
+    return found

@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import posixpath
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import yaml
 
 from balsam.errors import BalsamError
+from balsam.transfer.confine import relative_path_problem
 
 # Names end up in ids like "WF/NAME" and in folder names, so no '/' or ':', and not "." or "..".
 NAME_PATTERN = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,200}")
@@ -321,20 +321,7 @@ def _sequence(value: Any, what: str, found: list[str]) -> tuple[Any, ...]:
 
 def _relative_path_problem(path: Any) -> str | None:
     """Why `path` cannot name a file inside a task's work folder, or None if it can."""
-    if not isinstance(path, str) or not path:
-        return "must be a non-empty file name"
-    if "\0" in path:
-        return "contains a NUL character (\\0)"
-    if path.startswith("/"):
-        return "must be relative to the task's work folder, not absolute"
-    if ".." in path.split("/"):
-        return "must not contain '..': it would reach outside the task's work folder"
-    if path == ".":
-        return "names the work folder itself, not a file in it"
-    normal = posixpath.normpath(path)
-    if normal != path:
-        return f"is not in normal form (write {normal!r})"
-    return None
+    return relative_path_problem(path, "the task's work folder")
 
 
 def _source_problem(source: Any) -> str | None:

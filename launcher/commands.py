@@ -7,26 +7,12 @@ vector: the app's filled-in template, inside a container when the app names an i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from balsam.launcher import containers, mpi
 from balsam.launcher.lifecycle import HeldJob
 from balsam.launcher.resources import Assignment, task_environment
 from balsam.site.dynamic import JOB_ID_VARIABLE
-
-# Workflow names are free text; as a folder name, anything but these characters becomes "_".
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def workdir(data_dir: Path, workflow: str, job_id: int) -> Path:
-    """The job's working folder; never outside ``data_dir``, whatever the workflow is called."""
-    name = _UNSAFE.sub("_", workflow)[:100]
-    if name in ("", ".", ".."):
-        name = "_" + name
-    return data_dir / name / str(job_id)
-
 
 @dataclass(frozen=True)
 class RunContext:

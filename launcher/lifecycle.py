@@ -157,6 +157,7 @@ def rescue_spec(job: HeldJob) -> dict[str, Any]:
         "node_packing": job.node_packing_count,
         "wall_time": job.wall_time_min,
         "data": {**job.data, "rescue_of": job.id, "rescue_depth": depth},
+        "stage_out": list(job.stage_out),
     }
 
 

@@ -30,6 +30,7 @@ import psycopg2
 from balsam.launcher import commands, lifecycle, store
 from balsam.launcher.executor import LocalExecutor, Task, TaskExit, prepare, tail
 from balsam.launcher.lifecycle import HeldJob, Outcome
+from balsam.site.workdir import workdir
 from balsam.launcher.nodes import Node
 from balsam.launcher.resources import Assignment, NodePool, Request
 from balsam.site.api import Site
@@ -470,7 +471,7 @@ class Launcher:
             self.runs.close()
 
     def _workdir(self, job: HeldJob):
-        return commands.workdir(self.site.settings.data_dir, job.workflow, job.id)
+        return workdir(self.site.settings.data_dir, job.workflow, job.id)
 
     # -- the database --------------------------------------------------------------------------
 

@@ -311,19 +311,38 @@ class Hello(_message.Message):
     def __init__(self, site: _Optional[str] = ..., last_applied: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("backlog", "running", "queue_wait_s", "nodes")
+    __slots__ = ("backlog", "running", "queue_wait_s", "nodes", "models")
+    class ModelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: RuntimeModel
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[RuntimeModel, _Mapping]] = ...) -> None: ...
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     QUEUE_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     backlog: int
     running: int
     queue_wait_s: float
     nodes: int
-    def __init__(self, backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., nodes: _Optional[int] = ...) -> None: ...
+    models: _containers.MessageMap[str, RuntimeModel]
+    def __init__(self, backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., nodes: _Optional[int] = ..., models: _Optional[_Mapping[str, RuntimeModel]] = ...) -> None: ...
+
+class RuntimeModel(_message.Message):
+    __slots__ = ("serial_s", "parallel_s", "feature")
+    SERIAL_S_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_S_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    serial_s: float
+    parallel_s: float
+    feature: str
+    def __init__(self, serial_s: _Optional[float] = ..., parallel_s: _Optional[float] = ..., feature: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("task_id", "attempt", "job_id", "from_state", "to_state", "at", "message", "has_return_code", "return_code")
+    __slots__ = ("task_id", "attempt", "job_id", "from_state", "to_state", "at", "message", "has_return_code", "return_code", "outputs")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -333,6 +352,7 @@ class TaskEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HAS_RETURN_CODE_FIELD_NUMBER: _ClassVar[int]
     RETURN_CODE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     job_id: int
@@ -342,7 +362,18 @@ class TaskEvent(_message.Message):
     message: str
     has_return_code: bool
     return_code: int
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., job_id: _Optional[int] = ..., from_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ...) -> None: ...
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputFile]
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., job_id: _Optional[int] = ..., from_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputFile, _Mapping]]] = ...) -> None: ...
+
+class OutputFile(_message.Message):
+    __slots__ = ("name", "location", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    location: str
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., location: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class SpawnedTask(_message.Message):
     __slots__ = ("task_id", "workflow_id", "job_id", "spec")

@@ -48,12 +48,26 @@ MAX_BACKOFF_S = 300.0
 
 # Jobs waiting to start: runnable and not yet running, whether or not a launcher has taken them
 # (a launcher takes many ahead; they are still work its nodes have to do).
+# Jobs with no wall time are grouped by app as well, so each app's performance model can stand in
+# for the estimate; the mean and largest value of the app's feature (``perf.features``, a map
+# passed as JSON) are all a linear model needs for a whole group. A value that is not a plain
+# number (or would overflow a float) counts as missing rather than failing the query. The
+# braces of the pattern are doubled for str.format.
 _BACKLOG = """
-SELECT num_nodes, node_packing_count, COALESCE(wall_time_min, :default_min) AS minutes, count(*) AS n
-FROM jobs
-WHERE (state IN ('RESTART_READY', 'STAGED_IN', 'PREPROCESSED') OR (state = 'READY' AND stage_in = '[]'::jsonb))
+SELECT CASE WHEN j.wall_time_min IS NULL THEN a.name END AS app, j.num_nodes, j.node_packing_count,
+       j.wall_time_min AS minutes, count(*) AS n, avg(f.x) AS mean_x, max(f.x) AS max_x
+FROM jobs j
+JOIN apps a ON a.id = j.app_id
+CROSS JOIN LATERAL (
+    SELECT j.parameters ->> (CAST(:features AS jsonb) ->> a.name) AS value
+) v
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN j.wall_time_min IS NULL AND v.value ~ '^\\s*[-+]?([0-9]{{1,15}}(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]{{1,2}})?\\s*$'
+                THEN CAST(v.value AS double precision) END AS x
+) f
+WHERE (j.state IN ('RESTART_READY', 'STAGED_IN', 'PREPROCESSED') OR (j.state = 'READY' AND j.stage_in = '[]'::jsonb))
   {serial}
-GROUP BY 1, 2, 3
+GROUP BY 1, 2, 3, 4
 """
 
 
@@ -66,6 +80,7 @@ class Agent:
         self._submit_failures = 0
         self._next_submit_at = 0.0
         self.argo_sync = None
+        self.transfers = None
 
     def tick(self) -> dict[str, Any]:
         """One round of every step; returns (and keeps) a status report."""
@@ -146,11 +161,37 @@ class Agent:
         return not scheduler.queue or queue == scheduler.queue
 
     def backlog(self) -> list[elastic.JobShape]:
-        limits = self.settings.elastic_queue
-        serial = "AND num_nodes = 1 AND ranks_per_node = 1" if limits.job_mode == "serial" else ""
+        """The waiting work; a job without a wall time counts its app's predicted run time, else ``default_job_min``."""
+        from balsam.site import perf_data, perfmodel
+
+        limits, perf = self.settings.elastic_queue, self.settings.perf
+        serial = "AND j.num_nodes = 1 AND j.ranks_per_node = 1" if limits.job_mode == "serial" else ""
         with self.site.session() as session:
-            rows = session.execute(text(_BACKLOG.format(serial=serial)), {"default_min": limits.default_job_min}).all()
-        return [elastic.JobShape(nodes=r.num_nodes, minutes=float(r.minutes), count=r.n, packing=r.node_packing_count) for r in rows]
+            rows = session.execute(text(_BACKLOG.format(serial=serial)), {"features": json.dumps(perf.features)}).all()
+        models: dict[str, perfmodel.Model] = {}
+        unestimated = {r.app for r in rows if r.minutes is None}
+        if perf.elastic_queue and unestimated:
+            # One fit per app per round (runs accumulate between rounds), in a session of its own:
+            # a failure here must cost only the estimates, never the elastic queue itself.
+            try:
+                with self.site.session() as session:
+                    models = perf_data.backlog_models(session, self.settings, unestimated)
+            except Exception:
+                log.exception("performance models unavailable this round; counting %g min per job", limits.default_job_min)
+        shapes = []
+        for r in rows:
+            estimate = None
+            if r.minutes is None and r.app in models:
+                try:
+                    estimate = perfmodel.backlog_minutes(models[r.app], r.num_nodes, r.n, r.mean_x, r.max_x, perf.wall_time_margin)
+                except BalsamError:  # a node count never run, or no feature values: the default holds
+                    estimate = None
+            if estimate:
+                shapes.extend(elastic.JobShape(r.num_nodes, minutes, count, r.node_packing_count) for minutes, count in estimate)
+            else:
+                minutes = limits.default_job_min if r.minutes is None else float(r.minutes)
+                shapes.append(elastic.JobShape(nodes=r.num_nodes, minutes=minutes, count=r.n, packing=r.node_packing_count))
+        return shapes
 
     def allocations(self) -> list[elastic.Allocation]:
         now = datetime.now(UTC)
@@ -197,6 +238,14 @@ class Agent:
         if not self.argo_sync.first_sync.wait(wait_s):
             log.warning("no first sync with Argo at %s within %g s; going on", self.settings.argo.address, wait_s)
 
+    def start_transfers(self, stop: threading.Event) -> None:
+        """Stage files in and out in a thread of its own: a long copy or a slow Globus poll must
+        not hold up the batch jobs, nor they the transfers."""
+        from balsam.site.transfers import TransferService
+
+        self.transfers = TransferService(self.site)
+        threading.Thread(target=self.transfers.run, args=(stop,), name="transfers", daemon=True).start()
+
     def run(self, stop: threading.Event) -> None:
         interval = self.settings.elastic_queue.interval_s
         status_file = self.settings.logs_dir / STATUS_FILE
@@ -209,11 +258,14 @@ class Agent:
             from balsam.site.argo_sync import unlink
 
             unlink(self.site)  # it may have left a coordinator: stop keeping events for it
+        self.start_transfers(stop)
         while not stop.is_set():
             started = time.monotonic()
             report = self.tick()
             if self.argo_sync is not None:
                 report["argo"] = dict(self.argo_sync.status)
+            if self.transfers is not None:
+                report["transfers"] = dict(self.transfers.status)
             _write_json(status_file, report)
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
         self.status["stopped_at"] = _iso()

@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from datetime import UTC
 from typing import Any
 
@@ -37,6 +38,8 @@ from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
 from balsam.site.specs import check_batch, spec_from_dict
 from balsam.site.templates import CommandTemplate
+from balsam.site.transfers import SiteLocations
+from balsam.site.workdir import workdir
 from balsam.states import FINAL_STATES, JobState
 
 log = logging.getLogger("balsam.site.argo")
@@ -48,6 +51,7 @@ WINDOW = 5000  # messages sent and not yet acknowledged
 # coordinator's site timeout, so a restarted coordinator sees the site again before it gives up on it.
 BACKOFF_HEARTBEATS = 5
 _ACTIVE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY', 'RUNNING')"
+MODELS_EVERY_S = 60.0
 
 
 class SyncGap(BalsamError):
@@ -94,6 +98,9 @@ class ArgoSync:
         # Set once what the coordinator had for us when we connected is applied (kill orders first).
         self.first_sync = threading.Event()
         self.status: dict[str, Any] = {"address": self.address, "connected": False, "last_error": ""}
+        self.locations = SiteLocations(site.settings)
+        self._models: dict[str, pb.RuntimeModel] = {}
+        self._models_due = 0.0
 
     # -- the connection --------------------------------------------------------------------
 
@@ -203,7 +210,7 @@ class ArgoSync:
             apps = sorted(session.scalars(select(App.name)))
         return pb.RegisterRequest(
             name=self.name, apps=apps, nodes=settings.argo.nodes or settings.elastic_queue.max_nodes,
-            scheduler=settings.scheduler.name, transfer_endpoint=settings.argo.transfer_endpoint,
+            scheduler=settings.scheduler.name, transfer_endpoint=settings.transfer.globus_endpoint or settings.argo.transfer_endpoint,
             max_tasks=settings.argo.max_tasks,
         )  # fmt: skip
 
@@ -216,7 +223,29 @@ class ArgoSync:
             launchers = session.scalar(text("SELECT count(*) FROM launchers WHERE state = 'running'"))
         wait = 0.0 if launchers else self.settings.argo.queue_wait_s
         nodes = self.settings.argo.nodes or self.settings.elastic_queue.max_nodes
-        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes)
+        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes, models=self.models())
+
+    def models(self) -> dict[str, pb.RuntimeModel]:
+        """The apps' performance models for placement, refitted every MODELS_EVERY_S (runs accumulate
+        slowly; a fit per heartbeat would cost more than it tells). Only models that know how the
+        run time changes with the node count are sent: Argo sizes nothing, but compares sites."""
+        if time.monotonic() < self._models_due:
+            return self._models
+        self._models_due = time.monotonic() + MODELS_EVERY_S
+        try:
+            from balsam.site.perf_data import backlog_models
+
+            with self.site.session() as session:
+                apps = list(session.scalars(select(App.name)))
+                fitted = backlog_models(session, self.settings, apps)
+        except Exception:  # no model is no loss: placement falls back to the task's own estimate
+            log.exception("performance models for Argo unavailable")
+            return self._models
+        self._models = {
+            app: pb.RuntimeModel(serial_s=m.serial_s, parallel_s=m.parallel_s, feature=m.feature or "")
+            for app, m in fitted.items() if m.node_dependent
+        }  # fmt: skip
+        return self._models
 
     def outbox(self, after: int) -> list[bytes]:
         with self.site.session() as session:
@@ -236,7 +265,8 @@ class ArgoSync:
             raws = session.execute(
                 text(
                     "SELECT r.id, r.job_id, r.from_state, r.to_state, r.message, r.at, j.argo_task_id, j.argo_attempt,"
-                    " j.return_code FROM argo_raw_events r LEFT JOIN jobs j ON j.id = r.job_id ORDER BY r.id LIMIT :n"
+                    " j.return_code, j.workflow, j.output_files"
+                    " FROM argo_raw_events r LEFT JOIN jobs j ON j.id = r.job_id ORDER BY r.id LIMIT :n"
                 ),
                 {"n": PUMP_BATCH},
             ).all()
@@ -249,14 +279,35 @@ class ArgoSync:
                 if task_id is None:
                     continue  # a job of this site alone
                 final = raw.to_state in FINAL_STATES or raw.to_state in (S.RUN_DONE, S.RUN_ERROR)
+                outputs = self.outputs(raw.job_id, raw.workflow, raw.output_files) if raw.to_state == S.JOB_FINISHED else []
                 messages.append(pb.SiteMessage(event=pb.TaskEvent(
                     task_id=task_id, attempt=attempt, job_id=raw.job_id, from_state=S(raw.from_state).number,
                     to_state=S(raw.to_state).number, at=_stamp(raw.at), message=raw.message,
-                    has_return_code=final and raw.return_code is not None, return_code=raw.return_code or 0,
+                    has_return_code=final and raw.return_code is not None, return_code=raw.return_code or 0, outputs=outputs,
                 )))  # fmt: skip
             _emit(session, messages)
             session.execute(text("DELETE FROM argo_raw_events WHERE id = ANY(:ids)"), {"ids": [r.id for r in raws]})
             return len(messages)
+
+    def outputs(self, job_id: int, workflow: str | None, declared: list[str] | None) -> list[pb.OutputFile]:
+        """The declared outputs a finished job left in its folder, with where other sites fetch them.
+
+        A declared output that is not there is left out: a task that reads it is then refused by
+        the coordinator with that reason, instead of failing on a missing file at another site.
+        """
+        if not declared or workflow is None:
+            return []
+        folder = workdir(self.settings.data_dir, workflow, job_id)
+        found = []
+        for name in declared:
+            path = folder / name
+            try:
+                size = _size(path)
+                location = self.locations.output_location(path).uri
+            except (OSError, BalsamError):
+                continue
+            found.append(pb.OutputFile(name=name, location=location, size_bytes=size))
+        return found
 
     def _adopt_children(self, session: Session, job_ids: set[int], messages: list[pb.SiteMessage]) -> dict[int, tuple[str, int]]:
         """Jobs created by a running Argo task with it as parent join the global graph."""
@@ -375,6 +426,13 @@ def _job_fields(assign: pb.Assignment) -> dict[str, Any]:
         if value:
             fields[name] = value
     return fields
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or of everything under a folder."""
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _emit(session: Session, messages: list[pb.SiteMessage]) -> None:

@@ -106,6 +106,81 @@ class ArgoLinkSettings:
 
 
 @dataclass
+class TransferSettings:
+    """How the site agent moves the files jobs declare (stage-in before a run, stage-out after)."""
+
+    slots: int = 4  # transfer tasks in flight at once (each may carry many files of many jobs)
+    max_items: int = 1000  # files (or folders) in one transfer task
+    retries: int = 3  # attempts at a file before its job fails
+    retry_delay_s: float = 5.0  # before a failed file is tried again (doubled each attempt)
+    verify_checksum: bool = False  # also compare checksums, not only sizes
+    link: bool = True  # hard-link local files that are on the same filesystem instead of copying
+    interval_s: float = 1.0  # how often the agent looks for work and polls transfer tasks
+    # Extra local folders a stage-out may write into, besides the site's data folder.
+    allowed_roots: list[str] = field(default_factory=list)
+    # Globus: this site's collection (endpoint) id, and the path at that collection of the site folder
+    # (empty: the site folder's own absolute path, as on a collection rooted at /).
+    globus_endpoint: str = ""
+    globus_root: str = ""
+    globus_client_id: str = ""  # a registered native app's client id (`balsam globus login`)
+    globus_sync_level: str = "checksum"  # exists | size | mtime | checksum
+    globus_deadline_min: int = 0  # 0: none
+
+    def check(self) -> None:
+        for name in ("slots", "max_items", "retries"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "retries" else 1):
+                raise BalsamError(f"transfer.{name} must be a whole number >= {0 if name == 'retries' else 1}, got {value!r}")
+        for name in ("retry_delay_s", "interval_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise BalsamError(f"transfer.{name} must be a positive number, got {value!r}")
+        for name in ("verify_checksum", "link"):
+            if not isinstance(getattr(self, name), bool):
+                raise BalsamError(f"transfer.{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.allowed_roots, list) or not all(isinstance(r, str) and r.startswith("/") for r in self.allowed_roots):
+            raise BalsamError(f"transfer.allowed_roots must be a list of absolute paths, got {self.allowed_roots!r}")
+        if self.globus_sync_level not in ("exists", "size", "mtime", "checksum"):
+            raise BalsamError(f"transfer.globus_sync_level must be one of exists, size, mtime, checksum, got {self.globus_sync_level!r}")
+        if self.globus_root and not self.globus_root.startswith("/"):
+            raise BalsamError(f"transfer.globus_root must be an absolute path at the collection, got {self.globus_root!r}")
+        if isinstance(self.globus_deadline_min, bool) or not isinstance(self.globus_deadline_min, int) or self.globus_deadline_min < 0:
+            raise BalsamError(f"transfer.globus_deadline_min must be a whole number >= 0, got {self.globus_deadline_min!r}")
+
+
+@dataclass
+class PerfSettings:
+    """How performance models learnt from finished runs size jobs (``--nodes auto``, ``--wall-time auto``) and batch jobs."""
+
+    min_efficiency: float = 0.5  # `--nodes auto`: the widest node count whose parallel efficiency stays at least this
+    wall_time_quantile: float = 0.95  # `--wall-time auto`: this quantile of the runs' overruns of the fit...
+    wall_time_margin: float = 0.2  # ...plus this fraction on top
+    min_runs: int = 3  # finished runs an app needs before its model is used
+    max_runs: int = 2000  # the most recent runs of an app a fit uses (keeps each fit cheap)
+    elastic_queue: bool = True  # the elastic queue counts predicted run times for jobs without a wall time
+    # The numeric job parameter each app's run time scales with (app name -> parameter name).
+    features: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        for name in ("min_efficiency", "wall_time_quantile"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                raise BalsamError(f"perf.{name} must be a number in (0, 1], got {value!r}")
+        if isinstance(self.wall_time_margin, bool) or not isinstance(self.wall_time_margin, int | float) or not self.wall_time_margin >= 0:
+            raise BalsamError(f"perf.wall_time_margin must be a number >= 0, got {self.wall_time_margin!r}")
+        for name, low in (("min_runs", 2), ("max_runs", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise BalsamError(f"perf.{name} must be a whole number >= {low}, got {value!r}")
+        if self.max_runs < self.min_runs:
+            raise BalsamError(f"perf.max_runs ({self.max_runs}) is below min_runs ({self.min_runs})")
+        if not isinstance(self.elastic_queue, bool):
+            raise BalsamError(f"perf.elastic_queue must be true or false, got {self.elastic_queue!r}")
+        if not isinstance(self.features, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in self.features.items()):
+            raise BalsamError(f"perf.features must map app names to parameter names, got {self.features!r}")
+
+
+@dataclass
 class SiteSettings:
     path: Path
     name: str
@@ -113,6 +188,8 @@ class SiteSettings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     elastic_queue: ElasticQueueSettings = field(default_factory=ElasticQueueSettings)
     argo: ArgoLinkSettings = field(default_factory=ArgoLinkSettings)
+    transfer: TransferSettings = field(default_factory=TransferSettings)
+    perf: PerfSettings = field(default_factory=PerfSettings)
 
     @property
     def settings_file(self) -> Path:
@@ -134,6 +211,11 @@ class SiteSettings:
     def batch_dir(self) -> Path:
         return self.path / "batch"
 
+    @property
+    def globus_tokens_file(self) -> Path:
+        """Globus tokens from `balsam globus login`, readable by the owner only."""
+        return self.path / "globus-tokens.json"
+
     def save(self) -> None:
         db = self.database
         doc = {
@@ -144,6 +226,8 @@ class SiteSettings:
             "scheduler": asdict(self.scheduler),
             "elastic_queue": asdict(self.elastic_queue),
             "argo": asdict(self.argo),
+            "transfer": asdict(self.transfer),
+            "perf": asdict(self.perf),
         }
         # Owner-only: with an external server the file holds the database password.
         tmp = self.settings_file.with_suffix(".toml.tmp")
@@ -165,14 +249,19 @@ class SiteSettings:
             scheduler = _section(SchedulerSettings, doc, "scheduler")
             elastic = _section(ElasticQueueSettings, doc, "elastic_queue")
             argo = _section(ArgoLinkSettings, doc, "argo")
+            transfer = _section(TransferSettings, doc, "transfer")
+            perf = _section(PerfSettings, doc, "perf")
             scheduler.check()
             elastic.check()
             argo.check()
+            transfer.check()
+            perf.check()
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{file} is malformed: {exc}") from None
         except BalsamError as exc:
             raise BalsamError(f"{file}: {exc}") from None
-        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo)
+        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
+                   transfer=transfer, perf=perf)
 
 
 def _section(kind, doc: dict, name: str):

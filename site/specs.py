@@ -18,6 +18,8 @@ import yaml
 
 from balsam.errors import BalsamError
 from balsam.site.templates import CommandTemplate
+from balsam.transfer.base import Location, TransferError
+from balsam.transfer.confine import relative_path_problem
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 
@@ -42,10 +44,12 @@ class JobSpec:
     wall_time: float | None = None  # minutes
     tags: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    # Files staged into the work folder before the run: local name -> location URI. ``stage_in`` says
+    # the same as a list of {"source": URI, "dest": NAME}; both end up in the stored ``stage_in``.
     inputs: dict[str, str] = field(default_factory=dict)
-    outputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # files of the work folder the job makes
     stage_in: list[Any] = field(default_factory=list)
-    stage_out: list[Any] = field(default_factory=list)
+    stage_out: list[Any] = field(default_factory=list)  # [{"source": NAME, "dest": URI}], after the run
     source: str = ""  # where the request came from, for error messages: "line 12"
 
     @property
@@ -123,6 +127,62 @@ def check_shape(spec: JobSpec) -> None:
     for parent in spec.parents:
         if isinstance(parent, bool) or not isinstance(parent, (int, str)) or parent == "":
             raise BalsamError(f"{spec.label}: a parent must be a job id or the name of a job in the same request, got {parent!r}")
+    _check_files(spec)
+
+
+def _check_files(spec: JobSpec) -> None:
+    """Declared files: names inside the work folder, locations that parse, no name staged in twice."""
+    for output in spec.outputs:
+        problem = relative_path_problem(output)
+        if problem:
+            raise BalsamError(f"{spec.label}: output {output!r} {problem}")
+    seen: set[str] = set()
+    for item in stage_in_items(spec):
+        if item["dest"] in seen:
+            raise BalsamError(f"{spec.label}: {item['dest']!r} is staged in more than once")
+        seen.add(item["dest"])
+    stage_out_items(spec)
+
+
+def _location(spec: JobSpec, what: str, uri: Any) -> str:
+    try:
+        return Location.parse(uri).uri
+    except TransferError as exc:
+        raise BalsamError(f"{spec.label}: {what}: {exc}") from None
+
+
+def _local_name(spec: JobSpec, what: str, name: Any) -> str:
+    problem = relative_path_problem(name)
+    if problem:
+        raise BalsamError(f"{spec.label}: {what} {name!r} {problem}")
+    return name
+
+
+def _item(spec: JobSpec, what: str, item: Any) -> tuple[Any, Any]:
+    if not isinstance(item, dict) or set(item) != {"source", "dest"}:
+        raise BalsamError(f"{spec.label}: each {what} item must be a mapping with exactly 'source' and 'dest', got {item!r}")
+    return item["source"], item["dest"]
+
+
+def stage_in_items(spec: JobSpec) -> list[dict[str, str]]:
+    """What to stage in, as stored: ``inputs`` and ``stage_in`` together, each checked."""
+    items = [
+        {"source": _location(spec, f"input {name!r}", source), "dest": _local_name(spec, "input", name)}
+        for name, source in spec.inputs.items()
+    ]
+    for item in spec.stage_in:
+        source, dest = _item(spec, "stage_in", item)
+        items.append({"source": _location(spec, f"stage_in of {dest!r}", source), "dest": _local_name(spec, "stage_in dest", dest)})
+    return items
+
+
+def stage_out_items(spec: JobSpec) -> list[dict[str, str]]:
+    """What to stage out, as stored, each checked."""
+    items = []
+    for item in spec.stage_out:
+        source, dest = _item(spec, "stage_out", item)
+        items.append({"source": _local_name(spec, "stage_out source", source), "dest": _location(spec, f"stage_out of {source!r}", dest)})
+    return items
 
 
 def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> None:

@@ -7,6 +7,7 @@ import pytest
 from balsam.launcher import commands, lifecycle
 from balsam.launcher.lifecycle import HeldJob
 from balsam.launcher.resources import Assignment
+from balsam.site.workdir import workdir
 from balsam.states import JobState as S
 
 
@@ -81,7 +82,7 @@ def test_acquired_jobs_start_where_they_left_off():
     [("wf", "wf"), ("../../etc", ".._.._etc"), ("..", "_.."), ("", "_"), ("a/b c", "a_b_c"), ("/abs", "_abs")],
 )
 def test_working_folders_stay_inside_the_data_folder(workflow, folder):
-    path = commands.workdir(Path("/site/data"), workflow, 12)
+    path = workdir(Path("/site/data"), workflow, 12)
     assert path == Path("/site/data") / folder / "12"
     assert path.resolve().is_relative_to(Path("/site/data"))
 

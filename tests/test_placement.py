@@ -13,6 +13,7 @@ from balsam.argo.placement import (
     InputFile,
     Placement,
     ReadyTask,
+    RuntimeModel,
     SiteView,
     expected_completion_s,
     place,
@@ -167,6 +168,30 @@ def test_round_robin_order_follows_first_appearance():
     p = place(tasks, [site("s", max_tasks=4)])
     assert [t for t, _ in p.assigned] == ["a1", "b1", "c1", "a2"]
     assert list(p.waiting) == ["b2"]
+
+
+def test_a_sites_performance_model_sets_the_runtime_at_the_tasks_node_count_and_size():
+    model = RuntimeModel(serial_s=10.0, parallel_s=400.0, feature="size")
+    s = site("a", runtime_models={"sim": model}, runtime_s={"sim": 999.0})
+    assert expected_completion_s(task("t", nodes=4, params={"size": 2}), s) == 10.0 + 400.0 * 2 / 4
+    assert expected_completion_s(task("t", nodes=4, params={"size": "3"}), s) == 10.0 + 400.0 * 3 / 4
+    # Without a usable feature value the model does not apply: the site's flat estimate holds.
+    for params in ({}, {"size": "big"}, {"size": -1}, {"size": True}):
+        assert expected_completion_s(task("t", nodes=4, params=params), s) == 999.0
+    plain = site("b", runtime_models={"sim": RuntimeModel(5.0, 100.0)})
+    assert expected_completion_s(task("t", nodes=10, wall_time_min=30), plain) == 15.0
+
+
+def test_the_site_whose_model_says_it_runs_the_task_sooner_wins():
+    # Same load; b's nodes run this app four times slower (its model, learnt from its own runs).
+    fast, slow = RuntimeModel(2.0, 100.0), RuntimeModel(2.0, 400.0)
+    sites = [site("a", nodes=8, runtime_models={"sim": fast}), site("b", nodes=8, runtime_models={"sim": slow})]
+    assert chosen([task("t", nodes=2)], sites) == {"t": "a"}
+    # Tasks of different sizes are told apart, although they share app, nodes and shape.
+    sized = [site("a", runtime_models={"sim": RuntimeModel(0.0, 1.0, "n")}), site("b", runtime_models={"sim": RuntimeModel(50.0, 0.0)})]
+    assert chosen([task("small", params={"n": 10}), task("big", params={"n": 1000})], sized) == {"small": "a", "big": "b"}
+    with pytest.raises(ValueError, match="bad runtime model"):
+        RuntimeModel(-1.0, 1.0)
 
 
 def test_inputs_are_not_mutated_and_bad_inputs_are_refused():

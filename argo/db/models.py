@@ -55,6 +55,8 @@ class Task(Base):
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     outputs: Mapped[list[Any]] = mapped_column(default=list)
+    # Where the finished attempt left its outputs: name -> {"location": URI, "size": bytes, "site": name}.
+    output_locations: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     pin: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)

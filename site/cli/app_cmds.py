@@ -63,3 +63,61 @@ def rm(name: str = typer.Argument(...), site: Path | None = SiteOption) -> None:
     with Site.open(site) as s:
         s.remove_app(name)
     console.print(f"removed app {name}")
+
+
+@app.command("model")
+def model(
+    name: str = typer.Argument(..., help="The app."),
+    feature: str | None = typer.Option(
+        None, "--feature", help="Numeric parameter the run time scales with (T = s + p*PARAM/n) [default: perf.features, else none]."
+    ),
+    value: float | None = typer.Option(None, "--value", help="Feature value for the efficiency table [default: the runs' median]."),
+    plot_file: Path | None = typer.Option(None, "--plot", help="Where to write the PNG plot [default: SITE/logs/model-APP.png]."),
+    site: Path | None = SiteOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """The app's performance model, fitted now from its finished runs: times, error and parallel efficiency."""
+    import statistics
+
+    from balsam.site import perf_data
+    from balsam.site.perfmodel import TooLittleData, numeric
+
+    with Site.open(site) as s:
+        try:
+            fitted, measured = perf_data.app_model(s, name, feature)
+        except TooLittleData as exc:
+            # Not an error: the app simply has not run enough yet, and its defaults hold.
+            if as_json:
+                print_json({"app": name, "model": None, "reason": str(exc)})
+            else:
+                console.print(f"no model yet: {exc}. Jobs of {name} keep the app's defaults (1 node, no wall time).")
+            return
+        settings = s.settings
+    widest = perf_data.max_nodes(settings)
+    x = value
+    if fitted.feature is not None and x is None:
+        xs = [v for v in (numeric(r.params.get(fitted.feature)) for r in measured) if v is not None and v >= 0]
+        x = statistics.median(xs)
+    table = fitted.table(widest, x) if fitted.node_dependent else []
+    path = plot_file or settings.logs_dir / f"model-{name}.png"
+    perf_data.plot(fitted, measured, path, widest)
+    if as_json:
+        print_json({"app": name, "model": fitted.describe(), "at": {fitted.feature: x} if fitted.feature else {},
+                    "efficiency": table, "plot": str(path)})  # fmt: skip
+        return
+    form = "T(n) = s + p/n" if fitted.feature is None else f"T(n) = s + p*{fitted.feature}/n"
+    console.print(f"app [bold]{name}[/]: {form}, n = nodes")
+    console.print(f"  serial s = {fitted.serial_s:.4g} s, parallel p = {fitted.parallel_s:.4g} s"
+                  + (f" per unit of {fitted.feature}" if fitted.feature else ""))  # fmt: skip
+    console.print(f"  fitted to {fitted.runs} run(s) on node counts {', '.join(map(str, fitted.node_counts))}"
+                  + (f" ({fitted.skipped} left out)" if fitted.skipped else ""))  # fmt: skip
+    console.print(f"  error: RMS {fitted.rms_rel_error:.1%}, {fitted.quantile:g} quantile {fitted.q_rel_error:.1%}, "
+                  f"max {fitted.max_rel_error:.1%} (relative)")  # fmt: skip
+    if table:
+        at = f" at {fitted.feature} = {x:g}" if fitted.feature else ""
+        print_table(["NODES", "SECONDS", "SPEEDUP", "EFFICIENCY"],
+                    [(r["nodes"], f"{r['seconds']:.4g}", f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}") for r in table],
+                    title=f"predicted{at}")  # fmt: skip
+    else:
+        console.print(f"  all runs on {fitted.node_counts[0]} node(s): how the time changes with nodes is unknown yet")
+    console.print(f"plot: {path}")

@@ -34,17 +34,25 @@ def add(
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="The workflow it belongs to [default: default]."),
     params: list[str] = ParamOption,
     parents: list[int] = typer.Option([], "--parent", help="Id of a job that must finish first (repeatable)."),
-    nodes: int | None = typer.Option(None, "--nodes", help="Nodes per run [default: 1]."),
+    nodes: str | None = typer.Option(
+        None, "--nodes", help="Nodes per run, or 'auto': the fastest count at the site's minimum parallel efficiency (perf model) [default: 1]."
+    ),
     ranks_per_node: int | None = typer.Option(None, "--ranks-per-node", help="MPI ranks per node [default: 1]."),
     threads_per_rank: int | None = typer.Option(None, "--threads-per-rank", help="Threads per rank [default: 1]."),
     gpus_per_rank: int | None = typer.Option(None, "--gpus-per-rank", help="GPUs per rank [default: 0]."),
     node_packing: int | None = typer.Option(None, "--node-packing", help="How many such jobs may share one node [default: 1]."),
-    wall_time: float | None = typer.Option(None, "--wall-time", help="Expected run time in minutes."),
+    wall_time: str | None = typer.Option(
+        None, "--wall-time", help="Expected run time in minutes, or 'auto': the app's perf model's upper estimate with a margin."
+    ),
     tags: list[str] = TagOption,
     from_file: Path | None = typer.Option(None, "--from", help="Add many jobs from a YAML, JSON or JSON-lines file."),
     site: Path | None = SiteOption,
 ) -> None:
     """Add one job (printing its id), or many from a file (all or nothing, printing their ids)."""
+    from balsam.site import perf_data
+
+    nodes = perf_data.parse_auto(nodes, "--nodes", int)
+    wall_time = perf_data.parse_auto(wall_time, "--wall-time", float)
     # Options left out stay out, so JobSpec's defaults are the only ones.
     fields = _given(
         name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
@@ -68,6 +76,13 @@ def add(
     fields["tags"] = parse_assignments(tags, "--tag")
     fields["parents"] = list(parents)
     with Site.open(site) as s:
+        if "auto" in (nodes, wall_time):
+            resolved = perf_data.resolve_auto(s, app_name, fields["params"], nodes, wall_time)
+            for note in resolved.notes:
+                err_console.print(note)
+            fields.pop("nodes", None)
+            fields.pop("wall_time", None)
+            fields.update(_given(nodes=resolved.nodes, wall_time=resolved.wall_time))
         job = s.add_job(app_name, **fields)
     print(job.id)
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from balsam import __version__
 from balsam.errors import BalsamError
 from balsam.site.api import Site
-from balsam.site.cli import app_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds
+from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
 from balsam.site.cli.output import console, err_console
 
 cli = typer.Typer(
@@ -25,6 +25,8 @@ cli.add_typer(site_cmds.app, name="site")
 cli.add_typer(app_cmds.app, name="app")
 cli.add_typer(job_cmds.app, name="job")
 cli.add_typer(queue_cmds.app, name="queue")
+cli.add_typer(globus_cmds.app, name="globus")
+cli.add_typer(transfer_cmds.app, name="transfer")
 cli.command("launcher")(launcher_cmd.launcher)
 cli.command("submit-launch")(queue_cmds.submit_launch)
 cli.command("qsub")(queue_cmds.qsub)

@@ -17,7 +17,7 @@ from typing import Any
 
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows, json_field
-from balsam.site.specs import JobSpec, batch_name_index
+from balsam.site.specs import JobSpec, batch_name_index, stage_in_items, stage_out_items
 from balsam.states import JobState, check_transition
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -90,7 +90,7 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
             job_id, spec.name, spec.workflow, app_ids[spec.app], json_field(spec.params, "{}"), state.value,
             spec.nodes, spec.ranks_per_node, spec.threads_per_rank, spec.gpus_per_rank, spec.node_packing,
             spec.wall_time, json_field(spec.tags, "{}"), json_field(spec.data, "{}"), json_field(spec.inputs, "{}"),
-            json_field(spec.outputs, "[]"), json_field(spec.stage_in, "[]"), json_field(spec.stage_out, "[]"), "", 0, pending,
+            json_field(spec.outputs, "[]"), json_field(stage_in_items(spec), "[]"), json_field(stage_out_items(spec), "[]"), "", 0, pending,
         ))  # fmt: skip
     copy_rows(session, "jobs", _JOB_COPY_COLUMNS, rows)
     if links:

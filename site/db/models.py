@@ -247,3 +247,60 @@ class ArgoOutbox(Base):
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TransferTask(Base):
+    """One transfer task handed to a backend (local copies, or one Globus task) for many files."""
+
+    __tablename__ = "transfer_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    backend: Mapped[str] = mapped_column(String(16))  # local | globus
+    backend_id: Mapped[str] = mapped_column(Text, default="")  # the backend's own id of the task
+    source_endpoint: Mapped[str] = mapped_column(Text, default="")
+    dest_endpoint: Mapped[str] = mapped_column(Text, default="")
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | done | failed
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _now()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'done', 'failed')", name="transfer_task_state"),
+        CheckConstraint("direction IN ('in', 'out')", name="transfer_task_direction"),
+        Index("ix_transfer_tasks_state", "state"),
+    )
+
+
+class TransferItem(Base):
+    """One file (or folder) a job stages in or out, while its job waits for it.
+
+    Items live only while their job waits: once the job moves on (staged, failed or killed) they
+    are deleted in the same transaction, so a reset job stages its files afresh.
+    """
+
+    __tablename__ = "transfer_items"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(3))  # in | out
+    source: Mapped[str] = mapped_column(Text)  # location URIs, as the backend sees them
+    dest: Mapped[str] = mapped_column(Text)
+    backend: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | active | done | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("transfer_tasks.id", ondelete="SET NULL"))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # index of the item in its task
+    error: Mapped[str] = mapped_column(Text, default="")
+    not_before: Mapped[datetime] = _now()  # a retried item waits until then
+
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'active', 'done', 'failed')", name="transfer_item_state"),
+        CheckConstraint("direction IN ('in', 'out')", name="transfer_item_direction"),
+        Index("ix_transfer_items_state", "state"),
+        Index("ix_transfer_items_job", "job_id"),
+        Index("ix_transfer_items_task", "task_id"),
+    )
