@@ -30,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from balsam.errors import BalsamError
+from balsam.pgcopy import copy_rows
 from balsam.site import transfer_plan
 from balsam.site.api import Site
 from balsam.site.db import jobstore
@@ -101,6 +102,11 @@ class TransferService:
             except Exception:  # the database restarting, a bug: log it, try again next round
                 log.exception("transfer round failed (will retry)")
             stop.wait(self.settings.interval_s)
+        # Copies cut short leave only temporary names; their files are tried again at the next start.
+        for backend in self._backends.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
 
     def round(self) -> dict[str, Any]:
         """One pass of every step; returns counts for the agent's status report."""
@@ -175,13 +181,8 @@ class TransferService:
                         rows.append({"job": job.id, "dir": direction, "src": str(item.get("source", "")), "dst": str(item.get("dest", "")),
                                      "backend": "local", "state": "failed", "error": f"{shown}: {exc}"})  # fmt: skip
             if rows:
-                session.execute(
-                    text(
-                        "INSERT INTO transfer_items (job_id, direction, source, dest, backend, state, attempts, position, error)"
-                        " VALUES (:job, :dir, :src, :dst, :backend, :state, 0, 0, :error)"
-                    ),
-                    rows,
-                )
+                copy_rows(session, "transfer_items", ("job_id", "direction", "source", "dest", "backend", "state", "attempts", "position", "error"),
+                          ((r["job"], r["dir"], r["src"], r["dst"], r["backend"], r["state"], 0, 0, r["error"]) for r in rows))  # fmt: skip
                 for direction, verb in (("in", "staging in"), ("out", "staging out")):
                     counts: dict[int, int] = {}
                     for row in rows:

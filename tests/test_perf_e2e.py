@@ -145,3 +145,12 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
 
     sent = ArgoSync(site).heartbeat().models["sim"]
     assert (sent.feature, sent.serial_s, sent.parallel_s) == ("size", pytest.approx(s), pytest.approx(p))
+
+    # A feature chosen with `app model --feature` is remembered for everything that uses the model.
+    from balsam.site.settings import SiteSettings
+
+    assert balsam("app model sim --feature '' --json").code == 0
+    assert "sim" not in SiteSettings.load(site.settings.path).perf.features
+    result = balsam("app model sim --feature size")
+    assert "saved perf.features['sim'] = 'size'" in result.out
+    assert SiteSettings.load(site.settings.path).perf.features == {"sim": "size"}

@@ -93,6 +93,15 @@ def model(
                 console.print(f"no model yet: {exc}. Jobs of {name} keep the app's defaults (1 node, no wall time).")
             return
         settings = s.settings
+        remembered = None
+        if feature is not None and settings.perf.features.get(name, "") != feature:
+            # The feature chosen here is the one `job add --nodes auto`, the elastic queue and Argo use too.
+            if feature:
+                settings.perf.features[name] = feature
+            else:
+                settings.perf.features.pop(name, None)
+            settings.save()
+            remembered = feature
     widest = perf_data.max_nodes(settings)
     x = value
     if fitted.feature is not None and x is None:
@@ -121,3 +130,6 @@ def model(
     else:
         console.print(f"  all runs on {fitted.node_counts[0]} node(s): how the time changes with nodes is unknown yet")
     console.print(f"plot: {path}")
+    if remembered is not None:
+        console.print(f"saved perf.features[{name!r}] = {remembered!r} in {settings.settings_file}: `job add --nodes auto`,"
+                      " the elastic queue and Argo use this model now")  # fmt: skip
