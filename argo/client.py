@@ -7,24 +7,41 @@
     for event in argo.watch(wf):               # live events until the workflow ends
         print(event.task_id, event.to_state)
     print(argo.status(wf))                     # {"status": "finished", "counts": {...}, ...}
+
+Security: ``ca_file`` (else ``$ARGO_CA``, else the client config's ``ca``) turns on TLS and is the
+authority the server's certificate must be signed by; ``cert_file``/``key_file`` are the client's
+own certificate for a server that requires one (``--mtls``). ``token`` (else ``$ARGO_TOKEN``, else
+the client config's ``token`` from `argo login`, else the owner token of a server on this machine
+in ``$ARGO_DATA``/``~/.argo``) is sent with every call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
-
 from balsam.argo import spec as specs
-from balsam.argo.config import MAX_MESSAGE_BYTES, client_address
+from balsam.argo.config import (
+    CA_ENV,
+    MAX_MESSAGE_BYTES,
+    TOKEN_ENV,
+    client_address,
+    client_config,
+    default_data_dir,
+    is_loopback,
+)
 from balsam.argo.wire import state_name, state_number, task_spec_to_wire
 from balsam.errors import BalsamError
+from balsam.private_files import read_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
+from balsam.protos import auth_pb2 as apb
+from balsam.protos import auth_pb2_grpc as arpc
 
 SUBMIT_CHUNK = 5000  # tasks per streamed message: well under the server's message size limit
 
@@ -37,20 +54,85 @@ class ArgoError(BalsamError):
         self.code = code
 
 
+def resolve_token(address: str, explicit: str | None = None) -> str:
+    """The token to send: explicit, else $ARGO_TOKEN, else `argo login`'s, else a local server's owner token."""
+    if explicit is not None:
+        return explicit
+    found = os.environ.get(TOKEN_ENV) or client_config().get("token")
+    if found:
+        return str(found).strip()
+    owner = default_data_dir() / "owner-token"
+    if is_loopback(address) and owner.exists():
+        return read_private(owner).strip()
+    return ""
+
+
+def channel_credentials(ca_file: str | Path | None, cert_file: str | Path | None = None, key_file: str | Path | None = None):
+    """TLS credentials trusting ``ca_file`` (with a client certificate when both cert and key are given)."""
+    try:
+        ca = Path(ca_file).read_bytes()
+        cert = Path(cert_file).read_bytes() if cert_file else None
+        key = read_private(Path(key_file)).encode() if key_file else None
+    except FileNotFoundError as exc:
+        raise ArgoError(f"TLS file {exc.filename} not found") from None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor,
+              grpc.StreamStreamClientInterceptor):  # fmt: skip
+    """Adds ``authorization: Bearer TOKEN`` to every call on the channel, the stubs' and raw ones alike."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def _details(self, details):
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, details, metadata) -> None:
+        self.method, self.timeout, self.credentials = details.method, details.timeout, details.credentials
+        self.wait_for_ready, self.compression, self.metadata = getattr(details, "wait_for_ready", None), getattr(details, "compression", None), metadata
+
+
 class ArgoClient:
-    def __init__(self, address: str | None = None, timeout_s: float = 60.0) -> None:
+    def __init__(self, address: str | None = None, timeout_s: float = 60.0, *, ca_file: str | Path | None = None,
+                 cert_file: str | Path | None = None, key_file: str | Path | None = None, token: str | None = None) -> None:  # fmt: skip
         self.address = client_address(address)
         self.timeout_s = timeout_s
-        self.channel = grpc.insecure_channel(
-            self.address,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-        )
+        config = client_config()
+        ca_file = ca_file or os.environ.get(CA_ENV) or config.get("ca") or None
+        cert_file = cert_file or os.environ.get("ARGO_CERT") or config.get("cert") or None
+        key_file = key_file or os.environ.get("ARGO_KEY") or config.get("key") or None
+        self.tls = bool(ca_file)
+        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        if ca_file:
+            self.raw_channel = grpc.secure_channel(self.address, channel_credentials(ca_file, cert_file, key_file), options=options)
+        else:
+            self.raw_channel = grpc.insecure_channel(self.address, options=options)
+        self.token = resolve_token(self.address, token)
+        self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(self.token)) if self.token else self.raw_channel
         self.workflows = rpc.WorkflowsStub(self.channel)
         self.monitor = rpc.MonitorStub(self.channel)
         self.sites_stub = rpc.SitesStub(self.channel)
+        self.triggers_stub = rpc.TriggersStub(self.channel)
+        self.auth = arpc.AuthStub(self.channel)
 
     def close(self) -> None:
-        self.channel.close()
+        self.raw_channel.close()
 
     def __enter__(self) -> ArgoClient:
         return self
@@ -66,8 +148,9 @@ class ArgoClient:
 
     # -- workflows -------------------------------------------------------------------------
 
-    def submit(self, workflow: str | Path | dict[str, Any] | specs.WorkflowSpec) -> int:
-        """Submit a workflow (a spec file, its parsed document, or a WorkflowSpec); its id."""
+    def submit(self, workflow: str | Path | dict[str, Any] | specs.WorkflowSpec, project: str = "") -> int:
+        """Submit a workflow (a spec file, its parsed document, or a WorkflowSpec) to ``project``
+        ('' : the submitter's only project, or none for the owner); its id."""
         if isinstance(workflow, str | Path):
             workflow = specs.load_spec(workflow)
         elif isinstance(workflow, dict):
@@ -76,7 +159,8 @@ class ArgoClient:
 
         def chunks() -> Iterator[pb.SubmitChunk]:
             for start in range(0, max(1, len(wire)), SUBMIT_CHUNK):
-                yield pb.SubmitChunk(name=workflow.name if start == 0 else "", tasks=wire[start : start + SUBMIT_CHUNK])
+                first = start == 0
+                yield pb.SubmitChunk(name=workflow.name if first else "", tasks=wire[start : start + SUBMIT_CHUNK], project=project if first else "")
 
         return self._call(self.workflows.Submit, chunks(), timeout=max(self.timeout_s, len(wire) / 1000)).workflow_id
 
@@ -154,6 +238,52 @@ class ArgoClient:
             for s in reply.sites
         ]  # fmt: skip
 
+    # -- users and sites -------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str, projects: Iterable[str] = (), ttl_s: float = 0) -> dict[str, Any]:
+        """A new token for user ``name`` (owner only); {"token", "expires_at"}: the token is shown once."""
+        return _token_dict(self._call(self.auth.AddUser, apb.AddUserRequest(name=name, role=role, projects=list(projects), ttl_s=ttl_s)))
+
+    def revoke_user(self, name: str) -> int:
+        return self._call(self.auth.RevokeUser, apb.RevokeRequest(name=name)).revoked
+
+    def enrol_site(self, name: str) -> dict[str, Any]:
+        """A one-time enrolment token for site ``name`` (owner only)."""
+        return _token_dict(self._call(self.auth.EnrolSite, apb.EnrolSiteRequest(name=name)))
+
+    def revoke_site(self, name: str) -> int:
+        return self._call(self.auth.RevokeSite, apb.RevokeRequest(name=name)).revoked
+
+    def refresh(self) -> dict[str, Any]:
+        return _token_dict(self._call(self.auth.Refresh, apb.RefreshRequest()))
+
+    def whoami(self) -> dict[str, Any]:
+        who = self._call(self.auth.WhoAmI, apb.WhoAmIRequest())
+        return {"kind": who.kind, "name": who.name, "role": who.role, "projects": list(who.projects),
+                "expires_at": who.expires_at.seconds if who.HasField("expires_at") else None}  # fmt: skip
+
+    # -- filesystem triggers (balsam.argo.triggers) ---------------------------------------
+
+    def add_trigger(
+        self, name: str, folder: str | Path, app: str, params: dict[str, Any] | None = None, *, patterns: Iterable[str] = (),
+        ignore: Iterable[str] = (), recursive: bool = False, workflow: str = "", site: str = "", tags: dict[str, str] | None = None,
+        resources: dict[str, Any] | None = None, settle_s: float = 0.0, skip_existing: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A rule at the coordinator: each complete file in ``folder`` (on its host) becomes a task of the rule's workflow."""
+        request = pb.TriggerRule(
+            name=name, folder=str(folder), app=app, params_json=json.dumps(params or {}), patterns=list(patterns), ignore=list(ignore),
+            recursive=recursive, workflow=workflow, site=site, tags=dict(tags or {}), resources=pb.Resources(**(resources or {})),
+            settle_s=settle_s, skip_existing=skip_existing,
+        )  # fmt: skip
+        return _trigger_dict(self._call(self.triggers_stub.Add, request))
+
+    def triggers(self) -> list[dict[str, Any]]:
+        return [_trigger_dict(r) for r in self._call(self.triggers_stub.List, pb.ListTriggersRequest()).rules]
+
+    def remove_trigger(self, name: str) -> int:
+        """Remove a rule (its tasks stay); how many files it had counted."""
+        return self._call(self.triggers_stub.Remove, pb.TriggerRef(name=name)).files
+
     def healthy(self, timeout_s: float = 2.0) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -164,10 +294,20 @@ class ArgoClient:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def _token_dict(t: apb.Token) -> dict[str, Any]:
+    return {"token": t.token, "kind": t.kind, "name": t.name, "expires_at": t.expires_at.seconds if t.HasField("expires_at") else None}
+
+
 def _error(exc: grpc.RpcError, address: str) -> ArgoError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return ArgoError(f"cannot reach the Argo server at {address}: {exc.details()}", code)
+        details = exc.details() or ""
+        hint = ""
+        if "ssl" in details.lower() or "handshake" in details.lower() or "certificate" in details.lower():
+            hint = " (a TLS failure: is --ca the authority that signed the server's certificate, is that certificate valid now, and does the server require a client certificate?)"
+        return ArgoError(f"cannot reach the Argo server at {address}: {details}{hint}", code)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return ArgoError(f"not authenticated: {exc.details()} (use `argo login`, $ARGO_TOKEN, or the server's DATA/owner-token)", code)
     return ArgoError(exc.details() or str(code), code)
 
 
@@ -188,4 +328,13 @@ def _task_dict(t: pb.Task) -> dict[str, Any]:
         "site": t.site, "attempt": t.attempt, "return_code": t.return_code if t.has_return_code else None,
         "message": t.message, "parents": list(t.parents), "params": json.loads(t.params_json or "{}"),
         "sites_tried": list(t.sites_tried),
+    }  # fmt: skip
+
+
+def _trigger_dict(r: pb.TriggerRule) -> dict[str, Any]:
+    return {
+        "id": r.id, "name": r.name, "folder": r.folder, "recursive": r.recursive, "patterns": list(r.patterns),
+        "ignore": list(r.ignore), "app": r.app, "params": json.loads(r.params_json or "{}"),
+        "resources": {f.name: v for f, v in r.resources.ListFields()}, "tags": dict(r.tags), "site": r.site,
+        "workflow": r.workflow, "workflow_id": r.workflow_id, "settle_s": r.settle_s, "files": r.files,
     }  # fmt: skip

@@ -8,6 +8,7 @@ the default loopback address.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import tomli_w
 
+from balsam.argo.auth import AuthPolicy
 from balsam.errors import BalsamError
 from balsam.postgres import DatabaseSettings
+from balsam.private_files import check_private, write_private
 
 DEFAULT_ADDRESS = "127.0.0.1:50551"
 ADDRESS_ENV = "ARGO_ADDRESS"
@@ -26,8 +29,56 @@ SETTINGS_FILE = "argo.toml"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
+CA_ENV = "ARGO_CA"
+TOKEN_ENV = "ARGO_TOKEN"
+CLIENT_CONFIG_ENV = "ARGO_CLIENT_CONFIG"
+
+
 def client_address(explicit: str | None = None) -> str:
-    return explicit or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
+    return explicit or os.environ.get(ADDRESS_ENV) or client_config().get("address") or DEFAULT_ADDRESS
+
+
+def client_config_file() -> Path:
+    """The client's own settings (address, ca, cert, key, token), written by `argo login`, mode 600."""
+    return Path(os.environ.get(CLIENT_CONFIG_ENV) or Path.home() / ".config" / "argo" / "client.toml").expanduser()
+
+
+def client_config() -> dict:
+    path = client_config_file()
+    if not path.exists():
+        return {}
+    try:
+        check_private(path)  # it may hold a token
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BalsamError(f"{path} is malformed: {exc}") from None
+
+
+def save_client_config(values: dict) -> Path:
+    path = client_config_file()
+    doc = {**client_config(), **{k: v for k, v in values.items() if v is not None}}
+    write_private(path, tomli_w.dumps(doc))
+    return path
+
+
+def is_loopback(address: str) -> bool:
+    """Whether HOST:PORT names only this machine (a wildcard such as 0.0.0.0 does not)."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_refusal(address: str, tls: bool, insecure: bool) -> str | None:
+    """Why the server must not listen on ``address`` as configured (None: it may)."""
+    if tls or insecure or is_loopback(address):
+        return None
+    return (f"refusing to serve without TLS on {address}, which is reachable from other machines: tokens would cross the "
+            "network in clear. Give --tls-dir DIR (make one with `argo certs init --dir DIR --host NAME`), or --insecure "
+            "if this network is trusted")  # fmt: skip
 
 
 def default_data_dir() -> Path:
@@ -54,6 +105,18 @@ class ServerSettings:
     address: str = DEFAULT_ADDRESS
     database: DatabaseSettings = field(default_factory=lambda: DatabaseSettings(user="argo", name="argo"))
     coordinator: CoordinatorPolicy = field(default_factory=CoordinatorPolicy)
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+    tls_dir: str = ""  # server.pem, server.key, ca.pem (`argo certs init`); empty: plain text
+    mtls: bool = False  # require a client certificate signed by ca.pem
+    insecure: bool = False  # plain text on a non-loopback address, explicitly
+
+    @property
+    def owner_token_file(self) -> Path:
+        return self.data / "owner-token"
+
+    @property
+    def ca_file(self) -> Path | None:
+        return Path(self.tls_dir) / "ca.pem" if self.tls_dir else None
 
     @property
     def file(self) -> Path:
@@ -79,6 +142,8 @@ class ServerSettings:
             if db.mode == "external"
             else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
             "coordinator": asdict(self.coordinator),
+            "auth": asdict(self.auth),
+            "tls": {"dir": self.tls_dir, "mtls": self.mtls, "insecure": self.insecure},
         }
         self.data.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
@@ -94,7 +159,12 @@ class ServerSettings:
             doc = tomllib.loads((data / SETTINGS_FILE).read_text())
             policy = CoordinatorPolicy(**doc.get("coordinator", {}))
             policy.check()
-            return cls(data=data, address=str(doc["address"]), database=DatabaseSettings(**doc["database"]), coordinator=policy)
+            auth = AuthPolicy(**doc.get("auth", {}))
+            auth.check()
+            tls = doc.get("tls", {})
+            return cls(data=data, address=str(doc["address"]), database=DatabaseSettings(**doc["database"]), coordinator=policy,
+                       auth=auth, tls_dir=str(tls.get("dir", "")), mtls=bool(tls.get("mtls", False)),
+                       insecure=bool(tls.get("insecure", False)))  # fmt: skip
         except FileNotFoundError:
             raise BalsamError(f"{data} holds no Argo server (no {SETTINGS_FILE}); start one with `argo server start --data {data}`") from None
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:

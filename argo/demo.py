@@ -49,10 +49,12 @@ def workflow_spec(count: int = 6) -> dict:
     return {"name": "demo", "tasks": [*squares, report]}
 
 
-def make_site(root: Path, name: str, address: str):
-    """A site with the demo's apps, an elastic queue of local launchers, linked to Argo; its agent started."""
+def make_site(root: Path, name: str, address: str, enrol_token: str = ""):
+    """A site with the demo's apps, an elastic queue of local launchers, linked to Argo (enrolled
+    with ``enrol_token``, as an operator would); its agent started."""
     from balsam.site.agent import start_agent
     from balsam.site.api import Site
+    from balsam.site.argo_sync import enrol
 
     site = Site.init(root / name, name=name)
     site.add_app("square", SQUARE)
@@ -66,6 +68,8 @@ def make_site(root: Path, name: str, address: str):
     settings.argo.address = address
     settings.argo.heartbeat_s = 1.0
     settings.save()
+    if enrol_token:
+        enrol(settings, enrol_token)
     start_agent(settings, wait_s=30)
     return site
 
@@ -92,10 +96,13 @@ def run_demo(path: Path | None = None, count: int = 6) -> dict:
     sites = []
     try:
         section("2. two sites, each with its own folder, PostgreSQL and agent, joined to Argo")
+        owner = (server.data / "owner-token").read_text().strip()  # the operator's, made by the server
         for name in SITES:
-            sites.append(make_site(root, name, address))
-            console.print(f"site {name!r} in {root / name}: apps square, report; agent started")
-        with ArgoClient(address) as client:
+            with ArgoClient(address, token=owner) as admin:
+                enrolment = admin.enrol_site(name)["token"]
+            sites.append(make_site(root, name, address, enrolment))
+            console.print(f"site {name!r} in {root / name}: apps square, report; enrolled; agent started")
+        with ArgoClient(address, token=owner) as client:
             _wait_for_sites(client)
             section("3. a workflow: squares placed by Argo on either site, then a report pinned to beta that reads their files")
             workflow_id = client.submit(workflow_spec(count))

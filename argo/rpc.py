@@ -4,6 +4,11 @@ The generated ``add_*Servicer_to_server`` helpers let gRPC parse requests, and a
 not parse then fails as INTERNAL ("Exception deserializing request"), which blames the server. Here
 each method receives raw bytes and parses them itself: a malformed request is INVALID_ARGUMENT,
 naming the expected message. Errors of ours map to statuses by kind (``status_of``).
+
+Each call is authenticated here too (``balsam.argo.auth``), so every service served through
+``service_handler`` is covered; the caller's principal is on ``context.argo_principal``. A unary
+request is parsed first: a malformed one is refused the same way whoever sent it, and nothing is
+looked up for it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from google.protobuf import message as protobuf_message
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
+from balsam.argo.auth import Authenticator, PermissionDenied, Unauthenticated, bearer
 from balsam.argo.spec import SpecError
 from balsam.argo.store import BadRequest, NotFound
 from balsam.errors import BalsamError
@@ -26,6 +32,10 @@ log = logging.getLogger("balsam.argo.rpc")
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(exc, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(exc, NotFound):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(exc, SpecError | BadRequest):
@@ -40,6 +50,9 @@ def _abort(context: grpc.ServicerContext, method: str, exc: BaseException) -> No
     if code == grpc.StatusCode.INTERNAL:
         log.exception("%s failed", method)
         context.abort(code, f"{method}: internal error ({type(exc).__name__}: {exc}); see the server log")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        who = getattr(context, "argo_principal", None)
+        log.warning("%s refused (%s) for %s from %s: %s", method, code.name, who or "an unauthenticated caller", context.peer(), exc)
     context.abort(code, str(exc))
 
 
@@ -53,11 +66,14 @@ def _parser(kind: type[protobuf_message.Message], context: grpc.ServicerContext)
     return parse
 
 
-def service_handler(service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
-    """A handler for every method of ``service``, implemented by the servicer's method of that name."""
+def service_handler(service: ServiceDescriptor, servicer: object, auth: Authenticator | None = None) -> grpc.GenericRpcHandler:
+    """A handler for every method of ``service``, implemented by the servicer's method of that name
+    (after authenticating the caller with ``auth``; None: no authentication, for embedding in tests)."""
     handlers = {}
     for method in service.methods:
         impl = getattr(servicer, method.name)
+        if auth is not None:
+            impl = _authenticated(impl, auth, method.name, enrol=service.name == "Auth" and method.name == "Enrol")
         kind = message_factory.GetMessageClass(method.input_type)
         name = f"{service.name}.{method.name}"
         if method.client_streaming and method.server_streaming:
@@ -69,6 +85,15 @@ def service_handler(service: ServiceDescriptor, servicer: object) -> grpc.Generi
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary_in(_unary_out(impl, name), kind), response_serializer=_serialize)
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _authenticated(impl: Callable, auth: Authenticator, name: str, enrol: bool) -> Callable:
+    @functools.wraps(impl)
+    def handler(request: Any, context: grpc.ServicerContext):
+        context.argo_principal = auth.authenticate(bearer(context), name, enrol=enrol)  # type: ignore[attr-defined]
+        return impl(request, context)
+
+    return handler
 
 
 def _serialize(reply: protobuf_message.Message) -> bytes:

@@ -23,28 +23,54 @@ from grpc_reflection.v1alpha import reflection
 
 from balsam import daemon
 from balsam.argo import servicers
-from balsam.argo.config import MAX_MESSAGE_BYTES, ServerSettings
+from balsam.argo.auth import Authenticator, AuthService
+from balsam.argo.config import MAX_MESSAGE_BYTES, ServerSettings, plaintext_refusal
 from balsam.argo.db.engine import cluster, connect
 from balsam.argo.rpc import service_handler
 from balsam.argo.sites import ArgoCoordinator
 from balsam.errors import BalsamError
+from balsam.private_files import check_private, read_private
 from balsam.protos import argo_pb2 as pb
+from balsam.protos import auth_pb2 as apb
 
 log = logging.getLogger("balsam.argo.server")
-SERVICES = ("Workflows", "Monitor", "Sites")
+SERVICES = ("Workflows", "Monitor", "Sites", "Triggers")
 
 
-def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 64) -> tuple[grpc.Server, int]:
-    """A started server on ``address`` (port 0: any free one); returns it and its port."""
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS from ``settings.tls_dir`` (None: plain text); with ``mtls``, clients must show a
+    certificate signed by the same authority. Private keys readable by others are refused."""
+    if not settings.tls_dir:
+        return None
+    folder = Path(settings.tls_dir)
+    try:
+        key = read_private(folder / "server.key").encode()
+        cert = (folder / "server.pem").read_bytes()
+        ca = (folder / "ca.pem").read_bytes() if settings.mtls else None
+    except FileNotFoundError as exc:
+        raise BalsamError(f"TLS folder {folder}: {exc.filename} is missing (make them with `argo certs init --dir {folder}`)") from None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=settings.mtls)
+
+
+def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 64, auth: Authenticator | None = None,
+                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:  # fmt: skip
+    """A started server on ``address`` (port 0: any free one); returns it and its port.
+
+    With ``auth``, every call of our services must carry a valid token (health and reflection need none)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
     )
-    implementations = {"Workflows": servicers.Workflows, "Monitor": servicers.Monitor, "Sites": servicers.Sites}
+    implementations = {"Workflows": servicers.Workflows, "Monitor": servicers.Monitor, "Sites": servicers.Sites,
+                       "Triggers": servicers.Triggers}  # fmt: skip
     names = []
     for name in SERVICES:
         descriptor = pb.DESCRIPTOR.services_by_name[name]
-        server.add_generic_rpc_handlers((service_handler(descriptor, implementations[name](coordinator)),))
+        server.add_generic_rpc_handlers((service_handler(descriptor, implementations[name](coordinator), auth),))
+        names.append(descriptor.full_name)
+    if auth is not None:
+        descriptor = apb.DESCRIPTOR.services_by_name["Auth"]
+        server.add_generic_rpc_handlers((service_handler(descriptor, AuthService(auth), auth),))
         names.append(descriptor.full_name)
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
@@ -52,7 +78,7 @@ def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 
         checker.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:
         raise BalsamError(f"cannot listen on {address}: {exc}") from None
     if port == 0:
@@ -85,13 +111,26 @@ def coordinate(coordinator: ArgoCoordinator, settings: ServerSettings, stop: thr
 
 
 def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
+    refusal = plaintext_refusal(settings.address, bool(settings.tls_dir), settings.insecure)
+    if refusal:
+        raise BalsamError(refusal)
+    credentials = server_credentials(settings)  # before the database: a bad key fails fast
+    if settings.owner_token_file.exists():
+        check_private(settings.owner_token_file)
     engine = connect(settings)
+    auth = Authenticator(engine, settings.auth)
+    auth.ensure_owner_token(settings.data)
     coordinator = ArgoCoordinator(engine)
+    coordinator.auth = auth
     coordinator.forgive_downtime()
-    server, port = build_server(coordinator, settings.address)
+    server, port = build_server(coordinator, settings.address, auth=auth, credentials=credentials)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)
     loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
     loop.start()
+    # Filesystem triggers (argo/triggers.py): folders on this host whose new files become tasks.
+    from balsam.argo.triggers import TriggerService
+
+    threading.Thread(target=TriggerService(coordinator).run, args=(stop,), name="argo-triggers", daemon=True).start()
     if ready:
         ready()
     try:

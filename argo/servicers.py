@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from balsam.argo import spec as specs
+from balsam.argo.auth import Principal, bearer
 from balsam.argo.db.models import Task, TaskEvent, Workflow
 from balsam.argo.sites import ArgoCoordinator
 from balsam.argo.store import BadRequest
@@ -25,7 +26,7 @@ SYNC_BATCH = 500
 
 def workflow_message(workflow: Workflow, counts: list[tuple[str, str, int]]) -> pb.Workflow:
     return pb.Workflow(
-        id=workflow.id, name=workflow.name, status=workflow.status, created_at=timestamp(workflow.created_at),
+        id=workflow.id, name=workflow.name, status=workflow.status, created_at=timestamp(workflow.created_at), project=workflow.project,
         task_count=sum(n for _, _, n in counts),
         counts=[pb.StateCount(workflow_id=workflow.id, site=site, state=state_number(state), count=n) for site, state, n in counts],
     )  # fmt: skip
@@ -61,42 +62,73 @@ def _decode(messages) -> list[specs.TaskSpec]:
     return tasks
 
 
+def _caller(context: grpc.ServicerContext) -> Principal | None:
+    """The authenticated caller (None when the server runs without authentication)."""
+    return getattr(context, "argo_principal", None)
+
+
 class Workflows:
     def __init__(self, coordinator: ArgoCoordinator) -> None:
         self.coordinator = coordinator
 
+    def _check(self, context: grpc.ServicerContext, workflow_id: int, what: str, write: bool = False) -> None:
+        caller = _caller(context)
+        if caller is None:
+            return
+        project = self.coordinator.workflow_project(workflow_id)
+        (caller.require_write if write else caller.require_see)(project, what)
+
+    def _check_task(self, context: grpc.ServicerContext, task_id: str, what: str, write: bool = False) -> None:
+        if _caller(context) is not None:
+            self._check(context, self.coordinator.task(task_id)[0].workflow_id, what, write)
+
     def Submit(self, chunks: Iterator[pb.SubmitChunk], context: grpc.ServicerContext) -> pb.SubmitReply:
-        name, messages = "", []
+        caller = _caller(context)
+        name, messages, project = "", [], None
         for chunk in chunks:
+            if project is None and caller is not None:
+                project = caller.project_for_submit(chunk.project)  # refused before the rest is read
+            elif project is None:
+                project = chunk.project
             name = name or chunk.name
             messages.extend(chunk.tasks)
             if len(messages) > specs.MAX_TASKS:
                 raise specs.SpecError([f"a workflow may hold at most {specs.MAX_TASKS} tasks"])
-        workflow_id, count = self.coordinator.submit(name, _decode(messages))
-        log.info("workflow %d (%s) submitted: %d tasks", workflow_id, name, count)
+        workflow_id, count = self.coordinator.submit(name, _decode(messages), project=project or "")
+        log.info("workflow %d (%s) submitted by %s: %d tasks", workflow_id, name, caller or "anyone", count)
         return pb.SubmitReply(workflow_id=workflow_id, task_count=count)
 
     def Get(self, request: pb.WorkflowRef, context: grpc.ServicerContext) -> pb.Workflow:
+        self._check(context, request.workflow_id, "see this workflow")
         return workflow_message(*self.coordinator.workflow(request.workflow_id))
 
     def List(self, request: pb.ListWorkflowsRequest, context: grpc.ServicerContext) -> pb.ListWorkflowsReply:
         if request.limit < 0:
             raise BadRequest("limit must not be negative")
-        return pb.ListWorkflowsReply(workflows=[workflow_message(w, c) for w, c in self.coordinator.workflows(request.limit)])
+        caller = _caller(context)
+        if caller is not None:
+            caller.require_user("list workflows")
+        projects = caller.visible_projects() if caller else None
+        return pb.ListWorkflowsReply(workflows=[workflow_message(w, c) for w, c in self.coordinator.workflows(request.limit, projects)])
 
     def Cancel(self, request: pb.WorkflowRef, context: grpc.ServicerContext) -> pb.CancelReply:
+        self._check(context, request.workflow_id, "cancel this workflow", write=True)
         return pb.CancelReply(killed=self.coordinator.cancel(request.workflow_id))
 
     def AddTasks(self, request: pb.AddTasksRequest, context: grpc.ServicerContext) -> pb.AddTasksReply:
+        self._check(context, request.workflow_id, "add tasks to this workflow", write=True)
         return pb.AddTasksReply(added=self.coordinator.add_tasks(request.workflow_id, _decode(request.tasks)))
 
     def GetTask(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.Task:
+        self._check_task(context, request.task_id, "see this task")
         return task_message(*self.coordinator.task(request.task_id))
 
     def ListTasks(self, request: pb.ListTasksRequest, context: grpc.ServicerContext) -> pb.ListTasksReply:
+        self._check(context, request.workflow_id, "see this workflow")
         return pb.ListTasksReply(tasks=[task_message(t, p) for t, p in self.coordinator.tasks(request.workflow_id)])
 
     def KillTask(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.Task:
+        self._check_task(context, request.task_id, "kill this task", write=True)
         task = self.coordinator.kill_task(request.task_id)
         return task_message(task, [])
 
@@ -107,11 +139,19 @@ class Monitor:
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
         states = [state_name(s) for s in request.states]
+        caller = _caller(context)
+        projects = None
+        if caller is not None:
+            caller.require_user("watch events")
+            projects = caller.visible_projects()
         if request.workflow_id:
-            self.coordinator.workflow_status(request.workflow_id)  # NOT_FOUND at once for an unknown one
+            project = self.coordinator.workflow_project(request.workflow_id)  # NOT_FOUND at once for an unknown one
+            if caller is not None:
+                caller.require_see(project, "watch this workflow")
+            projects = None
         after, version = request.after_id, self.coordinator.version
         while context.is_active():
-            events = self.coordinator.events_after(after, request.workflow_id, request.site, states, WATCH_BATCH)
+            events = self.coordinator.events_after(after, request.workflow_id, request.site, states, WATCH_BATCH, projects)
             for event in events:
                 after = event.id
                 yield event_message(event)
@@ -121,10 +161,19 @@ class Monitor:
                 version = self.coordinator.wait_for_change(version, 1.0)
 
     def Summary(self, request: pb.SummaryRequest, context: grpc.ServicerContext) -> pb.SummaryReply:
-        rows = self.coordinator.summary(request.workflow_id, request.site)
+        caller = _caller(context)
+        projects = None
+        if caller is not None:
+            caller.require_user("see summaries")
+            projects = caller.visible_projects()
+        if request.workflow_id and caller is not None:
+            caller.require_see(self.coordinator.workflow_project(request.workflow_id), "see this workflow")
+        rows = self.coordinator.summary(request.workflow_id, request.site, projects)
         return pb.SummaryReply(counts=[pb.StateCount(workflow_id=w, site=s, state=state_number(st), count=n) for w, s, st, n in rows])
 
     def ListSites(self, request: pb.ListSitesRequest, context: grpc.ServicerContext) -> pb.ListSitesReply:
+        if (caller := _caller(context)) is not None:
+            caller.require_user("list sites")
         sites = []
         for site, assigned in self.coordinator.sites():
             beat: dict[str, Any] = site.heartbeat or {}
@@ -143,6 +192,8 @@ class Sites:
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        if (caller := _caller(context)) is not None:
+            caller.require_site(request.name)
         created = self.coordinator.register(request)
         log.info("site %s %s: apps %s", request.name, "registered" if created else "re-registered", ", ".join(request.apps))
         return pb.RegisterReply(created=created)
@@ -154,9 +205,14 @@ class Sites:
         if not first.HasField("hello") or not first.hello.site:
             raise BadRequest("the first envelope of a sync stream must carry Hello with the site's name")
         site = first.hello.site
+        caller = _caller(context)
+        if caller is not None:
+            caller.require_site(site)
+        auth = getattr(self.coordinator, "auth", None)
+        token = bearer(context)
         applied_here, last_seq = self.coordinator.hello(site, first.hello.last_applied)
-        token = object()
-        self._streams[site] = token
+        stream = object()
+        self._streams[site] = stream
         log.info("site %s connected (it applied %d, we applied %d)", site, first.hello.last_applied, applied_here)
         yield pb.CoordinatorEnvelope(welcome=pb.Welcome(last_applied=applied_here, last_seq=last_seq))
 
@@ -178,7 +234,11 @@ class Sites:
         self.coordinator.wakers.add(wake)
         sent = first.hello.last_applied
         try:
-            while context.is_active() and self._streams.get(site) is token:
+            while context.is_active() and self._streams.get(site) is stream:
+                if caller is not None and auth is not None:
+                    # A stream lasts: its token is checked again (cached) so that a revoked or
+                    # expired one ends it; the agent reconnects with its refreshed credential.
+                    auth.authenticate(token, "Sites.Sync")
                 wake.clear()
                 busy = False
                 while True:
@@ -210,6 +270,60 @@ class Sites:
                     wake.wait(1.0)
         finally:
             self.coordinator.wakers.discard(wake)
-            if self._streams.get(site) is token:
+            if self._streams.get(site) is stream:
                 del self._streams[site]
             log.info("site %s disconnected", site)
+
+
+def trigger_message(rule, files: int) -> pb.TriggerRule:
+    return pb.TriggerRule(
+        id=rule.id, name=rule.name, folder=rule.folder, recursive=rule.recursive, patterns=list(rule.patterns),
+        ignore=list(rule.ignore), app=rule.app, params_json=json.dumps(rule.params), resources=pb.Resources(**rule.resources),
+        tags=dict(rule.tags), site=rule.pin or "", workflow=rule.workflow, settle_s=rule.settle_s,
+        workflow_id=rule.workflow_id or 0, files=files, created_at=timestamp(rule.created_at),
+    )  # fmt: skip
+
+
+def _require_trigger_owner(context: grpc.ServicerContext, what: str) -> None:
+    caller = _caller(context)
+    if caller is not None:
+        caller.require_owner(what)
+
+
+class Triggers:
+    """Filesystem triggers at the coordinator (``balsam.argo.triggers``)."""
+
+    def __init__(self, coordinator: ArgoCoordinator) -> None:
+        self.coordinator = coordinator
+
+    def Add(self, request: pb.TriggerRule, context: grpc.ServicerContext) -> pb.TriggerRule:
+        from balsam.argo import triggers
+
+        # The coordinator's own folders, and workflows of no project: the owner's business.
+        _require_trigger_owner(context, "add trigger rules")
+        try:
+            params = json.loads(request.params_json) if request.params_json else {}
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"params_json is not JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise BadRequest("params_json must be a JSON object")
+        resources = {f.name: value for f, value in request.resources.ListFields()}
+        rule = triggers.add_rule(self.coordinator, {
+            "name": request.name, "folder": request.folder, "recursive": request.recursive, "patterns": list(request.patterns),
+            "ignore": list(request.ignore), "app": request.app, "params": params, "resources": resources, "tags": dict(request.tags),
+            "pin": request.site, "workflow": request.workflow, "settle_s": request.settle_s,
+        }, skip_existing=request.skip_existing)  # fmt: skip
+        log.info("trigger rule %s added: %s -> app %s, workflow %d", rule.name, rule.folder, rule.app, rule.workflow_id)
+        return trigger_message(rule, 0)
+
+    def List(self, request: pb.ListTriggersRequest, context: grpc.ServicerContext) -> pb.ListTriggersReply:
+        from balsam.argo import triggers
+
+        _require_trigger_owner(context, "list trigger rules")
+        return pb.ListTriggersReply(rules=[trigger_message(rule, files) for rule, files in triggers.rules(self.coordinator)])
+
+    def Remove(self, request: pb.TriggerRef, context: grpc.ServicerContext) -> pb.RemoveTriggerReply:
+        from balsam.argo import triggers
+
+        _require_trigger_owner(context, "remove trigger rules")
+        return pb.RemoveTriggerReply(files=triggers.remove_rule(self.coordinator, request.name))

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from balsam.argo import graph, placement
+from balsam.argo.auth import PermissionDenied
 from balsam.argo.db.models import FINAL, Site, Task
 from balsam.argo.store import BadRequest, Coordinator, NotFound
 from balsam.argo.wire import from_timestamp, state_name
@@ -138,7 +139,14 @@ class ArgoCoordinator(Coordinator):
 
     def _apply_events(self, session: Session, site: str, events: Sequence[pb.TaskEvent]) -> tuple[set[int], bool]:
         ids = sorted({e.task_id for e in events})
-        tasks = {t.id: t for t in session.execute(select(Task.id, Task.workflow_id, Task.site, Task.attempt, Task.state).where(Task.id.in_(ids)))}
+        tasks = {t.id: t for t in session.execute(
+            select(Task.id, Task.workflow_id, Task.site, Task.attempt, Task.state, Task.sites_tried).where(Task.id.in_(ids))
+        )}  # fmt: skip
+        # A site reports only on tasks it was given: news of a task never placed there is refused
+        # (the whole batch: nothing of it is applied), unlike news of its own stale copies.
+        foreign = sorted(t.id for t in tasks.values() if t.site != site and site not in (t.sites_tried or []))
+        if foreign:
+            raise PermissionDenied(f"site {site} reported on task(s) never assigned to it: {', '.join(foreign[:5])}")
         state = {task_id: t.state for task_id, t in tasks.items()}
         updates: dict[str, tuple[str, int, int | None, str]] = {}
         located: dict[str, dict[str, Any]] = {}
@@ -193,6 +201,14 @@ class ArgoCoordinator(Coordinator):
             prefix, _, name = task.task_id.partition("/")
             if prefix != str(task.workflow_id) or not name:
                 raise BalsamError(f"site {site}: spawned task id {task.task_id!r} does not belong to workflow {task.workflow_id}")
+            if not name.startswith(f"{site}:"):
+                raise PermissionDenied(f"site {site} may spawn only tasks named {task.workflow_id}/{site}:JOB, not {task.task_id!r}")
+            strangers = session.execute(
+                text("SELECT id FROM tasks WHERE id = ANY(:ids) AND NOT (coalesce(site, '') = :s OR sites_tried ? :s)"),
+                {"ids": list(task.spec.parents), "s": site},
+            ).scalars().all()
+            if strangers:
+                raise PermissionDenied(f"site {site} may spawn children only of its own tasks, not of {', '.join(strangers[:5])}")
             status = session.scalar(text("SELECT status FROM workflows WHERE id = :wf"), {"wf": task.workflow_id})
             if status is None:
                 continue  # its workflow was deleted: nothing to join

@@ -73,7 +73,7 @@ class Coordinator:
     def apps_by_site(self, session: Session) -> dict[str, list[str]]:
         return {row.name: list(row.apps) for row in session.execute(text("SELECT name, apps FROM sites"))}
 
-    def submit(self, name: str, tasks: Sequence[specs.TaskSpec]) -> tuple[int, int]:
+    def submit(self, name: str, tasks: Sequence[specs.TaskSpec], project: str = "") -> tuple[int, int]:
         """Validate the whole graph against the registered sites, then store it; (workflow id, task count)."""
         if not specs.NAME_PATTERN.match(name or ""):
             raise specs.SpecError([f"workflow name {name!r} must be 1-200 letters, digits, '_', '.' or '-'"])
@@ -81,7 +81,7 @@ class Coordinator:
             raise specs.SpecError([f"workflow {name!r} has no tasks"])
         with self.session() as session:
             specs.validate(tasks, self.apps_by_site(session))
-            workflow = Workflow(name=name, status="running")
+            workflow = Workflow(name=name, status="running", project=project)
             session.add(workflow)
             session.flush()
             self._insert(session, workflow.id, tasks, existing={})
@@ -149,9 +149,21 @@ class Coordinator:
                 raise NotFound(f"no workflow {workflow_id}")
             return workflow, self._counts(session, [workflow_id])[workflow_id]
 
-    def workflows(self, limit: int = 100) -> list[tuple[Workflow, list[tuple[str, str, int]]]]:
+    def workflow_project(self, workflow_id: int) -> str:
+        """The project a workflow belongs to ('' : none); NotFound for an unknown one."""
         with self.session() as session:
-            found = session.scalars(select(Workflow).order_by(Workflow.id.desc()).limit(limit or 100)).all()
+            project = session.scalar(select(Workflow.project).where(Workflow.id == workflow_id))
+        if project is None:
+            raise NotFound(f"no workflow {workflow_id}")
+        return project
+
+    def workflows(self, limit: int = 100, projects: Sequence[str] | None = None) -> list[tuple[Workflow, list[tuple[str, str, int]]]]:
+        """The newest workflows (of these projects only, unless None)."""
+        query = select(Workflow).order_by(Workflow.id.desc()).limit(limit or 100)
+        if projects is not None:
+            query = query.where(Workflow.project.in_(list(projects)))
+        with self.session() as session:
+            found = session.scalars(query).all()
             counts = self._counts(session, [w.id for w in found])
             return [(w, counts[w.id]) for w in found]
 
@@ -167,9 +179,13 @@ class Coordinator:
                 counts[row.workflow_id].append((row.site, row.state, row.n))
         return counts
 
-    def summary(self, workflow_id: int = 0, site: str = "") -> list[tuple[int, str, str, int]]:
-        """(workflow, site, state, count) over all tasks, optionally of one workflow or site."""
+    def summary(self, workflow_id: int = 0, site: str = "", projects: Sequence[str] | None = None) -> list[tuple[int, str, str, int]]:
+        """(workflow, site, state, count) over all tasks, optionally of one workflow or site (and of
+        these projects only, unless None)."""
         where, args = [], {}
+        if projects is not None:
+            where.append("workflow_id IN (SELECT id FROM workflows WHERE project = ANY(:projects))")
+            args["projects"] = list(projects)
         if workflow_id:
             where.append("workflow_id = :wf")
             args["wf"] = workflow_id
@@ -245,8 +261,11 @@ class Coordinator:
 
     # -- events ----------------------------------------------------------------------------
 
-    def events_after(self, after_id: int, workflow_id: int = 0, site: str = "", states: Sequence[str] = (), limit: int = 1000) -> list[TaskEvent]:
+    def events_after(self, after_id: int, workflow_id: int = 0, site: str = "", states: Sequence[str] = (), limit: int = 1000,
+                     projects: Sequence[str] | None = None) -> list[TaskEvent]:  # fmt: skip
         query = select(TaskEvent).where(TaskEvent.id > after_id).order_by(TaskEvent.id).limit(limit)
+        if projects is not None:
+            query = query.where(TaskEvent.workflow_id.in_(select(Workflow.id).where(Workflow.project.in_(list(projects)))))
         if workflow_id:
             query = query.where(TaskEvent.workflow_id == workflow_id)
         if site:

@@ -63,12 +63,14 @@ class TaskSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., app: _Optional[str] = ..., params_json: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., parents: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[str]] = ..., site: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SubmitChunk(_message.Message):
-    __slots__ = ("name", "tasks")
+    __slots__ = ("name", "tasks", "project")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     name: str
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
-    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
+    project: str
+    def __init__(self, name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class SubmitReply(_message.Message):
     __slots__ = ("workflow_id", "task_count")
@@ -97,20 +99,22 @@ class StateCount(_message.Message):
     def __init__(self, workflow_id: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "name", "status", "created_at", "task_count", "counts")
+    __slots__ = ("id", "name", "status", "created_at", "task_count", "counts", "project")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     status: str
     created_at: _timestamp_pb2.Timestamp
     task_count: int
     counts: _containers.RepeatedCompositeFieldContainer[StateCount]
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_count: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ...) -> None: ...
+    project: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_count: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class ListWorkflowsRequest(_message.Message):
     __slots__ = ("limit",)
@@ -460,3 +464,70 @@ class CoordinatorEnvelope(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[CoordinatorMessage]
     ack: int
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[CoordinatorMessage, _Mapping]]] = ..., ack: _Optional[int] = ...) -> None: ...
+
+class TriggerRule(_message.Message):
+    __slots__ = ("name", "folder", "recursive", "patterns", "ignore", "app", "params_json", "resources", "tags", "site", "workflow", "settle_s", "skip_existing", "id", "workflow_id", "files", "created_at")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_FIELD_NUMBER: _ClassVar[int]
+    APP_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_S_FIELD_NUMBER: _ClassVar[int]
+    SKIP_EXISTING_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    folder: str
+    recursive: bool
+    patterns: _containers.RepeatedScalarFieldContainer[str]
+    ignore: _containers.RepeatedScalarFieldContainer[str]
+    app: str
+    params_json: str
+    resources: Resources
+    tags: _containers.ScalarMap[str, str]
+    site: str
+    workflow: str
+    settle_s: float
+    skip_existing: bool
+    id: int
+    workflow_id: int
+    files: int
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., folder: _Optional[str] = ..., recursive: _Optional[bool] = ..., patterns: _Optional[_Iterable[str]] = ..., ignore: _Optional[_Iterable[str]] = ..., app: _Optional[str] = ..., params_json: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., site: _Optional[str] = ..., workflow: _Optional[str] = ..., settle_s: _Optional[float] = ..., skip_existing: _Optional[bool] = ..., id: _Optional[int] = ..., workflow_id: _Optional[int] = ..., files: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class TriggerRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListTriggersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTriggersReply(_message.Message):
+    __slots__ = ("rules",)
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    rules: _containers.RepeatedCompositeFieldContainer[TriggerRule]
+    def __init__(self, rules: _Optional[_Iterable[_Union[TriggerRule, _Mapping]]] = ...) -> None: ...
+
+class RemoveTriggerReply(_message.Message):
+    __slots__ = ("files",)
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    def __init__(self, files: _Optional[int] = ...) -> None: ...

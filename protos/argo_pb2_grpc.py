@@ -669,3 +669,161 @@ class Sites:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TriggersStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Add = channel.unary_unary(
+                '/balsam.v1.Triggers/Add',
+                request_serializer=balsam_dot_protos_dot_argo__pb2.TriggerRule.SerializeToString,
+                response_deserializer=balsam_dot_protos_dot_argo__pb2.TriggerRule.FromString,
+                _registered_method=True)
+        self.List = channel.unary_unary(
+                '/balsam.v1.Triggers/List',
+                request_serializer=balsam_dot_protos_dot_argo__pb2.ListTriggersRequest.SerializeToString,
+                response_deserializer=balsam_dot_protos_dot_argo__pb2.ListTriggersReply.FromString,
+                _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/balsam.v1.Triggers/Remove',
+                request_serializer=balsam_dot_protos_dot_argo__pb2.TriggerRef.SerializeToString,
+                response_deserializer=balsam_dot_protos_dot_argo__pb2.RemoveTriggerReply.FromString,
+                _registered_method=True)
+
+
+class TriggersServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Add(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def List(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Remove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TriggersServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Add': grpc.unary_unary_rpc_method_handler(
+                    servicer.Add,
+                    request_deserializer=balsam_dot_protos_dot_argo__pb2.TriggerRule.FromString,
+                    response_serializer=balsam_dot_protos_dot_argo__pb2.TriggerRule.SerializeToString,
+            ),
+            'List': grpc.unary_unary_rpc_method_handler(
+                    servicer.List,
+                    request_deserializer=balsam_dot_protos_dot_argo__pb2.ListTriggersRequest.FromString,
+                    response_serializer=balsam_dot_protos_dot_argo__pb2.ListTriggersReply.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=balsam_dot_protos_dot_argo__pb2.TriggerRef.FromString,
+                    response_serializer=balsam_dot_protos_dot_argo__pb2.RemoveTriggerReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'balsam.v1.Triggers', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('balsam.v1.Triggers', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Triggers:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Add(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/balsam.v1.Triggers/Add',
+            balsam_dot_protos_dot_argo__pb2.TriggerRule.SerializeToString,
+            balsam_dot_protos_dot_argo__pb2.TriggerRule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def List(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/balsam.v1.Triggers/List',
+            balsam_dot_protos_dot_argo__pb2.ListTriggersRequest.SerializeToString,
+            balsam_dot_protos_dot_argo__pb2.ListTriggersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/balsam.v1.Triggers/Remove',
+            balsam_dot_protos_dot_argo__pb2.TriggerRef.SerializeToString,
+            balsam_dot_protos_dot_argo__pb2.RemoveTriggerReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -34,6 +34,7 @@ from sqlalchemy import select, text
 from balsam import daemon
 from balsam.errors import BalsamError
 from balsam.site import elastic
+from balsam.site.access import check_site_secrets
 from balsam.site.api import Site
 from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
 from balsam.site.db import leases
@@ -81,6 +82,7 @@ class Agent:
         self._next_submit_at = 0.0
         self.argo_sync = None
         self.transfers = None
+        self.triggers = None
 
     def tick(self) -> dict[str, Any]:
         """One round of every step; returns (and keeps) a status report."""
@@ -246,6 +248,14 @@ class Agent:
         self.transfers = TransferService(self.site)
         threading.Thread(target=self.transfers.run, args=(stop,), name="transfers", daemon=True).start()
 
+    def start_triggers(self, stop: threading.Event) -> None:
+        """Watch the folders of the site's trigger rules in a thread of its own (``site/triggers.py``):
+        a job per complete file within a tick, never held up by a slow scheduler command."""
+        from balsam.site.triggers import TriggerWatcher
+
+        self.triggers = TriggerWatcher(self.site)
+        threading.Thread(target=self.triggers.run, args=(stop,), name="triggers", daemon=True).start()
+
     def run(self, stop: threading.Event) -> None:
         interval = self.settings.elastic_queue.interval_s
         status_file = self.settings.logs_dir / STATUS_FILE
@@ -259,6 +269,7 @@ class Agent:
 
             unlink(self.site)  # it may have left a coordinator: stop keeping events for it
         self.start_transfers(stop)
+        self.start_triggers(stop)
         while not stop.is_set():
             started = time.monotonic()
             report = self.tick()
@@ -266,6 +277,8 @@ class Agent:
                 report["argo"] = dict(self.argo_sync.status)
             if self.transfers is not None:
                 report["transfers"] = dict(self.transfers.status)
+            if self.triggers is not None:
+                report["triggers"] = dict(self.triggers.status)
             _write_json(status_file, report)
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
         self.status["stopped_at"] = _iso()
@@ -278,6 +291,7 @@ class Agent:
 
 def start_agent(settings: SiteSettings, wait_s: float = 15.0) -> int:
     """Start the agent detached; returns its pid once it holds its pid file (or raises, with its log)."""
+    check_site_secrets(settings)  # refused before a daemon is started, not only in its log
     settings.logs_dir.mkdir(exist_ok=True)
     return daemon.start_daemon(
         [sys.executable, "-m", "balsam.site.agent", "--site", str(settings.path)], settings.logs_dir / PID_FILE,
@@ -311,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = SiteSettings.load(args.site)
+    try:
+        check_site_secrets(settings)  # a password others can read is one given away: do not serve it
+    except BalsamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     settings.logs_dir.mkdir(exist_ok=True)
     logging.basicConfig(
         filename=settings.logs_dir / LOG_FILE, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -10,6 +10,12 @@ Down: assignments become local jobs and kill orders kill them; each batch is app
 the new ``argo_link.last_applied`` in one transaction, so nothing is applied twice.
 
 The site talks to Argo only through ``balsam.protos`` over gRPC, never through Argo's internals.
+
+Security: with ``argo.ca_file`` the channel is TLS (with ``cert_file``/``key_file``, mutual TLS).
+Every call carries the site's credential (``SITE/argo-credential.json``, mode 600), bought once with
+an enrolment token (``enrol``, from ``balsam site start --enrol-token``) and renewed by the agent at
+half its life (``Refresh``), without a restart: the running stream goes on with the old token until
+the coordinator ends it at that token's expiry, and the next stream uses the new one.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from sqlalchemy.orm import Session
 
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows
+from balsam.private_files import read_private, write_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
+from balsam.protos import auth_pb2 as apb
+from balsam.protos import auth_pb2_grpc as arpc
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
@@ -56,6 +65,56 @@ MODELS_EVERY_S = 60.0
 
 class SyncGap(BalsamError):
     pass
+
+
+def open_channel(settings) -> grpc.Channel:
+    """A channel to the coordinator: TLS when the site has the CA that signed its certificate."""
+    argo = settings.argo
+    if not argo.ca_file:
+        return grpc.insecure_channel(argo.address)
+    try:
+        ca = Path(argo.ca_file).read_bytes()
+        cert = Path(argo.cert_file).read_bytes() if argo.cert_file else None
+        key = read_private(Path(argo.key_file)).encode() if argo.key_file else None
+    except FileNotFoundError as exc:
+        raise BalsamError(f"argo TLS file {exc.filename} not found") from None
+    return grpc.secure_channel(argo.address, grpc.ssl_channel_credentials(ca, key, cert))
+
+
+def load_credential(settings) -> dict[str, Any] | None:
+    """The site's Argo credential, or None before it enrolled; refused when others can read it."""
+    path = settings.argo_credential_file
+    if not path.exists():
+        return None
+    try:
+        return json.loads(read_private(path))
+    except json.JSONDecodeError as exc:
+        raise BalsamError(f"{path} is malformed: {exc}") from None
+
+
+def save_credential(settings, reply: apb.Token) -> dict[str, Any]:
+    doc = {"site": reply.name, "address": settings.argo.address, "token": reply.token, "issued_at": time.time(),
+           "expires_at": reply.expires_at.seconds if reply.HasField("expires_at") else None}  # fmt: skip
+    write_private(settings.argo_credential_file, json.dumps(doc, indent=1))
+    return doc
+
+
+def enrol(settings, enrol_token: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Exchange a one-time enrolment token for this site's credential, kept in argo-credential.json."""
+    channel = open_channel(settings)
+    try:
+        reply = arpc.AuthStub(channel).Enrol(
+            apb.EnrolRequest(site=settings.name), metadata=[("authorization", f"Bearer {enrol_token.strip()}")], timeout=timeout_s
+        )
+    except grpc.RpcError as exc:
+        raise BalsamError(f"enrolling with Argo at {settings.argo.address} failed: {exc.code().name}: {exc.details()}") from None
+    finally:
+        channel.close()
+    return save_credential(settings, reply)
+
+
+def _metadata(credential: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {credential['token']}")] if credential else []
 
 
 def link(site: Site, address: str) -> None:
@@ -101,6 +160,8 @@ class ArgoSync:
         self.locations = SiteLocations(site.settings)
         self._models: dict[str, pb.RuntimeModel] = {}
         self._models_due = 0.0
+        self.credential = load_credential(site.settings)  # refused at start when others can read it
+        self._refresh_due = 0.0
 
     # -- the connection --------------------------------------------------------------------
 
@@ -127,9 +188,12 @@ class ArgoSync:
             backoff = min(30.0, BACKOFF_HEARTBEATS * self.settings.argo.heartbeat_s, backoff * 2)
 
     def _session(self, stop: threading.Event) -> None:
-        channel = grpc.insecure_channel(self.address)
+        channel = open_channel(self.settings)
+        self.credential = load_credential(self.settings)
+        self.refresh(channel)  # a credential that expired while the agent was down cannot be renewed: say so
+        metadata = _metadata(self.credential)
         try:
-            rpc.SitesStub(channel).Register(self.registration(), timeout=10)
+            rpc.SitesStub(channel).Register(self.registration(), timeout=10, metadata=metadata)
             with self.site.session() as session:
                 applied = session.scalar(select(ArgoLink.last_applied))
             out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
@@ -140,7 +204,7 @@ class ArgoSync:
                 while (envelope := out.get()) is not None:
                     yield envelope
 
-            responses = rpc.SitesStub(channel).Sync(envelopes())
+            responses = rpc.SitesStub(channel).Sync(envelopes(), metadata=metadata)
             done = threading.Event()
 
             def cancel_on_stop() -> None:  # the stream may be idle: nothing else would wake the reader
@@ -160,7 +224,7 @@ class ArgoSync:
                     self.first_sync.set()  # nothing waits for us at the coordinator
                 self.status.update(connected=True, last_error="", connected_at=time.time())
                 log.info("synced with Argo at %s (it applied %d of our messages)", self.address, acked["up"])
-                sender = threading.Thread(target=self._send, args=(out, acked, done, stop), name="argo-send", daemon=True)
+                sender = threading.Thread(target=self._send, args=(out, acked, done, stop, channel), name="argo-send", daemon=True)
                 sender.start()
                 for envelope in responses:
                     if envelope.ack:
@@ -180,11 +244,32 @@ class ArgoSync:
         finally:
             channel.close()
 
-    def _send(self, out: queue.Queue, acked: dict[str, int], done: threading.Event, stop: threading.Event) -> None:
+    def refresh(self, channel: grpc.Channel) -> None:
+        """Renew the credential once half its life has passed (a failure is logged and retried)."""
+        cred = self.credential
+        if not cred or not cred.get("expires_at") or time.monotonic() < self._refresh_due:
+            return
+        issued = float(cred.get("issued_at") or 0)
+        if time.time() < issued + (float(cred["expires_at"]) - issued) / 2:
+            return
+        try:
+            reply = arpc.AuthStub(channel).Refresh(apb.RefreshRequest(), metadata=_metadata(cred), timeout=10)
+        except grpc.RpcError as exc:
+            self._refresh_due = time.monotonic() + 5.0
+            self.status["last_error"] = f"refreshing the Argo credential: {exc.code().name}: {exc.details()}"
+            log.warning("%s", self.status["last_error"])
+            return
+        self.credential = save_credential(self.settings, reply)
+        log.info("Argo credential renewed (expires at %s)", self.credential["expires_at"])
+
+    def _send(self, out: queue.Queue, acked: dict[str, int], done: threading.Event, stop: threading.Event,
+              channel: grpc.Channel | None = None) -> None:  # fmt: skip
         sent = acked["up"]
         next_beat = 0.0
         try:
             while not done.is_set() and not stop.is_set():
+                if channel is not None:
+                    self.refresh(channel)
                 self.pump()
                 bodies = [] if sent - acked["up"] >= WINDOW else self.outbox(sent)
                 envelope = pb.SiteEnvelope(messages=[pb.SiteMessage.FromString(body) for body in bodies])

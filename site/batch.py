@@ -27,6 +27,7 @@ from balsam.site.api import Site
 from balsam.site.db.models import BatchJob
 from balsam.site.scheduler.base import BatchRequest, BatchState, BatchStatus, SchedulerError
 from balsam.site.scheduler.commands import get_scheduler
+from balsam.site.settings import CREDENTIALS_ENV
 
 log = logging.getLogger("balsam.site.batch")
 
@@ -143,6 +144,8 @@ class BatchQueue:
             f"{row.wall_time_min} min, {row.job_mode} mode.",
             f"export BALSAM_SITE={shlex.quote(str(self.settings.path))}",
             f"export {BATCH_JOB_VARIABLE}={row.id}",
+            # A collaborator's launcher logs in as them, whatever environment the scheduler passes on.
+            *([f"export {CREDENTIALS_ENV}={shlex.quote(str(self.settings.credentials.file))}"] if self.settings.credentials else []),
             # The launcher finds mpirun (and mpi4py's python) next to its own interpreter first.
             f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"",
             f"cd {shlex.quote(str(self.settings.path))}",

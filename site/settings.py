@@ -16,9 +16,12 @@ import tomli_w
 
 from balsam.errors import BalsamError
 from balsam.postgres import DatabaseSettings
+from balsam.private_files import check_private
 
 SETTINGS_FILE = "balsam-site.toml"
 SITE_ENV = "BALSAM_SITE"
+# A person's own database login (`balsam site user add` writes one), used instead of the site's role.
+CREDENTIALS_ENV = "BALSAM_DB_CREDENTIALS"
 
 
 SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
@@ -93,6 +96,11 @@ class ArgoLinkSettings:
     max_tasks: int = 0  # Argo places at most this many unfinished tasks here (0: no cap)
     nodes: int = 0  # nodes Argo may count on at once (0: elastic_queue.max_nodes)
     transfer_endpoint: str = ""
+    # TLS: the CA that signed the coordinator's certificate (empty: plain text), and this site's
+    # own certificate and key for a coordinator that requires them (mutual TLS).
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
     def check(self) -> None:
         for name in ("heartbeat_s", "queue_wait_s"):
@@ -181,6 +189,38 @@ class PerfSettings:
 
 
 @dataclass
+class DbCredentials:
+    """One person's login to a site's database, from a file of theirs (``$BALSAM_DB_CREDENTIALS``).
+
+    ``user`` and ``password`` replace the site's own login on the site's address (so a moved port
+    still works); ``url``, when given, replaces the whole address. ``role`` is what `balsam site
+    user add` granted, kept only to explain a refusal: the database decides what the login may do.
+    """
+
+    file: Path
+    user: str = ""
+    password: str = ""
+    url: str = ""
+    role: str = ""
+
+
+def load_credentials(file: str | Path) -> DbCredentials:
+    path = Path(file).expanduser().resolve()
+    try:
+        doc = tomllib.loads(path.read_text())
+        section = doc["database"]
+        creds = DbCredentials(file=path, **section)
+    except FileNotFoundError:
+        raise BalsamError(f"{CREDENTIALS_ENV}: no credentials file {path}") from None
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise BalsamError(f"credentials file {path} is malformed (it needs a [database] with user and password): {exc}") from None
+    if not (creds.url or (creds.user and creds.password)):
+        raise BalsamError(f"credentials file {path} needs [database] user and password (or url)")
+    check_private(path)
+    return creds
+
+
+@dataclass
 class SiteSettings:
     path: Path
     name: str
@@ -190,6 +230,8 @@ class SiteSettings:
     argo: ArgoLinkSettings = field(default_factory=ArgoLinkSettings)
     transfer: TransferSettings = field(default_factory=TransferSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
+    # Set from $BALSAM_DB_CREDENTIALS by load(); never saved into the settings file.
+    credentials: DbCredentials | None = None
 
     @property
     def settings_file(self) -> Path:
@@ -212,6 +254,11 @@ class SiteSettings:
         return self.path / "batch"
 
     @property
+    def argo_credential_file(self) -> Path:
+        """The site's Argo credential (from `--enrol-token`, renewed by the agent), owner-only."""
+        return self.path / "argo-credential.json"
+
+    @property
     def globus_tokens_file(self) -> Path:
         """Globus tokens from `balsam globus login`, readable by the owner only."""
         return self.path / "globus-tokens.json"
@@ -229,12 +276,29 @@ class SiteSettings:
             "transfer": asdict(self.transfer),
             "perf": asdict(self.perf),
         }
-        # Owner-only: with an external server the file holds the database password.
+        # Owner-only when it holds a database password (an external URL with one). Otherwise a mode
+        # the owner chose is kept, so a file shared with collaborators (chmod g+r) stays shared.
+        mode = 0o600
+        if not self.holds_password() and self.settings_file.exists():
+            mode = os.stat(self.settings_file).st_mode & 0o777
         tmp = self.settings_file.with_suffix(".toml.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(tomli_w.dumps(doc))
+        os.chmod(tmp, mode)
         tmp.replace(self.settings_file)
+
+    def holds_password(self) -> bool:
+        """Whether the settings file holds a database password (an external URL with one)."""
+        from sqlalchemy.engine import make_url  # here: settings stays a light module
+
+        db = self.database
+        if db.mode != "external" or not db.url:
+            return False
+        try:
+            return bool(make_url(db.url).password)
+        except Exception:  # a malformed URL fails on connect, with its own message
+            return True
 
     @classmethod
     def load(cls, path: Path) -> SiteSettings:
@@ -260,8 +324,9 @@ class SiteSettings:
             raise BalsamError(f"{file} is malformed: {exc}") from None
         except BalsamError as exc:
             raise BalsamError(f"{file}: {exc}") from None
+        credentials = load_credentials(os.environ[CREDENTIALS_ENV]) if os.environ.get(CREDENTIALS_ENV) else None
         return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
-                   transfer=transfer, perf=perf)
+                   transfer=transfer, perf=perf, credentials=credentials)
 
 
 def _section(kind, doc: dict, name: str):

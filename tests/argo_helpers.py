@@ -62,8 +62,20 @@ class Federation:
             raise AssertionError(f"argo {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
         return proc
 
-    def start_server(self) -> None:
-        self.argo("server", "start", "--data", str(self.data), "--address", self.address, "--site-timeout", str(self.site_timeout_s))
+    def start_server(self, *extra: str) -> None:
+        self.argo("server", "start", "--data", str(self.data), "--address", self.address, "--site-timeout", str(self.site_timeout_s), *extra)
+        # The operator's token, for every client of this test process and the `argo` it runs.
+        os.environ["ARGO_TOKEN"] = self.owner_token()
+
+    def owner_token(self) -> str:
+        return (self.data / "owner-token").read_text().strip()
+
+    def enrol(self, name: str) -> None:
+        """The site gets its own credential, as an operator enrols a site: a one-time token, exchanged."""
+        from balsam.site.argo_sync import enrol
+
+        token = self.argo("site", "enrol", name, "--data", str(self.data)).stdout.strip()
+        enrol(self.sites[name].settings, token)
 
     def server_pid(self) -> int | None:
         from balsam.argo.server import server_pid
@@ -86,6 +98,7 @@ class Federation:
         settings.argo.queue_wait_s = 5.0
         settings.save()
         self.sites[name] = site
+        self.enrol(name)
         if start:
             self.start_agent(name)
         return site

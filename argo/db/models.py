@@ -38,6 +38,8 @@ class Workflow(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     created_at: Mapped[datetime] = _now()
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who may see it: the owner and the users of this project ('' : the owner only).
+    project: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
     __table_args__ = (CheckConstraint(f"status IN {WORKFLOW_STATUSES}", name="workflow_status"),)
 
@@ -144,3 +146,73 @@ class SiteOutbox(Base):
     site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuthToken(Base):
+    """A credential, by the sha256 of its token (the token itself is never stored).
+
+    kind: ``user`` (role owner | collaborator | viewer, with its projects), ``site`` (name: the site
+    it may sync as) or ``enrol`` (one-time: exchanged for a site credential, then used up).
+    """
+
+    __tablename__ = "auth_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    projects: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: never
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_auth_tokens_subject", "kind", "name"),
+        CheckConstraint("kind IN ('user', 'site', 'enrol')", name="auth_token_kind"),
+        CheckConstraint("role IN ('owner', 'collaborator', 'viewer', 'site')", name="auth_token_role"),
+    )
+
+
+# Trigger rules at the coordinator (migration 0003). Imported here so this block stands alone.
+from sqlalchemy import Float, PrimaryKeyConstraint  # noqa: E402
+
+
+class TriggerRule(Base):
+    """Files appearing in a folder the coordinator sees become tasks of the rule's workflow.
+
+    ``workflow_id`` is the running workflow the rule adds tasks to; when it has ended (all its
+    tasks done), the next file opens a new workflow of the same name (``balsam.argo.triggers``).
+    """
+
+    __tablename__ = "trigger_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    folder: Mapped[str] = mapped_column(Text)
+    recursive: Mapped[bool] = mapped_column(Boolean, default=False)
+    patterns: Mapped[list[Any]] = mapped_column(default=list)
+    ignore: Mapped[list[Any]] = mapped_column(default=list)
+    app: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)  # templates filled from the file
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pin: Mapped[str | None] = mapped_column(String(200))
+    workflow: Mapped[str] = mapped_column(String(200))
+    workflow_id: Mapped[int | None] = mapped_column(ForeignKey("workflows.id", ondelete="SET NULL"))
+    settle_s: Mapped[float] = mapped_column(Float, default=10.0)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (CheckConstraint("settle_s >= 0", name="trigger_settle"),)
+
+
+class TriggerFile(Base):
+    """A file a rule has counted, once: the key is (rule, path below its folder)."""
+
+    __tablename__ = "trigger_files"
+
+    rule_id: Mapped[int] = mapped_column(ForeignKey("trigger_rules.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(420))  # NULL: there before the rule (skip_existing)
+    seen_at: Mapped[datetime] = _now()
+
+    __table_args__ = (PrimaryKeyConstraint("rule_id", "path", name="trigger_files_pkey"),)

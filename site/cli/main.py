@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import typer
 import psycopg2
+import psycopg2.errors
 from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
 from balsam.errors import BalsamError
+from balsam.site.access import refusal_message
 from balsam.site.api import Site
 from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
+from balsam.site.cli import trigger_cmds
 from balsam.site.cli.output import console, err_console
+from balsam.site.settings import CREDENTIALS_ENV
 
 cli = typer.Typer(
     help="Balsam: a site's job database, apps, jobs and workflows.",
@@ -27,6 +32,7 @@ cli.add_typer(job_cmds.app, name="job")
 cli.add_typer(queue_cmds.app, name="queue")
 cli.add_typer(globus_cmds.app, name="globus")
 cli.add_typer(transfer_cmds.app, name="transfer")
+cli.add_typer(trigger_cmds.app, name="trigger")
 cli.command("launcher")(launcher_cmd.launcher)
 cli.command("submit-launch")(queue_cmds.submit_launch)
 cli.command("qsub")(queue_cmds.qsub)
@@ -57,7 +63,17 @@ def demo(
 
 
 @cli.callback(invoke_without_command=True)
-def _version(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+def _version(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    db_credentials: Path | None = typer.Option(
+        None, "--db-credentials", metavar="FILE",
+        help=f"Log in to the site's database with this credentials file (from `balsam site user add`) "
+        f"instead of the site's own login (or set ${CREDENTIALS_ENV}).",
+    ),
+) -> None:
+    if db_credentials is not None:
+        # Through the environment, so the launchers and batch scripts this command starts log in the same way.
+        os.environ[CREDENTIALS_ENV] = str(db_credentials.expanduser().resolve())
     if version:
         print(__version__)
         raise typer.Exit()
@@ -71,8 +87,13 @@ def main() -> None:
         sys.exit(1)
     except (DBAPIError, psycopg2.Error) as exc:
         # Validation should have caught it first; still one line, not a traceback.
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        err_console.print(f"[bold red]error:[/] the database refused the request: {reason}", soft_wrap=True)
+        orig = getattr(exc, "orig", None) or exc
+        reason = str(orig).strip().splitlines()[0]
+        if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
+            # Not a bug but the rights of this login: say whose, and what it may do.
+            err_console.print(f"[bold red]error:[/] {refusal_message(reason)}", soft_wrap=True)
+        else:
+            err_console.print(f"[bold red]error:[/] the database refused the request: {reason}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

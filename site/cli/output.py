@@ -61,7 +61,7 @@ def job_record(job: Job) -> dict[str, Any]:
         "inputs": job.input_files, "outputs": job.output_files, "stage_in": job.stage_in, "stage_out": job.stage_out,
         "return_code": job.return_code,
         "error_tail": job.error_tail, "retry_count": job.retry_count, "pending_parents": job.pending_parents,
-        "created_at": job.created_at, "updated_at": job.updated_at,
+        "created_by": job.created_by, "created_at": job.created_at, "updated_at": job.updated_at,
     }  # fmt: skip
 
 

@@ -9,12 +9,14 @@ import typer
 
 from balsam.errors import BalsamError
 from balsam.site.api import Site
+from balsam.site.cli import user_cmds
 from balsam.site.cli.common import JsonOption, SiteOption
 from balsam.site.cli.output import console, print_json, print_table
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings, find_site
 
 app = typer.Typer(help="The site's services: its database server and its agent.", no_args_is_help=True)
+app.add_typer(user_cmds.app, name="user")
 
 
 def _settings(site: Path | None) -> SiteSettings:
@@ -28,17 +30,36 @@ def start(
         None, "--argo", metavar="ADDRESS",
         help="Join the Argo coordinator at HOST:PORT (kept in the settings; --argo '' leaves it).",
     ),
+    argo_ca: Path | None = typer.Option(None, "--argo-ca", help="Talk TLS to Argo, trusting this CA certificate (kept)."),
+    argo_cert: Path | None = typer.Option(None, "--argo-cert", help="This site's certificate, for mutual TLS (kept)."),
+    argo_key: Path | None = typer.Option(None, "--argo-key", help="Its private key, mode 600 (kept)."),
+    enrol_token: str | None = typer.Option(None, "--enrol-token", help="Exchange this one-time token (`argo site enrol NAME`) for the site's credential."),
     site: Path | None = SiteOption,
 ) -> None:
     """Start the site's database server (an embedded one; an external one is only checked) and its agent."""
+    from balsam.site.access import check_site_secrets
     from balsam.site.agent import agent_pid, start_agent
 
     settings = _settings(site)
+    check_site_secrets(settings)  # the agent checks too; here the refusal reads as one line
     if argo is not None and argo != settings.argo.address:
         if agent_pid(settings):
             raise BalsamError("stop the agent first (`balsam site stop`) to change the Argo coordinator it syncs with")
         settings.argo.address = argo.strip()
         settings.save()
+    tls = {"ca_file": argo_ca, "cert_file": argo_cert, "key_file": argo_key}
+    if any(v is not None for v in tls.values()):
+        for name, value in tls.items():
+            if value is not None:
+                setattr(settings.argo, name, str(value.expanduser().resolve()) if str(value) else "")
+        settings.save()
+    if enrol_token:
+        from balsam.site.argo_sync import enrol
+
+        if not settings.argo.address:
+            raise BalsamError("--enrol-token needs the coordinator's address (--argo ADDRESS)")
+        enrol(settings, enrol_token)
+        console.print(f"site {settings.name} enrolled with Argo at {settings.argo.address}; credential in {settings.argo_credential_file}")
     if settings.database.mode == "embedded":
         started = EmbeddedPostgres(settings).start()
         console.print(f"database of site {settings.name} {'started' if started else 'was already running'} "

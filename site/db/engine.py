@@ -17,18 +17,27 @@ from balsam.site.settings import SiteSettings
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's head): knowing it
 # here lets every command see that the schema is current without importing Alembic.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0007"
 # Any constant works: it only has to be the same for every process migrating a site's database.
 _MIGRATION_LOCK = 0x6BA15A
 
 
 def database_url(settings: SiteSettings) -> URL:
+    """The site's address, with the site's own login or the user's (``settings.credentials``)."""
     db = settings.database
+    creds = settings.credentials
+    if creds and creds.url:
+        return make_url(creds.url).set(drivername="postgresql+psycopg2")
     if db.mode == "external":
-        return make_url(db.url).set(drivername="postgresql+psycopg2")
-    password = EmbeddedPostgres(settings).password
+        url = make_url(db.url).set(drivername="postgresql+psycopg2")
+        return url.set(username=creds.user, password=creds.password) if creds else url
+    if creds:
+        # A collaborator's own role: the site's password file is not theirs to read.
+        user, password = creds.user, creds.password
+    else:
+        user, password = db.user, EmbeddedPostgres(settings).password
     return URL.create(
-        "postgresql+psycopg2", username=db.user, password=password, host=db.host, port=db.port, database=db.name
+        "postgresql+psycopg2", username=user, password=password, host=db.host, port=db.port, database=db.name
     )
 
 
@@ -50,7 +59,9 @@ def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:
             return engine
         except OperationalError as exc:
             engine.dispose()
-            if settings.database.mode == "embedded" and attempt == "first":
+            # A collaborator (own credentials) cannot start the owner's server, nor should a wrong
+            # password of theirs make us try.
+            if settings.database.mode == "embedded" and attempt == "first" and settings.credentials is None:
                 # Start it (or find that a racing process just did), then re-read the settings:
                 # the server may have moved to another port.
                 if EmbeddedPostgres(settings).start():
@@ -58,5 +69,7 @@ def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:
                 settings.database = SiteSettings.load(settings.path).database
                 continue
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if settings.credentials is not None:
+                reason += f" (logging in as {database_url(settings).username!r} from {settings.credentials.file})"
             raise BalsamError(f"cannot reach the database of site {settings.name!r}: {reason}") from None
     raise AssertionError("unreachable")

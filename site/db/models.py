@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -94,6 +94,9 @@ class Job(Base):
     # The Argo task this job runs and which attempt of it (NULL for a job of this site alone).
     argo_task_id: Mapped[str | None] = mapped_column(String(300))
     argo_attempt: Mapped[int | None] = mapped_column(Integer)
+    # The database role that added the job (migration 0007). Filled by the server's DEFAULT, which a
+    # client cannot forge: collaborators may neither insert nor update this column (balsam.site.access).
+    created_by: Mapped[str] = mapped_column(String(63), server_default=text("CURRENT_USER"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -304,3 +307,54 @@ class TransferItem(Base):
         Index("ix_transfer_items_job", "job_id"),
         Index("ix_transfer_items_task", "task_id"),
     )
+
+
+# Trigger rules (migration 0006). Imported here rather than at the top so this block stands alone.
+from sqlalchemy import Boolean, Float, PrimaryKeyConstraint  # noqa: E402
+
+
+class TriggerRule(Base):
+    """Files appearing in ``folder`` (matching ``patterns``, not ``ignore``) become jobs of ``app``.
+
+    ``params`` are the job's parameters as templates filled from the file (``{path}``, ``{name}``,
+    ``{stem}``, ``{parent}``); ``resources`` the JobSpec resource fields. A paused rule is not
+    watched; the files that came meanwhile are found by the scan when it is resumed.
+    """
+
+    __tablename__ = "trigger_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    folder: Mapped[str] = mapped_column(Text)
+    recursive: Mapped[bool] = mapped_column(Boolean, default=False)
+    patterns: Mapped[list[Any]] = mapped_column(default=list)
+    ignore: Mapped[list[Any]] = mapped_column(default=list)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="RESTRICT"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    workflow: Mapped[str] = mapped_column(String(200), default="default")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settle_s: Mapped[float] = mapped_column(Float, default=10.0)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _now()
+
+    app: Mapped[App] = relationship(lazy="joined")
+
+    __table_args__ = (CheckConstraint("settle_s >= 0", name="trigger_settle"),)
+
+
+class TriggerFile(Base):
+    """A file a rule has counted: the key (rule, path below its folder) makes it count once.
+
+    ``job_id`` is the job made for it (NULL for files that were there when the rule was added
+    with ``skip_existing``, or whose job was removed since).
+    """
+
+    __tablename__ = "trigger_files"
+
+    rule_id: Mapped[int] = mapped_column(ForeignKey("trigger_rules.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    seen_at: Mapped[datetime] = _now()
+
+    __table_args__ = (PrimaryKeyConstraint("rule_id", "path", name="trigger_files_pkey"), Index("ix_trigger_files_job", "job_id"))

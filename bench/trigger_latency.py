@@ -1,0 +1,119 @@
+"""Benchmark: from a file closed in a watched folder to its job created, and to RUNNING. Figures only.
+
+    python bench/trigger_latency.py [--single 50] [--burst 1000]
+
+A fresh site (its own embedded PostgreSQL) with an app ``true`` and one trigger rule on a new
+folder, watched by the site's ``TriggerWatcher`` (the agent's thread, run in this process), while
+an idle ``balsam launcher --job-mode serial`` waits for work. Files are written and closed one at
+a time (``--single``, 0.2 s apart), then ``--burst`` files as fast as they can be written. For
+each file: the time from its close (wall clock, taken right after ``close()``) to its job's
+creation (``jobs.created_at``) and to its RUNNING event (``job_events``), on the same host clock.
+
+Target (from the issue): median under 500 ms from closed to created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from balsam.site import Site
+from balsam.site.postgres import EmbeddedPostgres
+from balsam.site.triggers import TriggerWatcher, add_rule
+
+
+def drop(folder: Path, name: str) -> float:
+    with open(folder / name, "wb") as out:
+        out.write(b"data\n")
+    return time.time()
+
+
+def figures(site: Site, closed: dict[str, float], timeout_s: float = 120) -> tuple[list[float], list[float]]:
+    deadline = time.monotonic() + timeout_s
+    query = text(
+        "SELECT j.name, extract(epoch FROM j.created_at) AS created,"
+        " extract(epoch FROM min(e.timestamp) FILTER (WHERE e.to_state = 'RUNNING')) AS running"
+        " FROM jobs j LEFT JOIN job_events e ON e.job_id = j.id WHERE j.name = ANY(:names) GROUP BY j.id"
+    )
+    while True:
+        with site.session() as session:
+            rows = session.execute(query, {"names": list(closed)}).all()
+        if (len(rows) == len(closed) and all(r.running is not None for r in rows)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    created = [float(r.created) - closed[r.name] for r in rows]
+    running = [float(r.running) - closed[r.name] for r in rows if r.running is not None]
+    if len(rows) < len(closed):
+        print(f"  (only {len(rows)} of {len(closed)} jobs were created within {timeout_s:g} s)")
+    return created, running
+
+
+def report(label: str, values: list[float]) -> None:
+    if not values:
+        print(f"  {label:22s} (none)")
+        return
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    print(f"  {label:22s} median {statistics.median(ordered) * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms   max {ordered[-1] * 1000:8.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=50, help="files dropped one at a time")
+    parser.add_argument("--burst", type=int, default=1000, help="files dropped at once")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
+    site = Site.init(root / "site", name="bench")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    launcher = None
+    try:
+        site.add_app("true", "true {infile}")
+        add_rule(site, "bench", inbox, "true", {"infile": "{path}"}, patterns=["*.dat"])
+        watcher = TriggerWatcher(site)
+        thread, stop = watcher.start()
+        env = {**os.environ, "BALSAM_SITE": str(site.settings.path)}
+        launcher = subprocess.Popen([str(Path(sys.executable).with_name("balsam")), "launcher", "--job-mode", "serial"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(3)  # the launcher idle, the rule watched
+        single = {}
+        for i in range(args.single):
+            name = f"single{i:04d}.dat"
+            single[name] = drop(inbox, name)
+            time.sleep(0.2)
+        created, running = figures(site, single)
+        print(f"{args.single} files one at a time (0.2 s apart), idle serial launcher:")
+        report("closed -> created", created)
+        report("closed -> RUNNING", running)
+        burst = {}
+        for i in range(args.burst):
+            name = f"burst{i:05d}.dat"
+            burst[name] = drop(inbox, name)
+        created, running = figures(site, burst)
+        with site.session() as session:
+            batches = session.execute(text("SELECT count(DISTINCT created_at) FROM jobs WHERE name LIKE 'burst%'")).scalar()
+        print(f"burst of {args.burst} files ({batches} transactions):")
+        report("closed -> created", created)
+        report("closed -> RUNNING", running)
+        stop.set()
+        thread.join(10)
+    finally:
+        if launcher is not None:
+            launcher.terminate()
+            launcher.wait(timeout=30)
+        site.close()
+        EmbeddedPostgres(site.settings).stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
