@@ -27,12 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
+
 from balsam.argo.db.models import AuthToken
 from balsam.errors import BalsamError
 from balsam.private_files import check_private, write_private
 from balsam.protos import auth_pb2 as apb
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import sessionmaker
 
 log = logging.getLogger("balsam.argo.auth")
 ROLES = ("owner", "collaborator", "viewer")

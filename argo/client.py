@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from balsam.argo import spec as specs
 from balsam.argo.config import (
     CA_ENV,
