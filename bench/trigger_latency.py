@@ -9,6 +9,10 @@ a time (``--single``, 0.2 s apart), then ``--burst`` files as fast as they can b
 each file: the time from its close (wall clock, taken right after ``close()``) to its job's
 creation (``jobs.created_at``) and to its RUNNING event (``job_events``), on the same host clock.
 
+The raw baseline, in the same run: a bare watchdog observer on another folder, and the time from
+a file's close to its ``closed`` event reaching the observer's handler (what any watcher pays
+before it can do anything).
+
 Target (from the issue): median under 500 ms from closed to created.
 """
 
@@ -57,6 +61,38 @@ def figures(site: Site, closed: dict[str, float], timeout_s: float = 120) -> tup
     return created, running
 
 
+def raw_baseline(folder: Path, count: int) -> list[float]:
+    """Close -> ``closed`` event at a bare watchdog handler, for files dropped one at a time."""
+    import threading
+
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    seen: dict[str, float] = {}
+    arrived = threading.Event()
+
+    class Handler(FileSystemEventHandler):
+        def on_closed(self, event) -> None:
+            seen[Path(event.src_path).name] = time.time()
+            arrived.set()
+
+    observer = Observer()
+    observer.schedule(Handler(), str(folder))
+    observer.start()
+    closed = {}
+    try:
+        for i in range(count):
+            arrived.clear()
+            name = f"raw{i:04d}.dat"
+            closed[name] = drop(folder, name)
+            arrived.wait(5)
+            time.sleep(0.05)
+    finally:
+        observer.stop()
+        observer.join()
+    return [seen[n] - t for n, t in closed.items() if n in seen]
+
+
 def report(label: str, values: list[float]) -> None:
     if not values:
         print(f"  {label:22s} (none)")
@@ -91,9 +127,13 @@ def main() -> None:
             single[name] = drop(inbox, name)
             time.sleep(0.2)
         created, running = figures(site, single)
+        raw = root / "raw"
+        raw.mkdir()
+        baseline = raw_baseline(raw, args.single)
         print(f"{args.single} files one at a time (0.2 s apart), idle serial launcher:")
         report("closed -> created", created)
         report("closed -> RUNNING", running)
+        report("raw: closed -> event", baseline)
         burst = {}
         for i in range(args.burst):
             name = f"burst{i:05d}.dat"
