@@ -96,14 +96,7 @@ def add_rule(coordinator: Coordinator, rule: dict[str, Any], skip_existing: bool
         except IntegrityError:
             raise BalsamError(f"a trigger rule named {rule['name']!r} already exists") from None
         if skip_existing:
-            watch = fswatch.WatchRule.of(row)
-            existing = [str(p.relative_to(watch.folder).as_posix()) for p in
-                        (watch.folder.rglob("*") if watch.recursive else watch.folder.iterdir()) if p.is_file()]  # fmt: skip
-            from pathlib import PurePosixPath
-
-            existing = [rel for rel in existing if fswatch.wanted(PurePosixPath(rel), watch)]
-            for start in range(0, len(existing), fswatch.MAX_BATCH):
-                fswatch.claim_files(session, row.id, existing[start : start + fswatch.MAX_BATCH])
+            fswatch.claim_existing(session, fswatch.WatchRule.of(row))
     coordinator.notify()
     return row
 

@@ -30,7 +30,7 @@ import stat
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -66,6 +66,27 @@ class WatchRule:
             id=row.id, name=row.name, folder=Path(row.folder), recursive=row.recursive, patterns=tuple(row.patterns),
             ignore=tuple(row.ignore), settle_s=row.settle_s,
         )  # fmt: skip
+
+
+def files_in(rule: WatchRule) -> Iterator[tuple[str, PurePosixPath]]:
+    """(path, path below the folder) of every name in the rule's folder that the rule wants."""
+    for root, dirs, files in os.walk(rule.folder):
+        if not rule.recursive:
+            dirs.clear()
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = os.path.join(root, name)
+            rel = PurePosixPath(Path(path).relative_to(rule.folder).as_posix())
+            if wanted(rel, rule):
+                yield path, rel
+
+
+def claim_existing(session: Any, rule: WatchRule) -> None:
+    """Count the files already in the rule's folder, with no work made for them (``--skip-existing``)."""
+    existing = [str(rel) for path, rel in files_in(rule) if os.path.isfile(path)]
+    for start in range(0, len(existing), MAX_BATCH):
+        claim_files(session, rule.id, existing[start : start + MAX_BATCH])
 
 
 def claim_files(session: Any, rule_id: int, paths: list[str]) -> list[str]:
@@ -363,22 +384,13 @@ class FolderWatcher:
         """Every file already there counts as touched at its modification time."""
         now_mono, now_wall = time.monotonic(), time.time()
         found = 0
-        for root, dirs, files in os.walk(rule.folder):
-            if not rule.recursive:
-                dirs.clear()
-            else:
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
-                path = os.path.join(root, name)
-                rel = PurePosixPath(Path(path).relative_to(rule.folder).as_posix())
-                if not wanted(rel, rule):
-                    continue
-                sig = _signature(path)
-                if sig is None:
-                    continue
-                age = max(0.0, now_wall - sig[1] / 1e9)
-                self._pending[(rule.id, path)] = _Pending(now_mono - age, sig)
-                found += 1
+        for path, _ in files_in(rule):
+            sig = _signature(path)
+            if sig is None:
+                continue
+            age = max(0.0, now_wall - sig[1] / 1e9)
+            self._pending[(rule.id, path)] = _Pending(now_mono - age, sig)
+            found += 1
         if found:
             log.info("%s: rule %s: %d file(s) found in %s", self.name, rule.name, found, rule.folder)
 

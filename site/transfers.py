@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,12 +185,9 @@ class TransferService:
                 copy_rows(session, "transfer_items", ("job_id", "direction", "source", "dest", "backend", "state", "attempts", "position", "error"),
                           ((r["job"], r["dir"], r["src"], r["dst"], r["backend"], r["state"], 0, 0, r["error"]) for r in rows))  # fmt: skip
                 for direction, verb in (("in", "staging in"), ("out", "staging out")):
-                    counts: dict[int, int] = {}
-                    for row in rows:
-                        if row["dir"] == direction:
-                            counts[row["job"]] = counts.get(row["job"], 0) + 1
-                    for n in sorted(set(counts.values())):
-                        jobstore.note(session, [j for j, c in counts.items() if c == n], f"{verb} {n} file(s)")
+                    counts = Counter(row["job"] for row in rows if row["dir"] == direction)
+                    for job_ids, message in _by_count(list(counts.items()), verb + " {n} file(s)"):
+                        jobstore.note(session, job_ids, message)
             return len(jobs)
 
     # -- 2. what the backends say ----------------------------------------------------------------

@@ -104,22 +104,8 @@ def add_rule(
         except IntegrityError:
             raise BalsamError(f"a trigger rule named {name!r} already exists") from None
         if skip_existing:
-            watch = fswatch.WatchRule.of(rule)
-            existing = [rel for rel in _files_now(watch)]
-            for start in range(0, len(existing), fswatch.MAX_BATCH):
-                fswatch.claim_files(session, rule.id, existing[start : start + fswatch.MAX_BATCH])
+            fswatch.claim_existing(session, fswatch.WatchRule.of(rule))
     return rule
-
-
-def _files_now(rule: fswatch.WatchRule) -> list[str]:
-    from pathlib import PurePosixPath
-
-    found = []
-    for file in (rule.folder.rglob("*") if rule.recursive else rule.folder.iterdir()):
-        rel = PurePosixPath(file.relative_to(rule.folder).as_posix())
-        if file.is_file() and fswatch.wanted(rel, rule):
-            found.append(str(rel))
-    return found
 
 
 def _rule(session, name: str, lock: bool = False) -> TriggerRule:
