@@ -215,14 +215,15 @@ def status(workflow_id: int = typer.Argument(...), address: str | None = Address
 
 @cli.command("tasks")
 def tasks(workflow_id: int = typer.Argument(...), address: str | None = AddressOption, ca: Path | None = CaOption, as_json: bool = JsonOption) -> None:
-    """Every task of a workflow: state, site, attempt, return code."""
+    """Every task of a workflow: state, site, attempt, return code, and why it waits for a site."""
     with _client(address, ca) as client:
         found = client.tasks(workflow_id)
     if as_json:
         _json(found)
         return
     _table(["TASK", "APP", "STATE", "SITE", "ATTEMPT", "RC", "MESSAGE"],
-           [[t["id"], t["app"], t["state"], t["site"], t["attempt"], t["return_code"], t["message"]] for t in found])  # fmt: skip
+           [[t["id"], t["app"], t["state"], t["site"], t["attempt"], t["return_code"],
+             f"waiting: {t['waiting']}" if t["waiting"] else t["message"]] for t in found])  # fmt: skip
 
 
 @cli.command("watch")
@@ -233,7 +234,7 @@ def watch(
     address: str | None = AddressOption, ca: Path | None = CaOption,
 ) -> None:
     """Print events as they happen (history first), until the workflow ends."""
-    from balsam.argo.wire import state_name
+    from balsam.wire.convert import state_name
 
     with _client(address, ca) as client:
         for event in client.watch(workflow_id, site=site, states=state, until_done=bool(workflow_id)):

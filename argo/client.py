@@ -27,24 +27,21 @@ from typing import Any
 import grpc
 
 from balsam.argo import spec as specs
-from balsam.argo.config import (
-    CA_ENV,
-    MAX_MESSAGE_BYTES,
-    TOKEN_ENV,
-    client_address,
-    client_config,
-    default_data_dir,
-    is_loopback,
-)
-from balsam.argo.wire import state_name, state_number, task_spec_to_wire
+from balsam.argo.config import CA_ENV, TOKEN_ENV, client_address, client_config, default_data_dir, is_loopback
+from balsam.argo.messages import site_dict, task_dict, token_dict, trigger_dict, workflow_dict
 from balsam.errors import BalsamError
 from balsam.private_files import read_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
 from balsam.protos import auth_pb2 as apb
 from balsam.protos import auth_pb2_grpc as arpc
+from balsam.taskspec import TaskSpec, task_from_dict
+from balsam.wire.channel import open_channel
+from balsam.wire.convert import check_task_size, resources_to_wire, state_name, state_number, task_spec_to_wire
+from balsam.wire.outbox import ENVELOPE_BYTES
+from balsam.resources import resources_from
 
-SUBMIT_CHUNK = 5000  # tasks per streamed message: well under the server's message size limit
+SUBMIT_CHUNK = 5000  # at most this many tasks per streamed message, and at most ENVELOPE_BYTES of them
 
 
 class ArgoError(BalsamError):
@@ -68,47 +65,6 @@ def resolve_token(address: str, explicit: str | None = None) -> str:
     return ""
 
 
-def channel_credentials(ca_file: str | Path | None, cert_file: str | Path | None = None, key_file: str | Path | None = None):
-    """TLS credentials trusting ``ca_file`` (with a client certificate when both cert and key are given)."""
-    try:
-        ca = Path(ca_file).read_bytes()
-        cert = Path(cert_file).read_bytes() if cert_file else None
-        key = read_private(Path(key_file)).encode() if key_file else None
-    except FileNotFoundError as exc:
-        raise ArgoError(f"TLS file {exc.filename} not found") from None
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-
-
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor,
-              grpc.StreamStreamClientInterceptor):  # fmt: skip
-    """Adds ``authorization: Bearer TOKEN`` to every call on the channel, the stubs' and raw ones alike."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def _details(self, details):
-        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.token}")]
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-    def intercept_stream_stream(self, continuation, details, requests):
-        return continuation(self._details(details), requests)
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, details, metadata) -> None:
-        self.method, self.timeout, self.credentials = details.method, details.timeout, details.credentials
-        self.wait_for_ready, self.compression, self.metadata = getattr(details, "wait_for_ready", None), getattr(details, "compression", None), metadata
-
-
 class ArgoClient:
     def __init__(self, address: str | None = None, timeout_s: float = 60.0, *, ca_file: str | Path | None = None,
                  cert_file: str | Path | None = None, key_file: str | Path | None = None, token: str | None = None) -> None:  # fmt: skip
@@ -119,13 +75,11 @@ class ArgoClient:
         cert_file = cert_file or os.environ.get("ARGO_CERT") or config.get("cert") or None
         key_file = key_file or os.environ.get("ARGO_KEY") or config.get("key") or None
         self.tls = bool(ca_file)
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        if ca_file:
-            self.raw_channel = grpc.secure_channel(self.address, channel_credentials(ca_file, cert_file, key_file), options=options)
-        else:
-            self.raw_channel = grpc.insecure_channel(self.address, options=options)
         self.token = resolve_token(self.address, token)
-        self.channel = grpc.intercept_channel(self.raw_channel, _Bearer(self.token)) if self.token else self.raw_channel
+        try:
+            self.channel = open_channel(self.address, ca_file=ca_file, cert_file=cert_file, key_file=key_file, token=self.token)
+        except BalsamError as exc:
+            raise ArgoError(str(exc)) from None
         self.workflows = rpc.WorkflowsStub(self.channel)
         self.monitor = rpc.MonitorStub(self.channel)
         self.sites_stub = rpc.SitesStub(self.channel)
@@ -133,7 +87,7 @@ class ArgoClient:
         self.auth = arpc.AuthStub(self.channel)
 
     def close(self) -> None:
-        self.raw_channel.close()
+        self.channel.close()
 
     def __enter__(self) -> ArgoClient:
         return self
@@ -157,53 +111,66 @@ class ArgoClient:
         elif isinstance(workflow, dict):
             workflow = specs.parse_spec(workflow)
         wire = [task_spec_to_wire(task) for task in workflow.tasks]
+        for index, message in enumerate(wire):
+            check_task_size(message, f"tasks[{index}]")
 
         def chunks() -> Iterator[pb.SubmitChunk]:
-            for start in range(0, max(1, len(wire)), SUBMIT_CHUNK):
-                first = start == 0
-                yield pb.SubmitChunk(name=workflow.name if first else "", tasks=wire[start : start + SUBMIT_CHUNK], project=project if first else "")
+            first, start = True, 0
+            while first or start < len(wire):
+                end, size = start, 0
+                while end < len(wire) and end - start < SUBMIT_CHUNK and (end == start or size + wire[end].ByteSize() <= ENVELOPE_BYTES):
+                    size += wire[end].ByteSize()
+                    end += 1
+                yield pb.SubmitChunk(name=workflow.name if first else "", tasks=wire[start:end], project=project if first else "")
+                first, start = False, end
 
         return self._call(self.workflows.Submit, chunks(), timeout=max(self.timeout_s, len(wire) / 1000)).workflow_id
 
-    def add_tasks(self, workflow_id: int, tasks: Iterable[dict[str, Any] | specs.TaskSpec]) -> int:
-        parsed = [t if isinstance(t, specs.TaskSpec) else specs.task_from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-        request = pb.AddTasksRequest(workflow_id=workflow_id, tasks=[task_spec_to_wire(t) for t in parsed])
+    def add_tasks(self, workflow_id: int, tasks: Iterable[dict[str, Any] | TaskSpec]) -> int:
+        parsed = [t if isinstance(t, TaskSpec) else task_from_dict(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
+        wire = [task_spec_to_wire(t) for t in parsed]
+        for index, message in enumerate(wire):
+            check_task_size(message, f"tasks[{index}]")
+        request = pb.AddTasksRequest(workflow_id=workflow_id, tasks=wire)
         return self._call(self.workflows.AddTasks, request).added
 
     def status(self, workflow_id: int) -> dict[str, Any]:
         """The workflow's status and its task counts by state and by site."""
-        return _workflow_dict(self._call(self.workflows.Get, pb.WorkflowRef(workflow_id=workflow_id)))
+        return workflow_dict(self._call(self.workflows.Get, pb.WorkflowRef(workflow_id=workflow_id)))
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
         reply = self._call(self.workflows.List, pb.ListWorkflowsRequest(limit=limit))
-        return [_workflow_dict(w) for w in reply.workflows]
+        return [workflow_dict(w) for w in reply.workflows]
 
     def cancel(self, workflow_id: int) -> int:
         return self._call(self.workflows.Cancel, pb.WorkflowRef(workflow_id=workflow_id)).killed
 
     def tasks(self, workflow_id: int) -> list[dict[str, Any]]:
         reply = self._call(self.workflows.ListTasks, pb.ListTasksRequest(workflow_id=workflow_id))
-        return [_task_dict(t) for t in reply.tasks]
+        return [task_dict(t) for t in reply.tasks]
 
     def task(self, task_id: str) -> dict[str, Any]:
-        return _task_dict(self._call(self.workflows.GetTask, pb.TaskRef(task_id=task_id)))
+        return task_dict(self._call(self.workflows.GetTask, pb.TaskRef(task_id=task_id)))
 
     def kill(self, task_id: str) -> dict[str, Any]:
-        return _task_dict(self._call(self.workflows.KillTask, pb.TaskRef(task_id=task_id)))
+        return task_dict(self._call(self.workflows.KillTask, pb.TaskRef(task_id=task_id)))
 
     # -- monitoring ------------------------------------------------------------------------
 
-    def watch(self, workflow_id: int = 0, *, site: str = "", states: Iterable[str] = (), after_id: int = 0, until_done: bool = True) -> Iterator[pb.Event]:
-        """Events as they happen (after replaying those after ``after_id``), until the workflow ends."""
+    def watch(self, workflow_id: int = 0, *, site: str = "", states: Iterable[str] = (), after_id: int = 0, until_done: bool = True,
+              timeout_s: float | None = None) -> Iterator[pb.Event]:  # fmt: skip
+        """Events as they happen (after replaying those after ``after_id``), until the workflow ends
+        (with ``until_done``) or ``timeout_s`` has passed."""
         request = pb.WatchRequest(
             workflow_id=workflow_id, site=site, states=[state_number(s.upper()) for s in states], after_id=after_id, until_done=until_done
         )
-        stream = self.monitor.Watch(request)
+        stream = self.monitor.Watch(request, timeout=timeout_s)
         try:
             yield from stream
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.CANCELLED:
-                raise _error(exc, self.address) from None
+            if exc.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED) or timeout_s is None:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    raise _error(exc, self.address) from None
         finally:
             stream.cancel()
 
@@ -231,32 +198,26 @@ class ArgoClient:
         return [{"workflow_id": c.workflow_id, "site": c.site, "state": state_name(c.state), "count": c.count} for c in reply.counts]
 
     def sites(self) -> list[dict[str, Any]]:
-        reply = self._call(self.monitor.ListSites, pb.ListSitesRequest())
-        return [
-            {"name": s.name, "status": s.status, "apps": list(s.apps), "nodes": s.nodes, "scheduler": s.scheduler,
-             "backlog": s.backlog, "running": s.running, "assigned": s.assigned, "queue_wait_s": s.queue_wait_s,
-             "max_tasks": s.max_tasks, "last_seen": s.last_seen.ToDatetime().isoformat(timespec="seconds") + "Z"}
-            for s in reply.sites
-        ]  # fmt: skip
+        return [site_dict(s) for s in self._call(self.monitor.ListSites, pb.ListSitesRequest()).sites]
 
     # -- users and sites -------------------------------------------------------------------
 
     def add_user(self, name: str, role: str, projects: Iterable[str] = (), ttl_s: float = 0) -> dict[str, Any]:
         """A new token for user ``name`` (owner only); {"token", "expires_at"}: the token is shown once."""
-        return _token_dict(self._call(self.auth.AddUser, apb.AddUserRequest(name=name, role=role, projects=list(projects), ttl_s=ttl_s)))
+        return token_dict(self._call(self.auth.AddUser, apb.AddUserRequest(name=name, role=role, projects=list(projects), ttl_s=ttl_s)))
 
     def revoke_user(self, name: str) -> int:
         return self._call(self.auth.RevokeUser, apb.RevokeRequest(name=name)).revoked
 
     def enrol_site(self, name: str) -> dict[str, Any]:
         """A one-time enrolment token for site ``name`` (owner only)."""
-        return _token_dict(self._call(self.auth.EnrolSite, apb.EnrolSiteRequest(name=name)))
+        return token_dict(self._call(self.auth.EnrolSite, apb.EnrolSiteRequest(name=name)))
 
     def revoke_site(self, name: str) -> int:
         return self._call(self.auth.RevokeSite, apb.RevokeRequest(name=name)).revoked
 
     def refresh(self) -> dict[str, Any]:
-        return _token_dict(self._call(self.auth.Refresh, apb.RefreshRequest()))
+        return token_dict(self._call(self.auth.Refresh, apb.RefreshRequest()))
 
     def whoami(self) -> dict[str, Any]:
         who = self._call(self.auth.WhoAmI, apb.WhoAmIRequest())
@@ -273,13 +234,13 @@ class ArgoClient:
         """A rule at the coordinator: each complete file in ``folder`` (on its host) becomes a task of the rule's workflow."""
         request = pb.TriggerRule(
             name=name, folder=str(folder), app=app, params_json=json.dumps(params or {}), patterns=list(patterns), ignore=list(ignore),
-            recursive=recursive, workflow=workflow, site=site, tags=dict(tags or {}), resources=pb.Resources(**(resources or {})),
+            recursive=recursive, workflow=workflow, site=site, tags=dict(tags or {}), resources=_resources(resources or {}),
             settle_s=settle_s, skip_existing=skip_existing,
         )  # fmt: skip
-        return _trigger_dict(self._call(self.triggers_stub.Add, request))
+        return trigger_dict(self._call(self.triggers_stub.Add, request))
 
     def triggers(self) -> list[dict[str, Any]]:
-        return [_trigger_dict(r) for r in self._call(self.triggers_stub.List, pb.ListTriggersRequest()).rules]
+        return [trigger_dict(r) for r in self._call(self.triggers_stub.List, pb.ListTriggersRequest()).rules]
 
     def remove_trigger(self, name: str) -> int:
         """Remove a rule (its tasks stay); how many files it had counted."""
@@ -295,10 +256,6 @@ class ArgoClient:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _token_dict(t: apb.Token) -> dict[str, Any]:
-    return {"token": t.token, "kind": t.kind, "name": t.name, "expires_at": t.expires_at.seconds if t.HasField("expires_at") else None}
-
-
 def _error(exc: grpc.RpcError, address: str) -> ArgoError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -312,30 +269,8 @@ def _error(exc: grpc.RpcError, address: str) -> ArgoError:
     return ArgoError(exc.details() or str(code), code)
 
 
-def _workflow_dict(w: pb.Workflow) -> dict[str, Any]:
-    by_state: dict[str, int] = {}
-    by_site: dict[str, dict[str, int]] = {}
-    for c in w.counts:
-        state = state_name(c.state)
-        by_state[state] = by_state.get(state, 0) + c.count
-        by_site.setdefault(c.site or "(unplaced)", {})[state] = c.count
-    return {"id": w.id, "name": w.name, "status": w.status, "tasks": w.task_count, "counts": by_state, "by_site": by_site,
-            "created_at": w.created_at.ToDatetime().isoformat(timespec="seconds") + "Z"}  # fmt: skip
-
-
-def _task_dict(t: pb.Task) -> dict[str, Any]:
-    return {
-        "id": t.id, "workflow_id": t.workflow_id, "name": t.name, "app": t.app, "state": state_name(t.state),
-        "site": t.site, "attempt": t.attempt, "return_code": t.return_code if t.has_return_code else None,
-        "message": t.message, "parents": list(t.parents), "params": json.loads(t.params_json or "{}"),
-        "sites_tried": list(t.sites_tried),
-    }  # fmt: skip
-
-
-def _trigger_dict(r: pb.TriggerRule) -> dict[str, Any]:
-    return {
-        "id": r.id, "name": r.name, "folder": r.folder, "recursive": r.recursive, "patterns": list(r.patterns),
-        "ignore": list(r.ignore), "app": r.app, "params": json.loads(r.params_json or "{}"),
-        "resources": {f.name: v for f, v in r.resources.ListFields()}, "tags": dict(r.tags), "site": r.site,
-        "workflow": r.workflow, "workflow_id": r.workflow_id, "settle_s": r.settle_s, "files": r.files,
-    }  # fmt: skip
+def _resources(given: dict[str, Any]) -> pb.Resources:
+    resources, problems = resources_from(given, "resources.")
+    if problems:
+        raise ArgoError("; ".join(problems))
+    return resources_to_wire(resources)

@@ -25,8 +25,6 @@ DEFAULT_ADDRESS = "127.0.0.1:50551"
 ADDRESS_ENV = "ARGO_ADDRESS"
 DATA_ENV = "ARGO_DATA"
 SETTINGS_FILE = "argo.toml"
-# The largest message the server accepts: a Submit chunk of the client's size fits many times over.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 CA_ENV = "ARGO_CA"

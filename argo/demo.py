@@ -18,7 +18,7 @@ from rich.console import Console
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
 from balsam.argo.server import start_server, stop_server
-from balsam.argo.wire import state_name
+from balsam.wire.convert import state_name
 from balsam.postgres import free_port
 
 console = Console(highlight=False)

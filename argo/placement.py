@@ -31,6 +31,9 @@ Policy
                     counts as DEFAULT_INPUT_BYTES).
    assigned_node_s  node-seconds of the tasks this call already placed on the site; a
                     task's node-seconds are runtime * nodes / node_packing_count.
+   backlog_node_s   the work already at the site: what `SiteView.loaded` computes from the
+                    tasks placed there and not finished (each by its own runtime, as above,
+                    at that site) and the site's own jobs (DEFAULT_RUNTIME_S node-seconds each).
 
    Charging every placement to its site is what makes a burst of ready tasks spread over
    sites in proportion to their nodes, instead of all landing on the site that looked best
@@ -49,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_RUNTIME_S = 60.0
 DEFAULT_INPUT_BYTES = 100_000_000
@@ -124,6 +127,28 @@ class SiteView:
         _check(_non_negative(lat), f"{at}: bad transfer_latency_s {lat}")
         for app, est in self.runtime_s.items():
             _check(_non_negative(est), f"{at}: bad runtime estimate {est} for app {app!r}")
+
+
+    @classmethod
+    def loaded(cls, placed: Sequence[Queued] = (), other_jobs: int = 0, **fields) -> SiteView:
+        """The view of a site with its backlog worked out from the tasks already ``placed`` there
+        (and not finished) and ``other_jobs`` of its own that Argo did not place."""
+        _check(other_jobs >= 0, f"site {fields.get('name')!r}: other_jobs must be >= 0, got {other_jobs}")
+        bare = cls(**fields)
+        node_s = other_jobs * DEFAULT_RUNTIME_S
+        for q in placed:
+            _check(q.count >= 0, f"site {bare.name!r}: a negative count of placed tasks")
+            node_s += q.count * _runtime_s(q.task, bare) * q.task.nodes / q.task.node_packing_count
+        return replace(bare, backlog_node_s=node_s, in_flight=sum(q.count for q in placed))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """``count`` tasks of one shape (``task``: its app, nodes, packing, wall time and parameters)
+    placed at a site and not finished yet."""
+
+    task: ReadyTask
+    count: int = 1
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
 from balsam.argo.auth import Authenticator, PermissionDenied, Unauthenticated, bearer
-from balsam.argo.spec import SpecError
-from balsam.argo.store import BadRequest, NotFound
-from balsam.errors import BalsamError
+from balsam.errors import BadRequest, BalsamError, NotFound, SpecError
 
 log = logging.getLogger("balsam.argo.rpc")
 

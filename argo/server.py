@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -24,14 +23,15 @@ from grpc_reflection.v1alpha import reflection
 from balsam import daemon
 from balsam.argo import servicers
 from balsam.argo.auth import Authenticator, AuthService
-from balsam.argo.config import MAX_MESSAGE_BYTES, ServerSettings, plaintext_refusal
+from balsam.argo.config import ServerSettings, plaintext_refusal
+from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.engine import cluster, connect
 from balsam.argo.rpc import service_handler
-from balsam.argo.sites import ArgoCoordinator
 from balsam.errors import BalsamError
 from balsam.private_files import check_private, read_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import auth_pb2 as apb
+from balsam.wire.channel import OPTIONS
 
 log = logging.getLogger("balsam.argo.server")
 SERVICES = ("Workflows", "Monitor", "Sites", "Triggers")
@@ -52,17 +52,16 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=settings.mtls)
 
 
-def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 64, auth: Authenticator | None = None,
+def build_server(coordinator: Coordinator, address: str, max_workers: int = 64,
                  credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:  # fmt: skip
     """A started server on ``address`` (port 0: any free one); returns it and its port.
 
-    With ``auth``, every call of our services must carry a valid token (health and reflection need none)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
-    )
-    implementations = {"Workflows": servicers.Workflows, "Monitor": servicers.Monitor, "Sites": servicers.Sites,
-                       "Triggers": servicers.Triggers}  # fmt: skip
+    With ``coordinator.auth``, every call of our services must carry a valid token (health and
+    reflection need none)."""
+    auth = coordinator.auth
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"), options=OPTIONS)
+    implementations = {"Workflows": servicers.WorkflowsService, "Monitor": servicers.MonitorService, "Sites": servicers.SitesService,
+                       "Triggers": servicers.TriggersService}  # fmt: skip
     names = []
     for name in SERVICES:
         descriptor = pb.DESCRIPTOR.services_by_name[name]
@@ -87,19 +86,20 @@ def build_server(coordinator: ArgoCoordinator, address: str, max_workers: int = 
     return server, port
 
 
-def coordinate(coordinator: ArgoCoordinator, settings: ServerSettings, stop: threading.Event) -> None:
+def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threading.Event) -> None:
     """The coordinator's loop: placement and site health, until ``stop``."""
     policy = settings.coordinator
     next_health = 0.0
+    wanted = coordinator.db.placement_wanted
     while not stop.is_set():
-        coordinator.placement_wanted.clear()
+        wanted.clear()
         try:
             if time.monotonic() >= next_health:
-                down = coordinator.mark_silent_sites_down(policy.site_timeout_s)
+                down = coordinator.sites.mark_silent_sites_down(policy.site_timeout_s)
                 if down:
                     log.warning("sites down (silent for more than %g s): %s", policy.site_timeout_s, ", ".join(down))
                 next_health = time.monotonic() + min(5.0, policy.site_timeout_s / 4)
-            placed = coordinator.place_round(policy.max_place_per_round)
+            placed = coordinator.placer.place_round(policy.max_place_per_round)
             if placed:
                 log.info("placed %d task(s)", placed)
                 if placed >= policy.max_place_per_round:
@@ -107,7 +107,7 @@ def coordinate(coordinator: ArgoCoordinator, settings: ServerSettings, stop: thr
         except Exception:  # the database restarting, a bug: log it and keep serving
             log.exception("coordinator loop failed; retrying")
             stop.wait(1.0)
-        coordinator.placement_wanted.wait(policy.placement_interval_s)
+        wanted.wait(policy.placement_interval_s)
 
 
 def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
@@ -120,24 +120,23 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     engine = connect(settings)
     auth = Authenticator(engine, settings.auth)
     auth.ensure_owner_token(settings.data)
-    coordinator = ArgoCoordinator(engine)
-    coordinator.auth = auth
-    coordinator.forgive_downtime()
-    server, port = build_server(coordinator, settings.address, auth=auth, credentials=credentials)
+    coordinator = Coordinator(engine, auth)
+    coordinator.sites.forgive_downtime()
+    server, port = build_server(coordinator, settings.address, credentials=credentials)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)
     loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
     loop.start()
     # Filesystem triggers (argo/triggers.py): folders on this host whose new files become tasks.
     from balsam.argo.triggers import TriggerService
 
-    threading.Thread(target=TriggerService(coordinator).run, args=(stop,), name="argo-triggers", daemon=True).start()
+    threading.Thread(target=TriggerService(coordinator.workflows).run, args=(stop,), name="argo-triggers", daemon=True).start()
     if ready:
         ready()
     try:
         stop.wait()
     finally:
         server.stop(grace=2).wait()
-        coordinator.placement_wanted.set()
+        coordinator.db.placement_wanted.set()
         loop.join(timeout=10)
         engine.dispose()
         log.info("Argo server stopped")
@@ -177,25 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = ServerSettings.load(args.data)
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=settings.logs_dir / "server.log", level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    pid_file = daemon.hold_pid_file(settings.pid_file)
-    if pid_file is None:
-        print(f"an Argo server already runs with data {settings.data}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        serve(settings, stop, ready=lambda: daemon.mark_ready(pid_file))
-    except BalsamError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        daemon.release_pid_file(pid_file)
-    return 0
+    return daemon.run_daemon(settings.pid_file, settings.logs_dir / "server.log", f"an Argo server with data {settings.data}",
+                             lambda stop, ready: serve(settings, stop, ready))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Filesystem triggers at the coordinator: files appearing in a folder become tasks of the graph.
 
 **Workflows.** Each rule owns a running workflow (named by the rule's ``workflow``, default the
-rule's name), created with the rule; a file's task is added to it through the store's add-tasks
-path (``Coordinator._insert``, under the graph lock), so it is placed like any other task. A
+rule's name), created with the rule; a file's task is added to it through the one writer of
+tasks (``taskstore.insert``, under the graph lock), so it is placed like any other task. A
 workflow ends when no task can move any more, which happens between bursts when every task
 finished: the next file then opens a fresh workflow of the same name and the rule follows it
 (``trigger_rules.workflow_id``). ``argo trigger ls`` shows the current one.
@@ -35,9 +35,11 @@ from sqlalchemy.exc import IntegrityError
 from balsam import fswatch
 from balsam.argo import graph
 from balsam.argo import spec as specs
+from balsam.taskspec import NAME_PATTERN, TaskSpec, task_from_dict
 from balsam.argo.db.models import TriggerRule, Workflow
-from balsam.argo.store import BadRequest, Coordinator, NotFound
-from balsam.errors import BalsamError
+from balsam.argo.db import taskstore
+from balsam.argo.workflows import WorkflowStore
+from balsam.errors import BadRequest, BalsamError, NotFound
 
 log = logging.getLogger("balsam.argo.triggers")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -50,7 +52,7 @@ def task_name(rel: str) -> str:
     return f"{safe}-{digest}"
 
 
-def _check(coordinator: Coordinator, session, rule: dict[str, Any]) -> specs.TaskSpec:
+def _check(store: WorkflowStore, session, rule: dict[str, Any]) -> TaskSpec:
     """A sample task of the rule, checked as a submitted one would be; BadRequest / SpecError."""
     try:
         folder = fswatch.check_folder(rule["folder"])
@@ -62,23 +64,23 @@ def _check(coordinator: Coordinator, session, rule: dict[str, Any]) -> specs.Tas
             raise BalsamError(f"settle_s must be a number of seconds from 0 to 86400, got {settle!r}")
     except BalsamError as exc:
         raise BadRequest(str(exc)) from None
-    if not specs.NAME_PATTERN.fullmatch(rule["name"] or ""):
+    if not NAME_PATTERN.fullmatch(rule["name"] or ""):
         raise BadRequest(f"trigger rule name {rule['name']!r} must be 1-200 letters, digits, '_', '.' or '-'")
-    if not specs.NAME_PATTERN.fullmatch(rule["workflow"] or ""):
+    if not NAME_PATTERN.fullmatch(rule["workflow"] or ""):
         raise BadRequest(f"workflow name {rule['workflow']!r} must be 1-200 letters, digits, '_', '.' or '-'")
     doc = {"name": task_name("sample.dat"), "app": rule["app"], "params": fswatch.fill(params, folder / "sample.dat"),
            "tags": rule["tags"], **({"resources": rule["resources"]} if rule["resources"] else {}),
            **({"site": rule["pin"]} if rule["pin"] else {})}  # fmt: skip
-    task = specs.task_from_dict(doc, f"trigger rule {rule['name']!r}")
-    specs.validate([task], coordinator.apps_by_site(session))
+    task = task_from_dict(doc, f"trigger rule {rule['name']!r}")
+    specs.validate([task], store.apps_by_site(session))
     return task
 
 
-def add_rule(coordinator: Coordinator, rule: dict[str, Any], skip_existing: bool = False) -> TriggerRule:
+def add_rule(store: WorkflowStore, rule: dict[str, Any], skip_existing: bool = False) -> TriggerRule:
     """Check and store a rule with its workflow; the server's watcher picks it up within a second."""
     rule = {**rule, "workflow": rule.get("workflow") or rule["name"], "settle_s": rule.get("settle_s") or fswatch.DEFAULT_SETTLE_S}
-    with coordinator.session() as session:
-        _check(coordinator, session, rule)
+    with store.session() as session:
+        _check(store, session, rule)
         if session.scalar(select(TriggerRule.id).where(TriggerRule.name == rule["name"])) is not None:
             raise BalsamError(f"a trigger rule named {rule['name']!r} already exists")
         workflow = Workflow(name=rule["workflow"], status="running")
@@ -97,19 +99,19 @@ def add_rule(coordinator: Coordinator, rule: dict[str, Any], skip_existing: bool
             raise BalsamError(f"a trigger rule named {rule['name']!r} already exists") from None
         if skip_existing:
             fswatch.claim_existing(session, fswatch.WatchRule.of(row))
-    coordinator.notify()
+    store.db.notify()
     return row
 
 
-def rules(coordinator: Coordinator) -> list[tuple[TriggerRule, int]]:
-    with coordinator.session() as session:
+def rules(store: WorkflowStore) -> list[tuple[TriggerRule, int]]:
+    with store.session() as session:
         counts = dict(session.execute(text("SELECT rule_id, count(*) FROM trigger_files GROUP BY rule_id")).all())
         return [(r, counts.get(r.id, 0)) for r in session.scalars(select(TriggerRule).order_by(TriggerRule.name))]
 
 
-def remove_rule(coordinator: Coordinator, name: str) -> int:
+def remove_rule(store: WorkflowStore, name: str) -> int:
     """Forget the rule and its files (their tasks stay); how many files it had counted."""
-    with coordinator.session() as session:
+    with store.session() as session:
         rule = session.scalar(select(TriggerRule).where(TriggerRule.name == name).with_for_update())
         if rule is None:
             raise NotFound(f"no trigger rule {name!r}")
@@ -121,16 +123,16 @@ def remove_rule(coordinator: Coordinator, name: str) -> int:
 class TriggerService:
     """The coordinator's watcher: a thread of the server process (``argo/server.py``)."""
 
-    def __init__(self, coordinator: Coordinator, *, tick_s: float = 0.05, reload_s: float = 1.0) -> None:
-        self.coordinator = coordinator
+    def __init__(self, store: WorkflowStore, *, tick_s: float = 0.05, reload_s: float = 1.0) -> None:
+        self.store = store
         self.watcher = fswatch.FolderWatcher(self.load_rules, self.deliver, tick_s=tick_s, reload_s=reload_s, name="argo-triggers")
 
     def load_rules(self) -> list[fswatch.WatchRule]:
-        with self.coordinator.session() as session:
+        with self.store.session() as session:
             return [fswatch.WatchRule.of(r) for r in session.scalars(select(TriggerRule))]
 
     def deliver(self, watched: fswatch.WatchRule, paths: list[str]) -> int:
-        with self.coordinator.session() as session:
+        with self.store.session() as session:
             # The graph lock first, as every transaction that adds tasks takes it (one lock order).
             graph.lock_graph(session)
             rule = session.scalar(select(TriggerRule).where(TriggerRule.id == watched.id).with_for_update())
@@ -152,15 +154,15 @@ class TriggerService:
                 doc = {"name": task_name(rel), "app": rule.app, "params": fswatch.fill(rule.params, folder / rel),
                        "tags": {**rule.tags, "trigger": rule.name}, **({"resources": rule.resources} if rule.resources else {}),
                        **({"site": rule.pin} if rule.pin else {})}  # fmt: skip
-                tasks.append(specs.task_from_dict(doc, f"trigger rule {rule.name!r}, file {rel}"))
-            specs.validate(tasks, self.coordinator.apps_by_site(session))
-            self.coordinator._insert(session, workflow.id, tasks, existing={})
+                tasks.append(task_from_dict(doc, f"trigger rule {rule.name!r}, file {rel}"))
+            specs.validate(tasks, self.store.apps_by_site(session))
+            taskstore.insert(session, workflow.id, tasks, existing={})
             session.execute(
                 text("UPDATE trigger_files f SET task_id = v.task FROM unnest(CAST(:paths AS text[]), CAST(:tasks AS text[])) AS v(path, task)"
                      " WHERE f.rule_id = :rule AND f.path = v.path"),
                 {"rule": rule.id, "paths": new, "tasks": [f"{workflow.id}/{t.name}" for t in tasks]},
             )  # fmt: skip
-        self.coordinator.notify(place=True)
+        self.store.db.notify(place=True)
         return len(tasks)
 
     def run(self, stop: threading.Event) -> None:

@@ -80,7 +80,7 @@ def cli_ls(site_path: Path, expected: int) -> None:
 
 _RAW_TABLE = """CREATE TEMP TABLE bench_raw (
     id bigint, name varchar(200), workflow varchar(200), app_id integer, parameters jsonb, state varchar(20),
-    num_nodes integer, ranks_per_node integer, threads_per_rank integer, gpus_per_rank integer,
+    nodes integer, ranks_per_node integer, threads_per_rank integer, gpus_per_rank integer,
     node_packing_count integer, wall_time_min double precision, tags jsonb, data jsonb, input_files jsonb,
     output_files jsonb, stage_in jsonb, stage_out jsonb, error_tail text, retry_count integer, pending_parents integer
 ) ON COMMIT DROP"""

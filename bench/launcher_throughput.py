@@ -38,7 +38,7 @@ def balsam() -> str:
 
 def launcher_run(site: Site, n: int, width: int, run: int) -> float:
     """Jobs per second through one serial-mode launcher."""
-    site.add_jobs([{"app": "true", "workflow": f"run{run}", "node_packing": width} for _ in range(n)])
+    site.add_jobs([{"app": "true", "workflow": f"run{run}", "node_packing_count": width} for _ in range(n)])
     env = {**os.environ, "BALSAM_SITE": str(site.settings.path)}
     subprocess.run(
         [balsam(), "launcher", "--job-mode", "serial", "--until-idle", "--workflow", f"run{run}"],

@@ -8,9 +8,12 @@ the file says (a daemon killed with SIGKILL leaves its file behind, but not its 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +56,31 @@ def mark_ready(handle: IO[str]) -> None:
 def release_pid_file(handle: IO[str]) -> None:
     handle.truncate(0)
     handle.close()
+
+
+def run_daemon(pid_file: Path, log_file: Path, what: str, serve: Callable[[threading.Event, Callable[[], None]], None]) -> int:
+    """The ``main`` of every daemon (the site agent, the Argo server): log to ``log_file``, hold the pid
+    file, and run ``serve(stop, ready)`` until SIGTERM or SIGINT sets ``stop``. ``serve`` calls
+    ``ready()`` once it serves: only then is the pid written, so a pid in the file means a daemon that
+    is up. An error of ours ends it with its message on stderr (the daemon's ``.out`` file) and status 1."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handle = hold_pid_file(pid_file)
+    if handle is None:
+        print(f"{what} is already running", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve(stop, lambda: mark_ready(handle))
+    except BalsamError as exc:
+        logging.getLogger("balsam.daemon").error("%s stopped: %s", what, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        release_pid_file(handle)
+    return 0
 
 
 def start_daemon(argv: list[str], pid_file: Path, out_file: Path, cwd: Path, what: str, tail: Callable[[], str], wait_s: float = 15.0) -> int:

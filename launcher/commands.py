@@ -57,11 +57,11 @@ def run_argv(job: HeldJob, assignment: Assignment, env: dict[str, str], cwd: str
         # A batch-style script (from `balsam qsub`): started once, here; it reaches its nodes
         # itself through BALSAM_JOB_NODES (its nodes, comma-separated).
         return argv
-    single = job.num_nodes == 1 and job.ranks_per_node == 1
+    single = job.nodes == 1 and job.ranks_per_node == 1
     if single and (ctx.node_workers or assignment.hostnames == [ctx.local_host]):
         return argv
     if ctx.mpi_flavour is None:
-        raise RuntimeError(f"job {job.id} needs an MPI launcher (it has {job.num_nodes * job.ranks_per_node} ranks or runs on another node), and none was found")
+        raise RuntimeError(f"job {job.id} needs an MPI launcher (it has {job.nodes * job.ranks_per_node} ranks or runs on another node), and none was found")
     run = mpi.MpiRun(
         argv=argv, nodes=list(assignment.hostnames), ranks_per_node=job.ranks_per_node,
         threads_per_rank=job.threads_per_rank, gpus_per_rank=job.gpus_per_rank, env=env,

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from balsam.site.db.jobstore import Step
-from balsam.states import JobState
+from balsam.states import JobState, Step
 
 S = JobState
 
@@ -38,7 +37,7 @@ class HeldJob:
     on_timeout: str
     image: str | None
     retry_count: int
-    num_nodes: int = 1
+    nodes: int = 1
     ranks_per_node: int = 1
     threads_per_rank: int = 1
     gpus_per_rank: int = 0
@@ -150,12 +149,12 @@ def rescue_spec(job: HeldJob) -> dict[str, Any]:
         "params": dict(job.params),
         "name": f"{job.name or 'job'}-rescue{depth}"[:200],
         "workflow": job.workflow,
-        "nodes": job.num_nodes,
+        "nodes": job.nodes,
         "ranks_per_node": job.ranks_per_node,
         "threads_per_rank": job.threads_per_rank,
         "gpus_per_rank": job.gpus_per_rank,
-        "node_packing": job.node_packing_count,
-        "wall_time": job.wall_time_min,
+        "node_packing_count": job.node_packing_count,
+        "wall_time_min": job.wall_time_min,
         "data": {**job.data, "rescue_of": job.id, "rescue_depth": depth},
         "stage_out": list(job.stage_out),
     }

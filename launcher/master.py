@@ -35,7 +35,8 @@ from balsam.launcher.nodes import Node
 from balsam.launcher.resources import Assignment, NodePool, Request
 from balsam.site.api import Site
 from balsam.site.db import leases
-from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change, Step
+from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change
+from balsam.states import Step
 from balsam.states import JobState
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -412,7 +413,7 @@ class Launcher:
         no_room: set[tuple[int, ...]] = set()  # shapes that did not fit in this pass
         for job_id in self.queue:
             job = self.held[job_id]
-            shape = (job.num_nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
+            shape = (job.nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
             if shape in no_room:
                 waiting.append(job_id)
                 continue
@@ -422,7 +423,7 @@ class Launcher:
             if left is not None and job.wall_time_min is not None and job.wall_time_min * 60 > left:
                 waiting.append(job_id)  # let go at the end; another launcher may have the time
                 continue
-            request = Request(job.id, job.num_nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
+            request = Request(job.id, job.nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
             assignment = self.pool.assign(request)
             if assignment is None:
                 no_room.add(shape)

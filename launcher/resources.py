@@ -33,14 +33,14 @@ class NodeLike(Protocol):
 @dataclass(frozen=True)
 class Request:
     job_id: int
-    num_nodes: int
+    nodes: int
     ranks_per_node: int
     threads_per_rank: int
     gpus_per_rank: int
     node_packing_count: int
 
     def __post_init__(self) -> None:
-        minimum = {"num_nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1,
+        minimum = {"nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1,
                    "gpus_per_rank": 0, "node_packing_count": 1}
         for name, least in minimum.items():
             value = getattr(self, name)
@@ -50,7 +50,7 @@ class Request:
     @property
     def packed(self) -> bool:
         # Packing only means something for single-node jobs; MPI jobs always own their nodes.
-        return self.num_nodes == 1 and self.node_packing_count > 1
+        return self.nodes == 1 and self.node_packing_count > 1
 
     @property
     def cores_per_node(self) -> int:
@@ -128,7 +128,7 @@ class NodePool:
             for n in self._nodes
             if n.cores >= request.cores_per_node and n.gpus >= request.gpus_per_node
         )
-        return big_enough >= request.num_nodes
+        return big_enough >= request.nodes
 
     def assign(self, request: Request) -> Assignment | None:
         """Reserve resources for `request`, or return None if they are not free right now."""
@@ -143,9 +143,9 @@ class NodePool:
             free = [
                 i for i, n in enumerate(self._nodes) if n.occupancy == 0 and n.can_hold(request)
             ]
-            if len(free) < request.num_nodes:
+            if len(free) < request.nodes:
                 return None
-            chosen = free[: request.num_nodes]
+            chosen = free[: request.nodes]
         return self._reserve(request, chosen)
 
     def release(self, job_id: int) -> None:

@@ -48,12 +48,12 @@ class Fit:
     def size_sql(self) -> str:
         """Jobs small enough for this launcher's nodes (and single-rank, in serial mode)."""
         size = [
-            "j.num_nodes <= :max_nodes",
+            "j.nodes <= :max_nodes",
             "j.ranks_per_node * j.threads_per_rank <= :max_cores",
             "j.ranks_per_node * j.gpus_per_rank <= :max_gpus",
         ]
         if self.serial:
-            size.append("j.num_nodes = 1 AND j.ranks_per_node = 1")
+            size.append("j.nodes = 1 AND j.ranks_per_node = 1")
         return "(" + " AND ".join(size) + ")"
 
     def filter_sql(self) -> str:
@@ -100,7 +100,7 @@ WITH picked AS (
 )
 UPDATE jobs SET launcher_id = :me FROM picked, apps
 WHERE jobs.id = picked.id AND apps.id = jobs.app_id
-RETURNING jobs.id, jobs.name, jobs.workflow, jobs.state, jobs.parameters, jobs.num_nodes, jobs.ranks_per_node,
+RETURNING jobs.id, jobs.name, jobs.workflow, jobs.state, jobs.parameters, jobs.nodes, jobs.ranks_per_node,
     jobs.threads_per_rank, jobs.gpus_per_rank, jobs.node_packing_count, jobs.wall_time_min, jobs.stage_out,
     jobs.data, jobs.retry_count, apps.name AS app_name, apps.command_template, apps.environment,
     apps.preprocess, apps.postprocess, apps.on_error, apps.max_retries, apps.on_timeout, apps.image, apps.launch
@@ -129,7 +129,7 @@ def _held(row: Any) -> HeldJob:
         preprocess=_render(row.preprocess, params, "preprocess step") if row.preprocess else None,
         postprocess=_render(row.postprocess, params, "postprocess step") if row.postprocess else None,
         on_error=row.on_error, max_retries=row.max_retries, on_timeout=row.on_timeout, image=row.image,
-        retry_count=row.retry_count, num_nodes=row.num_nodes, ranks_per_node=row.ranks_per_node,
+        retry_count=row.retry_count, nodes=row.nodes, ranks_per_node=row.ranks_per_node,
         threads_per_rank=row.threads_per_rank, gpus_per_rank=row.gpus_per_rank,
         node_packing_count=row.node_packing_count, wall_time_min=row.wall_time_min,
         stage_out=list(row.stage_out), data=dict(row.data), params=params, launch=row.launch,
@@ -187,7 +187,7 @@ def note_too_big(session: Session, fit: Fit, already: set[int], limit: int = 100
     """Note (once per launcher) runnable jobs matching its filters that are too big for it."""
     rows = session.execute(
         text(
-            "SELECT j.id, j.num_nodes, j.ranks_per_node, j.threads_per_rank, j.gpus_per_rank FROM jobs j "
+            "SELECT j.id, j.nodes, j.ranks_per_node, j.threads_per_rank, j.gpus_per_rank FROM jobs j "
             f"WHERE {fit.filter_sql()} AND j.state = ANY(:pre_run) AND NOT {fit.size_sql()} "
             "AND NOT (j.id = ANY(:seen)) ORDER BY j.id LIMIT :limit"
         ),
@@ -195,11 +195,11 @@ def note_too_big(session: Session, fit: Fit, already: set[int], limit: int = 100
     ).all()
     for row in rows:
         needs = (
-            f"{row.num_nodes} node(s) of {row.ranks_per_node * row.threads_per_rank} core(s)"
+            f"{row.nodes} node(s) of {row.ranks_per_node * row.threads_per_rank} core(s)"
             f" and {row.ranks_per_node * row.gpus_per_rank} GPU(s)"
         )
         has = f"{fit.max_nodes} node(s) of at most {fit.max_cores_per_node} core(s) and {fit.max_gpus_per_node} GPU(s)"
-        if fit.serial and (row.num_nodes > 1 or row.ranks_per_node > 1):
+        if fit.serial and (row.nodes > 1 or row.ranks_per_node > 1):
             reason = "it is an MPI job and this launcher runs in serial mode"
         else:
             reason = f"it needs {needs}; this launcher has {has}"

@@ -155,7 +155,7 @@ class TaskRef(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "workflow_id", "name", "app", "state", "site", "attempt", "has_return_code", "return_code", "message", "parents", "params_json", "sites_tried")
+    __slots__ = ("id", "workflow_id", "name", "app", "state", "site", "attempt", "has_return_code", "return_code", "message", "parents", "params_json", "sites_tried", "waiting")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class Task(_message.Message):
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     SITES_TRIED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: int
     name: str
@@ -182,7 +183,8 @@ class Task(_message.Message):
     parents: _containers.RepeatedScalarFieldContainer[str]
     params_json: str
     sites_tried: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., name: _Optional[str] = ..., app: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ..., message: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., sites_tried: _Optional[_Iterable[str]] = ...) -> None: ...
+    waiting: str
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., name: _Optional[str] = ..., app: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ..., message: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., sites_tried: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ("workflow_id",)

@@ -1,4 +1,4 @@
-"""One Balsam site: its database, the ``balsam`` CLI and Python API, and (later) its agent.
+"""One Balsam site: its database, the ``balsam`` CLI and Python API, its agent and its side of Argo.
 
 ``from balsam.site import Site`` is the entry point for scripts. It is imported on first use, so a
 module that needs only a light piece (``balsam.site.templates``, say) does not load the database

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -55,7 +54,7 @@ MAX_BACKOFF_S = 300.0
 # number (or would overflow a float) counts as missing rather than failing the query. The
 # braces of the pattern are doubled for str.format.
 _BACKLOG = """
-SELECT CASE WHEN j.wall_time_min IS NULL THEN a.name END AS app, j.num_nodes, j.node_packing_count,
+SELECT CASE WHEN j.wall_time_min IS NULL THEN a.name END AS app, j.nodes, j.node_packing_count,
        j.wall_time_min AS minutes, count(*) AS n, avg(f.x) AS mean_x, max(f.x) AS max_x
 FROM jobs j
 JOIN apps a ON a.id = j.app_id
@@ -167,7 +166,7 @@ class Agent:
         from balsam.site import perf_data, perfmodel
 
         limits, perf = self.settings.elastic_queue, self.settings.perf
-        serial = "AND j.num_nodes = 1 AND j.ranks_per_node = 1" if limits.job_mode == "serial" else ""
+        serial = "AND j.nodes = 1 AND j.ranks_per_node = 1" if limits.job_mode == "serial" else ""
         with self.site.session() as session:
             rows = session.execute(text(_BACKLOG.format(serial=serial)), {"features": json.dumps(perf.features)}).all()
         models: dict[str, perfmodel.Model] = {}
@@ -185,14 +184,14 @@ class Agent:
             estimate = None
             if r.minutes is None and r.app in models:
                 try:
-                    estimate = perfmodel.backlog_minutes(models[r.app], r.num_nodes, r.n, r.mean_x, r.max_x, perf.wall_time_margin)
+                    estimate = perfmodel.backlog_minutes(models[r.app], r.nodes, r.n, r.mean_x, r.max_x, perf.wall_time_margin)
                 except BalsamError:  # a node count never run, or no feature values: the default holds
                     estimate = None
             if estimate:
-                shapes.extend(elastic.JobShape(r.num_nodes, minutes, count, r.node_packing_count) for minutes, count in estimate)
+                shapes.extend(elastic.JobShape(r.nodes, minutes, count, r.node_packing_count) for minutes, count in estimate)
             else:
                 minutes = limits.default_job_min if r.minutes is None else float(r.minutes)
-                shapes.append(elastic.JobShape(nodes=r.num_nodes, minutes=minutes, count=r.n, packing=r.node_packing_count))
+                shapes.append(elastic.JobShape(nodes=r.nodes, minutes=minutes, count=r.n, packing=r.node_packing_count))
         return shapes
 
     def allocations(self) -> list[elastic.Allocation]:
@@ -205,7 +204,7 @@ class Agent:
             left = float(row.wall_time_min)
             if running and row.started_at:
                 left = math.ceil(left - (now - row.started_at).total_seconds() / 60)
-            result.append(elastic.Allocation(row.id, running, row.num_nodes, left, elastic=row.origin == "elastic"))
+            result.append(elastic.Allocation(row.id, running, row.nodes, left, elastic=row.origin == "elastic"))
         return result
 
     def _may_submit(self) -> bool:
@@ -330,26 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     except BalsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    settings.logs_dir.mkdir(exist_ok=True)
-    logging.basicConfig(
-        filename=settings.logs_dir / LOG_FILE, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    pid_file = daemon.hold_pid_file(settings.logs_dir / PID_FILE)
-    if pid_file is None:
-        print(f"the agent of site {settings.name} is already running", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
+
+    def serve(stop: threading.Event, ready) -> None:
         with Site(settings) as site:
             agent = Agent(site)
-            # Written only now, so a pid in the file means an agent that is up and connected.
-            daemon.mark_ready(pid_file)
+            ready()  # only now: a pid in the file means an agent that is up and connected
             agent.run(stop)
-    finally:
-        daemon.release_pid_file(pid_file)
-    return 0
+
+    return daemon.run_daemon(settings.logs_dir / PID_FILE, settings.logs_dir / LOG_FILE, f"the agent of site {settings.name}", serve)
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -23,6 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from balsam.errors import BalsamError
+from balsam.resources import FIELDS as RESOURCE_FIELDS
+from balsam.resources import resources_from
 from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
@@ -271,9 +273,9 @@ class Site:
     # -- changing jobs -------------------------------------------------------------------------
 
     def modify_job(self, job_id: int, **changes: Any) -> Job:
-        """Change a job that no launcher holds: name, workflow, params, resources, tags, data, wall_time."""
-        allowed = {"name", "workflow", "params", "nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank",
-                   "node_packing", "wall_time", "tags", "data"}  # fmt: skip
+        """Change a job that no launcher holds: name, workflow, params, resources (nodes, ...,
+        wall_time_min), tags, data."""
+        allowed = {"name", "workflow", "params", *RESOURCE_FIELDS, "tags", "data"}
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise BalsamError(f"cannot modify {unknown[0]!r}; modifiable: {', '.join(sorted(allowed))}")
@@ -286,12 +288,15 @@ class Site:
             for merged in ("params", "tags"):
                 if merged in changes:
                     changes[merged] = {**getattr(current, merged), **changes[merged]}
-            spec = dataclasses.replace(current, **changes)
+            asked = {key: changes.pop(key) for key in RESOURCE_FIELDS if key in changes}
+            resources, problems = resources_from({**current.resources.given(), **asked})
+            if problems:
+                raise BalsamError(f"{current.label}: {problems[0]}")
+            spec = dataclasses.replace(current, resources=resources, **changes)
             check_shape(spec)
             CommandTemplate.parse(job.app.command_template).check_parameters(spec.params, job.app.name)
             job.name, job.workflow, job.parameters = spec.name, spec.workflow, spec.params
-            job.num_nodes, job.ranks_per_node, job.threads_per_rank = spec.nodes, spec.ranks_per_node, spec.threads_per_rank
-            job.gpus_per_rank, job.node_packing_count, job.wall_time_min = spec.gpus_per_rank, spec.node_packing, spec.wall_time
+            job.resources = spec.resources
             job.tags, job.data = spec.tags, spec.data
             job.updated_at = func.now()
         return self.job(job_id)
@@ -328,8 +333,6 @@ class Site:
 
 def _spec_of(job: Job) -> JobSpec:
     return JobSpec(
-        app=job.app.name, name=job.name, workflow=job.workflow, params=dict(job.parameters),
-        nodes=job.num_nodes, ranks_per_node=job.ranks_per_node, threads_per_rank=job.threads_per_rank,
-        gpus_per_rank=job.gpus_per_rank, node_packing=job.node_packing_count, wall_time=job.wall_time_min,
+        app=job.app.name, name=job.name, workflow=job.workflow, params=dict(job.parameters), resources=job.resources,
         tags=dict(job.tags), data=dict(job.data), source=f"job {job.id}",
     )  # fmt: skip

@@ -27,16 +27,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from datetime import UTC
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from balsam.errors import BalsamError
-from balsam.pgcopy import copy_rows
 from balsam.private_files import read_private, write_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
@@ -45,40 +42,39 @@ from balsam.protos import auth_pb2_grpc as arpc
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
-from balsam.site.specs import check_batch, spec_from_dict
+from balsam.site.specs import JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 from balsam.site.transfers import SiteLocations
 from balsam.site.workdir import workdir
 from balsam.states import FINAL_STATES, JobState
+from balsam.wire import channel as wire_channel
+from balsam.wire.convert import (
+    Assignment, KillOrder, OutputFile, Report, Spawned, coordinator_message_body, report_message, spawned_message,
+)  # fmt: skip
+from balsam.wire.outbox import Outbox, fresh
 
 log = logging.getLogger("balsam.site.argo")
 S = JobState
 PUMP_BATCH = 5000
-SEND_BATCH = 500
 WINDOW = 5000  # messages sent and not yet acknowledged
 # Reconnection attempts back off up to this many heartbeats (and at most 30 s): well inside the
 # coordinator's site timeout, so a restarted coordinator sees the site again before it gives up on it.
 BACKOFF_HEARTBEATS = 5
 _ACTIVE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY', 'RUNNING')"
 MODELS_EVERY_S = 60.0
+# Our messages to the coordinator, numbered by the link's row (``argo_link.last_seq``).
+ARGO_OUTBOX = Outbox("argo_outbox", "argo_link")
 
 
-class SyncGap(BalsamError):
-    pass
-
-
-def open_channel(settings) -> grpc.Channel:
-    """A channel to the coordinator: TLS when the site has the CA that signed its certificate."""
+def open_channel(settings, token: str = "") -> grpc.Channel:
+    """A channel to the coordinator (``balsam.wire.channel``): TLS when the site has the CA that signed
+    its certificate, ``token`` on every call."""
     argo = settings.argo
-    if not argo.ca_file:
-        return grpc.insecure_channel(argo.address)
     try:
-        ca = Path(argo.ca_file).read_bytes()
-        cert = Path(argo.cert_file).read_bytes() if argo.cert_file else None
-        key = read_private(Path(argo.key_file)).encode() if argo.key_file else None
-    except FileNotFoundError as exc:
-        raise BalsamError(f"argo TLS file {exc.filename} not found") from None
-    return grpc.secure_channel(argo.address, grpc.ssl_channel_credentials(ca, key, cert))
+        return wire_channel.open_channel(argo.address, ca_file=argo.ca_file or None, cert_file=argo.cert_file or None,
+                                         key_file=argo.key_file or None, token=token)  # fmt: skip
+    except BalsamError as exc:
+        raise BalsamError(f"argo {exc}") from None
 
 
 def load_credential(settings) -> dict[str, Any] | None:
@@ -101,11 +97,9 @@ def save_credential(settings, reply: apb.Token) -> dict[str, Any]:
 
 def enrol(settings, enrol_token: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """Exchange a one-time enrolment token for this site's credential, kept in argo-credential.json."""
-    channel = open_channel(settings)
+    channel = open_channel(settings, enrol_token.strip())
     try:
-        reply = arpc.AuthStub(channel).Enrol(
-            apb.EnrolRequest(site=settings.name), metadata=[("authorization", f"Bearer {enrol_token.strip()}")], timeout=timeout_s
-        )
+        reply = arpc.AuthStub(channel).Enrol(apb.EnrolRequest(site=settings.name), timeout=timeout_s)
     except grpc.RpcError as exc:
         raise BalsamError(f"enrolling with Argo at {settings.argo.address} failed: {exc.code().name}: {exc.details()}") from None
     finally:
@@ -113,8 +107,8 @@ def enrol(settings, enrol_token: str, timeout_s: float = 30.0) -> dict[str, Any]
     return save_credential(settings, reply)
 
 
-def _metadata(credential: dict[str, Any] | None) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {credential['token']}")] if credential else []
+def _token(credential: dict[str, Any] | None) -> str:
+    return credential["token"] if credential else ""
 
 
 def link(site: Site, address: str) -> None:
@@ -140,12 +134,6 @@ def unlink(site: Site) -> None:
 def _forget(session: Session) -> None:
     for table in ("argo_link", "argo_raw_events", "argo_outbox"):
         session.execute(text(f"DELETE FROM {table}"))
-
-
-def _stamp(when) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
 
 
 class ArgoSync:
@@ -188,11 +176,13 @@ class ArgoSync:
             backoff = min(30.0, BACKOFF_HEARTBEATS * self.settings.argo.heartbeat_s, backoff * 2)
 
     def _session(self, stop: threading.Event) -> None:
+        # The token goes with each call, not with the channel: a credential renewed mid-stream is the
+        # one the next call (a later renewal, the next stream) must carry.
         channel = open_channel(self.settings)
         self.credential = load_credential(self.settings)
-        self.refresh(channel)  # a credential that expired while the agent was down cannot be renewed: say so
-        metadata = _metadata(self.credential)
         try:
+            self.refresh(channel)  # a credential that expired while the agent was down cannot be renewed: say so
+            metadata = wire_channel.bearer(_token(self.credential))
             rpc.SitesStub(channel).Register(self.registration(), timeout=10, metadata=metadata)
             with self.site.session() as session:
                 applied = session.scalar(select(ArgoLink.last_applied))
@@ -253,7 +243,7 @@ class ArgoSync:
         if time.time() < issued + (float(cred["expires_at"]) - issued) / 2:
             return
         try:
-            reply = arpc.AuthStub(channel).Refresh(apb.RefreshRequest(), metadata=_metadata(cred), timeout=10)
+            reply = arpc.AuthStub(channel).Refresh(apb.RefreshRequest(), metadata=wire_channel.bearer(_token(cred)), timeout=10)
         except grpc.RpcError as exc:
             self._refresh_due = time.monotonic() + 5.0
             self.status["last_error"] = f"refreshing the Argo credential: {exc.code().name}: {exc.details()}"
@@ -280,8 +270,7 @@ class ArgoSync:
                     out.put(envelope)
                 if envelope.messages:
                     sent = envelope.messages[-1].seq
-                    if len(bodies) == SEND_BATCH:
-                        continue
+                    continue  # there may be more: send until the outbox (or the window) is empty
                 done.wait(0.2)
         except Exception:
             log.exception("sending to Argo failed; reconnecting")
@@ -333,14 +322,13 @@ class ArgoSync:
         return self._models
 
     def outbox(self, after: int) -> list[bytes]:
+        """Our messages after number ``after``, as many as fit in one envelope."""
         with self.site.session() as session:
-            return list(session.execute(
-                text("SELECT body FROM argo_outbox WHERE seq > :after ORDER BY seq LIMIT :n"), {"after": after, "n": SEND_BATCH}
-            ).scalars())  # fmt: skip
+            return ARGO_OUTBOX.pending(session, after)
 
     def _acknowledged(self, seq: int) -> None:
         with self.site.session() as session:
-            session.execute(text("DELETE FROM argo_outbox WHERE seq <= :seq"), {"seq": seq})
+            ARGO_OUTBOX.acknowledge(session, seq)
 
     def pump(self) -> int:
         """Turn raw job events into numbered messages; the number of messages made."""
@@ -364,24 +352,23 @@ class ArgoSync:
                 if task_id is None:
                     continue  # a job of this site alone
                 final = raw.to_state in FINAL_STATES or raw.to_state in (S.RUN_DONE, S.RUN_ERROR)
-                outputs = self.outputs(raw.job_id, raw.workflow, raw.output_files) if raw.to_state == S.JOB_FINISHED else []
-                messages.append(pb.SiteMessage(event=pb.TaskEvent(
-                    task_id=task_id, attempt=attempt, job_id=raw.job_id, from_state=S(raw.from_state).number,
-                    to_state=S(raw.to_state).number, at=_stamp(raw.at), message=raw.message,
-                    has_return_code=final and raw.return_code is not None, return_code=raw.return_code or 0, outputs=outputs,
+                outputs = self.outputs(raw.job_id, raw.workflow, raw.output_files) if raw.to_state == S.JOB_FINISHED else ()
+                messages.append(report_message(Report(
+                    task_id, attempt, raw.job_id, S(raw.from_state), S(raw.to_state), raw.at, raw.message,
+                    raw.return_code if final else None, outputs,
                 )))  # fmt: skip
-            _emit(session, messages)
+            ARGO_OUTBOX.enqueue(session, messages)
             session.execute(text("DELETE FROM argo_raw_events WHERE id = ANY(:ids)"), {"ids": [r.id for r in raws]})
             return len(messages)
 
-    def outputs(self, job_id: int, workflow: str | None, declared: list[str] | None) -> list[pb.OutputFile]:
+    def outputs(self, job_id: int, workflow: str | None, declared: list[str] | None) -> tuple[OutputFile, ...]:
         """The declared outputs a finished job left in its folder, with where other sites fetch them.
 
         A declared output that is not there is left out: a task that reads it is then refused by
         the coordinator with that reason, instead of failing on a missing file at another site.
         """
         if not declared or workflow is None:
-            return []
+            return ()
         folder = workdir(self.settings.data_dir, workflow, job_id)
         found = []
         for name in declared:
@@ -391,8 +378,8 @@ class ArgoSync:
                 location = self.locations.output_location(path).uri
             except (OSError, BalsamError):
                 continue
-            found.append(pb.OutputFile(name=name, location=location, size_bytes=size))
-        return found
+            found.append(OutputFile(name, location, size))
+        return tuple(found)
 
     def _adopt_children(self, session: Session, job_ids: set[int], messages: list[pb.SiteMessage]) -> dict[int, tuple[str, int]]:
         """Jobs created by a running Argo task with it as parent join the global graph."""
@@ -412,14 +399,10 @@ class ArgoSync:
             workflow = parents[0].split("/", 1)[0]
             task_id = f"{workflow}/{self.name}:{child_id}"
             job.argo_task_id, job.argo_attempt = task_id, 1
-            spec = pb.TaskSpec(
-                name=job.name, app=job.app.name, params_json=json.dumps(job.parameters), parents=parents,
-                resources=pb.Resources(nodes=job.num_nodes, ranks_per_node=job.ranks_per_node, threads_per_rank=job.threads_per_rank,
-                                       gpus_per_rank=job.gpus_per_rank, node_packing_count=job.node_packing_count,
-                                       wall_time_min=job.wall_time_min or 0),
-                outputs=[str(o) for o in job.output_files], tags={k: str(v) for k, v in job.tags.items()},
-            )  # fmt: skip
-            messages.append(pb.SiteMessage(spawned=pb.SpawnedTask(task_id=task_id, workflow_id=int(workflow), job_id=child_id, spec=spec)))
+            messages.append(spawned_message(Spawned(
+                task_id, int(workflow), child_id, job.app.name, dict(job.parameters), job.resources, tuple(parents),
+                tuple(str(o) for o in job.output_files), {k: str(v) for k, v in job.tags.items()},
+            )))  # fmt: skip
             linked[child_id] = (task_id, 1)
         session.flush()
         return linked
@@ -430,25 +413,31 @@ class ArgoSync:
         """Apply a batch of the coordinator's messages (those not applied before); the new high mark."""
         with self.site.session() as session:
             link_row = session.execute(select(ArgoLink).with_for_update()).scalar_one()
-            expected = link_row.last_applied + 1
-            assigns: list[pb.Assignment] = []
-            for message in messages:
-                if message.seq < expected:
+            new = fresh(messages, link_row.last_applied, "Argo")
+            assigns: list[Assignment] = []
+            refused: list[tuple[pb.Assignment, str]] = []
+            for message in new:
+                try:
+                    body = coordinator_message_body(message)
+                except BalsamError as exc:  # a message we cannot read is refused with why, never skipped silently
+                    if message.HasField("assign"):
+                        refused.append((message.assign, str(exc)))
+                    else:
+                        log.warning("message %d from Argo cannot be applied, skipped: %s", message.seq, exc)
                     continue
-                if message.seq != expected:
-                    raise SyncGap(f"expected message {expected} from Argo, got {message.seq}")
-                expected += 1
-                if message.HasField("assign"):
-                    assigns.append(message.assign)
-                elif message.HasField("kill"):
+                if isinstance(body, KillOrder):
                     self._create(session, assigns)  # in order: an assignment before its kill
                     assigns = []
-                    self._kill(session, message.kill)
+                    self._kill(session, body)
+                else:
+                    assigns.append(body)
             self._create(session, assigns)
-            link_row.last_applied = expected - 1
+            self._refuse(session, [(a.task_id, a.attempt, why) for a, why in refused])
+            if new:
+                link_row.last_applied = new[-1].seq
             return link_row.last_applied
 
-    def _create(self, session: Session, assigns: Sequence[pb.Assignment]) -> None:
+    def _create(self, session: Session, assigns: Sequence[Assignment]) -> None:
         if not assigns:
             return
         apps = session.execute(select(App.name, App.id, App.command_template)).all()
@@ -461,10 +450,11 @@ class ArgoSync:
             if (assign.task_id, assign.attempt) in have:
                 continue
             try:
-                spec = spec_from_dict(_job_fields(assign), source=f"Argo task {assign.task_id}")
+                spec = _job_spec(assign)
+                check_shape(spec)
                 check_batch([spec], templates)
             except BalsamError as exc:
-                refused.append((assign, str(exc)))
+                refused.append((assign.task_id, assign.attempt, str(exc)))
                 continue
             specs.append(spec)
             links.append((assign.task_id, assign.attempt))
@@ -477,17 +467,20 @@ class ArgoSync:
                 ),
                 {"ids": ids, "tasks": [t for t, _ in links], "attempts": [a for _, a in links]},
             )
-        if refused:
-            # No job to carry the failure: tell Argo directly.
-            _emit(session, [
-                pb.SiteMessage(event=pb.TaskEvent(task_id=a.task_id, attempt=a.attempt, from_state=S.READY.number,
-                                                  to_state=S.FAILED.number, message=f"site {self.name} refused it: {why}"))
-                for a, why in refused
-            ])  # fmt: skip
-            for assign, why in refused:
-                log.warning("refused Argo task %s: %s", assign.task_id, why)
+        self._refuse(session, refused)
 
-    def _kill(self, session: Session, order: pb.KillOrder) -> None:
+    def _refuse(self, session: Session, refused: Sequence[tuple[str, int, str]]) -> None:
+        """Assignments that cannot become jobs here fail, with the reason: no job carries it, so we tell Argo directly."""
+        if not refused:
+            return
+        ARGO_OUTBOX.enqueue(session, [
+            report_message(Report(task_id, attempt, 0, S.READY, S.FAILED, None, f"site {self.name} refused it: {why}"))
+            for task_id, attempt, why in refused
+        ])  # fmt: skip
+        for task_id, _, why in refused:
+            log.warning("refused Argo task %s: %s", task_id, why)
+
+    def _kill(self, session: Session, order: KillOrder) -> None:
         job_id = session.scalar(
             text("SELECT id FROM jobs WHERE argo_task_id = :t AND argo_attempt = :a FOR UPDATE"), {"t": order.task_id, "a": order.attempt}
         )
@@ -498,19 +491,13 @@ class ArgoSync:
             jobstore.transition(session, [job_id], S.USER_KILLED, f"killed by Argo: {order.reason}")
 
 
-def _job_fields(assign: pb.Assignment) -> dict[str, Any]:
+def _job_spec(assign: Assignment) -> JobSpec:
     spec = assign.spec
-    res = spec.resources
-    fields: dict[str, Any] = {
-        "app": spec.app, "name": spec.name, "workflow": assign.workflow or str(assign.workflow_id),
-        "params": json.loads(spec.params_json or "{}"), "tags": {**spec.tags, "argo_task": assign.task_id},
-        "inputs": dict(spec.inputs), "outputs": list(spec.outputs),
-    }  # fmt: skip
-    for name, value in (("nodes", res.nodes), ("ranks_per_node", res.ranks_per_node), ("threads_per_rank", res.threads_per_rank),
-                        ("gpus_per_rank", res.gpus_per_rank), ("node_packing", res.node_packing_count), ("wall_time", res.wall_time_min)):  # fmt: skip
-        if value:
-            fields[name] = value
-    return fields
+    return JobSpec(
+        app=spec.app, name=spec.name, workflow=assign.workflow or str(assign.workflow_id), params=dict(spec.params),
+        resources=spec.resources, tags={**spec.tags, "argo_task": assign.task_id}, inputs=dict(spec.inputs),
+        outputs=list(spec.outputs), source=f"Argo task {assign.task_id}",
+    )  # fmt: skip
 
 
 def _size(path: Path) -> int:
@@ -518,18 +505,3 @@ def _size(path: Path) -> int:
     if not path.is_dir():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _emit(session: Session, messages: list[pb.SiteMessage]) -> None:
-    """Number messages after the link's last number and keep them until acknowledged (link row locked)."""
-    if not messages:
-        return
-    last = session.execute(
-        text("UPDATE argo_link SET last_seq = last_seq + :n RETURNING last_seq"), {"n": len(messages)}
-    ).scalar_one()
-    first = last - len(messages) + 1
-    rows = []
-    for offset, message in enumerate(messages):
-        message.seq = first + offset
-        rows.append((message.seq, "\\x" + message.SerializeToString().hex()))
-    copy_rows(session, "argo_outbox", ("seq", "body"), rows)

@@ -79,7 +79,7 @@ class BatchQueue:
         defaults.check_allowed(project, queue)
         with self.site.session() as session:
             row = BatchJob(
-                scheduler=self.scheduler.name, project=project, queue=queue, num_nodes=request.nodes,
+                scheduler=self.scheduler.name, project=project, queue=queue, nodes=request.nodes,
                 wall_time_min=request.minutes, job_mode=request.job_mode, origin=request.origin,
                 state="pending_submission",
                 status_info={"attempts": 0, "until_idle": request.until_idle, "token": secrets.token_hex(3)},
@@ -107,7 +107,7 @@ class BatchQueue:
         row = self.get(batch_id)
         script, output = self.write_script(row)
         request = BatchRequest(
-            script=script, nodes=row.num_nodes, minutes=row.wall_time_min, name=self.job_name(row),
+            script=script, nodes=row.nodes, minutes=row.wall_time_min, name=self.job_name(row),
             output=output, project=row.project, queue=row.queue, extra_args=tuple(self.settings.scheduler.submit_args),
         )  # fmt: skip
         try:
@@ -121,7 +121,7 @@ class BatchQueue:
             raise
         self._update(batch_id, state="queued", scheduler_id=scheduler_id, submitted_at=_now(), message="")
         log.info("batch job %s submitted to %s as %s: %d node(s), %d min, %s mode",
-                 batch_id, self.scheduler.name, scheduler_id, row.num_nodes, row.wall_time_min, row.job_mode)  # fmt: skip
+                 batch_id, self.scheduler.name, scheduler_id, row.nodes, row.wall_time_min, row.job_mode)  # fmt: skip
         return self.get(batch_id)
 
     def job_name(self, row: BatchJob) -> str:
@@ -140,7 +140,7 @@ class BatchQueue:
             launcher.append("--until-idle")
         text = "\n".join([
             "#!/bin/bash",
-            f"# Launcher batch job {row.id} of Balsam site {self.settings.name}: {row.num_nodes} node(s), "
+            f"# Launcher batch job {row.id} of Balsam site {self.settings.name}: {row.nodes} node(s), "
             f"{row.wall_time_min} min, {row.job_mode} mode.",
             f"export BALSAM_SITE={shlex.quote(str(self.settings.path))}",
             f"export {BATCH_JOB_VARIABLE}={row.id}",

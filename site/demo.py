@@ -70,7 +70,7 @@ def _fill(site: Site) -> None:
     started = time.perf_counter()
     ids = site.add_jobs(
         {"app": "greet", "params": {"who": f"sample-{i}", "out": str(shared / f"sample-{i}.txt")}, "workflow": "sweep",
-         "tags": {"batch": str(i // 250)}, "node_packing": 8}
+         "tags": {"batch": str(i // 250)}, "node_packing_count": 8}
         for i in range(1000)
     )  # fmt: skip
     console.print(f"added {len(ids)} jobs in {time.perf_counter() - started:.2f} s")

@@ -34,7 +34,7 @@ from balsam.site.settings import SiteSettings
 
 # The newest runs first, so a limit keeps the runs that reflect the app and machine as they are now.
 _RUNS = """
-SELECT j.id, j.parameters, j.num_nodes, j.ranks_per_node,
+SELECT j.id, j.parameters, j.nodes, j.ranks_per_node,
        EXTRACT(EPOCH FROM (done.timestamp - start.timestamp)) AS seconds
 FROM jobs j
 JOIN apps a ON a.id = j.app_id
@@ -56,7 +56,7 @@ LIMIT :limit
 def runs(session: Session, app: str, limit: int = 2000) -> list[Run]:
     """The measured runs of ``app``, newest first, at most ``limit``."""
     rows = session.execute(text(_RUNS), {"app": app, "limit": limit}).all()
-    return [Run(job_id=r.id, nodes=r.num_nodes, seconds=float(r.seconds), ranks_per_node=r.ranks_per_node,
+    return [Run(job_id=r.id, nodes=r.nodes, seconds=float(r.seconds), ranks_per_node=r.ranks_per_node,
                 params=dict(r.parameters or {})) for r in rows]  # fmt: skip
 
 
@@ -94,7 +94,7 @@ class Resolved:
     """What ``resolve_auto`` decided, with notes for the user (stderr)."""
 
     nodes: int | None
-    wall_time: float | None
+    wall_time_min: float | None
     notes: list[str] = field(default_factory=list)
 
 
@@ -107,7 +107,7 @@ def resolve_auto(site: Any, app: str, params: Mapping[str, Any], nodes: int | st
     job's node count (the one just chosen, the one given, or 1). With too little data the
     defaults hold (1 node, no wall time) and a note says why.
     """
-    result = Resolved(nodes=nodes if nodes != "auto" else None, wall_time=wall_time if wall_time != "auto" else None)
+    result = Resolved(nodes=nodes if nodes != "auto" else None, wall_time_min=wall_time if wall_time != "auto" else None)
     if nodes != "auto" and wall_time != "auto":
         return result
     perf = site.settings.perf
@@ -144,9 +144,9 @@ def resolve_auto(site: Any, app: str, params: Mapping[str, Any], nodes: int | st
             return result
         # Minutes, rounded up (never down: an estimate cut short would stop the run early), and
         # above 0, which a wall time must be.
-        result.wall_time = max(math.ceil(seconds / 60 * 1e4) / 1e4, 1e-4)
+        result.wall_time_min = max(math.ceil(seconds / 60 * 1e4) / 1e4, 1e-4)
         result.notes.append(
-            f"--wall-time auto: {result.wall_time:g} min on {on} node(s) (the {perf.wall_time_quantile:g} quantile "
+            f"--wall-time auto: {result.wall_time_min:g} min on {on} node(s) (the {perf.wall_time_quantile:g} quantile "
             f"of the fit plus {perf.wall_time_margin:.0%})"
         )
     return result

@@ -163,5 +163,5 @@ def submit(
                 if session.scalar(select(App.id).where(App.name == existing)) is None:
                     raise
     data = {"qsub": {"project": project, "queue": queue}} if project or queue else {}
-    return site.add_job(existing, name=name or Path(argv[0]).name, workflow=workflow, nodes=nodes, wall_time=minutes,
+    return site.add_job(existing, name=name or Path(argv[0]).name, workflow=workflow, nodes=nodes, wall_time_min=minutes,
                         tags={"qsub": "true"}, data=data)  # fmt: skip

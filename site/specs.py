@@ -7,6 +7,7 @@ and cycles among them. Each error names the job (and the file line) it is about.
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import json
 import re
@@ -17,15 +18,16 @@ from typing import Any
 import yaml
 
 from balsam.errors import BalsamError
+from balsam.resources import DEFAULT as DEFAULT_RESOURCES
+from balsam.resources import FIELDS as RESOURCE_FIELDS
+from balsam.resources import Resources, resources_from
 from balsam.site.templates import CommandTemplate
 from balsam.transfer.base import Location, TransferError
-from balsam.transfer.confine import relative_path_problem
+from balsam.paths import relative_path_problem
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 
 MAX_NAME = 200  # the width of the name columns
-MAX_COUNT = 2**31 - 1  # the database's integer
-RESOURCE_MINIMUMS = {"nodes": 1, "ranks_per_node": 1, "threads_per_rank": 1, "gpus_per_rank": 0, "node_packing": 1}
 
 
 @dataclass
@@ -36,12 +38,8 @@ class JobSpec:
     params: dict[str, Any] = field(default_factory=dict)
     # int: the id of an existing job; str: the name of another job of the same request.
     parents: list[int | str] = field(default_factory=list)
-    nodes: int = 1
-    ranks_per_node: int = 1
-    threads_per_rank: int = 1
-    gpus_per_rank: int = 0
-    node_packing: int = 1
-    wall_time: float | None = None  # minutes
+    # Given in a job's mapping as its own keys (nodes, ranks_per_node, ..., wall_time_min).
+    resources: Resources = DEFAULT_RESOURCES
     tags: dict[str, str] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     # Files staged into the work folder before the run: local name -> location URI. ``stage_in`` says
@@ -58,8 +56,8 @@ class JobSpec:
         return f"{who} ({self.source})" if self.source else who
 
 
-FIELDS = {f for f in JobSpec.__dataclass_fields__ if f != "source"}
-_ALIASES = {"parameters": "params", "num_nodes": "nodes", "node_packing_count": "node_packing", "wall_time_min": "wall_time"}
+# The keys of a job's mapping: its fields, with the resources as keys of their own.
+FIELDS = frozenset({f for f in JobSpec.__dataclass_fields__ if f not in ("source", "resources")} | set(RESOURCE_FIELDS))
 
 
 def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
@@ -67,20 +65,19 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
     where = f" ({source})" if source else ""
     if not isinstance(raw, dict):
         raise BalsamError(f"a job must be a mapping of fields{where}, not {type(raw).__name__}")
-    values = {}
-    for key, value in raw.items():
-        name = _ALIASES.get(key, key)
-        if name not in FIELDS:
-            aliases = ", ".join(f"{a} for {f}" for a, f in _ALIASES.items())
-            raise BalsamError(
-                f"unknown job field {key!r}{where}; known fields: {', '.join(sorted(FIELDS))} (aliases: {aliases})"
-            )
-        if name in values:
-            raise BalsamError(f"job field {name!r} is given twice{where} (once as an alias)")
-        values[name] = value
-    if "app" not in values:
+    for key in raw:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1) if isinstance(key, str) else []
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BalsamError(f"unknown job field {key!r}{where}{hint}; known fields: {', '.join(sorted(FIELDS))}")
+    if "app" not in raw:
         raise BalsamError(f"a job needs an app{where}")
+    values = {key: value for key, value in raw.items() if key not in RESOURCE_FIELDS}
+    resources, problems = resources_from({key: raw[key] for key in RESOURCE_FIELDS if key in raw})
     spec = JobSpec(**values, source=source)
+    if problems:
+        raise BalsamError(f"{spec.label}: {problems[0]}")
+    spec.resources = resources
     check_shape(spec)
     return spec
 
@@ -97,15 +94,12 @@ def check_shape(spec: JobSpec) -> None:
             raise BalsamError(f"{spec.label}: {key} is {len(value)} characters long; at most {MAX_NAME}")
     if not spec.workflow:
         raise BalsamError(f"{spec.label}: workflow must not be empty")
-    for key, minimum in RESOURCE_MINIMUMS.items():
-        value = getattr(spec, key)
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_COUNT:
-            rule = "a positive whole number" if minimum else "a whole number >= 0"
-            raise BalsamError(f"{spec.label}: {key} must be {rule} up to {MAX_COUNT}, got {value!r}")
-    if spec.wall_time is not None:
-        wall_time = spec.wall_time
-        if isinstance(wall_time, bool) or not isinstance(wall_time, (int, float)) or not 0 < wall_time < float("inf"):
-            raise BalsamError(f"{spec.label}: wall_time must be a positive number of minutes, got {spec.wall_time!r}")
+    if not isinstance(spec.resources, Resources):
+        raise BalsamError(f"{spec.label}: resources must be Resources, got {type(spec.resources).__name__}")
+    if spec.resources is not DEFAULT_RESOURCES:  # the common case needs no look
+        problems = resources_from(spec.resources.given())[1]
+        if problems:
+            raise BalsamError(f"{spec.label}: {problems[0]}")
     for key in ("params", "tags", "data", "inputs"):
         if not isinstance(getattr(spec, key), dict):
             raise BalsamError(f"{spec.label}: {key} must be a mapping")

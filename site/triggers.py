@@ -30,21 +30,18 @@ from sqlalchemy.exc import IntegrityError
 
 from balsam import fswatch
 from balsam.errors import BalsamError
+from balsam.resources import Resources, resources_from
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, TriggerRule
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 
-# JobSpec's resource fields a rule may set (the same names as `balsam job add`'s options).
-RESOURCE_FIELDS = ("nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "node_packing", "wall_time")
-
-
 def _spec(rule: TriggerRule, app_name: str, params: dict[str, Any], path: Path, source: str) -> JobSpec:
     return JobSpec(
         app=app_name, name=path.name[:MAX_NAME], workflow=rule.workflow, params=fswatch.fill(params, path),
         tags={**rule.tags, "trigger": rule.name}, data={"trigger": {"rule": rule.name, "path": str(path)}},
-        source=source, **rule.resources,
+        resources=Resources(**rule.resources), source=source,
     )  # fmt: skip
 
 
@@ -75,10 +72,10 @@ def add_rule(
     pattern_list = fswatch.check_globs(patterns or [], "pattern")
     ignore_list = fswatch.check_globs(ignore or [], "ignore glob")
     params = fswatch.check_templates(dict(params or {}))
-    resources = dict(resources or {})
-    unknown = sorted(set(resources) - set(RESOURCE_FIELDS))
-    if unknown:
-        raise BalsamError(f"unknown resource {unknown[0]!r}; known: {', '.join(RESOURCE_FIELDS)}")
+    checked, problems = resources_from(dict(resources or {}))
+    if problems:
+        raise BalsamError(problems[0])
+    resources = checked.given()
     if isinstance(settle_s, bool) or not isinstance(settle_s, int | float) or not 0 <= settle_s < 86400:
         raise BalsamError(f"settle_s must be a number of seconds from 0 to 86400, got {settle_s!r}")
     rule = TriggerRule(

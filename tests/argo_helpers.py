@@ -114,6 +114,9 @@ class Federation:
             else:
                 os.environ["BALSAM_SITE_NAME"] = env_before
 
+    def agent_pid(self, name: str) -> int | None:
+        return agent_pid(self.sites[name].settings)
+
     def kill_site(self, name: str) -> list[int]:
         """SIGKILL the site's agent and everything it started (launchers, their jobs); its database stays."""
         path = str(self.sites[name].settings.path)

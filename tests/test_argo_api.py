@@ -167,8 +167,10 @@ def test_the_sync_applies_each_message_once_and_resumes_from_the_last_acknowledg
     outgoing.put(None)
 
     assert client.task(task_id)["state"] == "JOB_FINISHED"
-    history = [(e.from_state, e.to_state) for e in client.watch(workflow_id) if e.site == "proto"]
-    assert history == [(CHAIN[n].number, CHAIN[n + 1].number) for n in range(8)]  # each once, in order
+    history = [(e.from_state, e.to_state, e.message) for e in client.watch(workflow_id) if e.site == "proto"]
+    # The coordinator's own move first (placed there), then the site's reports, each once, in order.
+    assert history[0] == (S.READY.number, S.READY.number, "placed at site proto (attempt 1)")
+    assert [h[:2] for h in history[1:]] == [(CHAIN[n].number, CHAIN[n + 1].number) for n in range(8)]
     assert client.status(workflow_id)["status"] == "finished"
 
 

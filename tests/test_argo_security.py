@@ -208,9 +208,9 @@ def test_a_site_reporting_on_another_sites_task_is_refused_and_everyone_else_is_
     # East goes on: its own news is applied.
     assert [m.assign.task_id for m in next(in_e).messages] == [f"{workflow_id}/e"]
     out_e.put(pb.SiteEnvelope(messages=[pb.SiteMessage(seq=1, event=pb.TaskEvent(task_id=f"{workflow_id}/e", attempt=1,
-                                                                                   from_state=S.READY.number, to_state=S.RUNNING.number))], ack=1))  # fmt: skip
+                                                                                   from_state=S.READY.number, to_state=S.STAGED_IN.number))], ack=1))  # fmt: skip
     assert next(in_e).ack == 1
-    assert tls.owner.task(f"{workflow_id}/e")["state"] == "RUNNING"
+    assert tls.owner.task(f"{workflow_id}/e")["state"] == "STAGED_IN"
     # A site's credential is not a user's.
     with client(tls, west) as as_user, pytest.raises(ArgoError) as not_user:
         as_user.list()

@@ -7,19 +7,10 @@ import pytest
 import yaml
 
 from balsam.argo import spec
-from balsam.argo.spec import (
-    MAX_TASKS,
-    NAME_PATTERN,
-    Resources,
-    SpecError,
-    TaskSpec,
-    WorkflowSpec,
-    load_spec,
-    parse_spec,
-    task_from_dict,
-    validate,
-)
-from balsam.errors import BalsamError
+from balsam.argo.spec import MAX_TASKS, WorkflowSpec, load_spec, parse_spec, validate
+from balsam.errors import BalsamError, SpecError
+from balsam.resources import Resources
+from balsam.taskspec import NAME_PATTERN, TaskSpec, task_from_dict
 
 EXAMPLE = """\
 name: demo
@@ -82,8 +73,8 @@ def test_every_resource_and_its_aliases_are_read():
             "ranks_per_node": 8,
             "threads_per_rank": 2,
             "gpus_per_rank": 1,
-            "node_packing": 2,
-            "wall_time": 30,
+            "node_packing_count": 2,
+            "wall_time_min": 30,
         }
     )
     parsed = task_from_dict(doc, "tasks[0]").resources
@@ -171,13 +162,14 @@ def test_names_that_are_allowed(name):
         (task(resources={"ranks_per_node": 0}), "task 't': resources.ranks_per_node must be a whole number from 1"),
         (task(resources={"threads_per_rank": -1}), "task 't': resources.threads_per_rank must be"),
         (task(resources={"gpus_per_rank": -1}), "task 't': resources.gpus_per_rank must be a whole number from 0"),
-        (task(resources={"node_packing": 0}), "task 't': resources.node_packing must be a whole number from 1"),
+        (task(resources={"node_packing": 2}), "task 't': unknown resource 'node_packing' (did you mean 'node_packing_count'?)"),
         (task(resources={"node_packing_count": 0}), "task 't': resources.node_packing_count must be"),
         (task(resources={"wall_time_min": 0}), "task 't': resources.wall_time_min must be a positive number of"),
-        (task(resources={"wall_time": -5}), "task 't': resources.wall_time must be a positive number of minutes"),
-        (task(resources={"wall_time": "1h"}), "task 't': resources.wall_time must be a positive number"),
-        (task(resources={"wall_time": float("inf")}), "task 't': resources.wall_time must be a positive number"),
-        (task(resources={"wall_time": 5, "wall_time_min": 5}), "'wall_time' and 'wall_time_min' are the same"),
+        (task(resources={"wall_time_min": -5}), "task 't': resources.wall_time_min must be a positive number of minutes"),
+        (task(resources={"wall_time_min": "1h"}), "task 't': resources.wall_time_min must be a positive number"),
+        (task(resources={"wall_time_min": float("inf")}), "task 't': resources.wall_time_min must be a positive number"),
+        (task(resources={"wall_time_min": 10**5000}), "task 't': resources.wall_time_min must be a positive number of minutes up to"),
+        (task(resources={"wall_time": 5}), "task 't': unknown resource 'wall_time' (did you mean 'wall_time_min'?)"),
         (task(resources={"node": 2}), "task 't': unknown resource 'node' (did you mean 'nodes'?)"),
         (task(parents="p"), "task 't': parents must be a list, not 'p'"),
         (task(parents=[1]), "task 't': parents must be task names, got int 1"),

@@ -99,11 +99,11 @@ def test_the_agent_sizes_batch_jobs_to_the_backlog_and_they_finish_it(site):
     report = agent.tick()
     assert report["errors"] == {} and _batch_rows(site) == []  # nothing to do, nothing submitted
     site.add_app("hello", "echo hello {n}")
-    site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time": 1} for i in range(20)])
+    site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time_min": 1} for i in range(20)])
     report = agent.tick()
     assert report["elastic_queue"]["backlog_jobs"] == 20
     rows = _batch_rows(site)
-    assert [(r["origin"], r["num_nodes"], r["wall_time_min"], r["job_mode"], r["state"]) for r in rows] == [
+    assert [(r["origin"], r["nodes"], r["wall_time_min"], r["job_mode"], r["state"]) for r in rows] == [
         ("elastic", 1, 20, "serial", "queued")
     ]
     agent.tick()
@@ -204,7 +204,7 @@ def test_a_submission_that_went_through_before_it_was_recorded_is_adopted_not_re
     site.add_app("nap", "sleep 1")
     queue = BatchQueue(site)
     with site.session() as session:
-        session.add(BatchJob(scheduler="local", num_nodes=1, wall_time_min=5, job_mode="mpi", state="pending_submission",
+        session.add(BatchJob(scheduler="local", nodes=1, wall_time_min=5, job_mode="mpi", state="pending_submission",
                              origin="elastic", status_info={"attempts": 0, "token": "abc123"}))  # fmt: skip
     row = queue.get(1)
     script, output = queue.write_script(row)

@@ -56,11 +56,11 @@ def test_the_elastic_queue_submits_for_the_backlog_and_cancels_what_is_no_longer
     blocker = slurm.run("sbatch", "--parsable", "-p", "debug", "--exclusive", "-N", "1", "-t", "5",
                         "-o", "/dev/null", "--wrap", "sleep 300").stdout.strip()  # fmt: skip
     wait_for(lambda: _squeue_state(slurm, blocker) == "RUNNING", timeout=30, what="the blocking job to run")
-    ids = site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time": 1} for i in range(3)])
+    ids = site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time_min": 1} for i in range(3)])
     agent = Agent(site)
     agent.tick()
     (row,) = _rows(site)
-    assert (row["origin"], row["state"], row["num_nodes"], row["wall_time_min"]) == ("elastic", "queued", 1, 5)
+    assert (row["origin"], row["state"], row["nodes"], row["wall_time_min"]) == ("elastic", "queued", 1, 5)
     wait_for(lambda: _squeue_state(slurm, row["scheduler_id"]) == "PENDING", timeout=20, what="our batch job to wait")
     agent.tick()
     assert len(_rows(site)) == 1 and _rows(site)[0]["state"] == "queued"  # covered: no second batch job
@@ -73,7 +73,7 @@ def test_the_elastic_queue_submits_for_the_backlog_and_cancels_what_is_no_longer
     assert _rows(site)[0]["status_info"]["native_state"] == "CANCELLED"
     # New work once the node is free: a batch job is submitted, runs, and finishes the backlog.
     slurm.run("scancel", blocker)
-    site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time": 1} for i in range(4)])
+    site.add_jobs([{"app": "hello", "params": {"n": i}, "wall_time_min": 1} for i in range(4)])
     agent.tick()
     rows = _rows(site)
     assert len(rows) == 2 and rows[1]["state"] in ("queued", "running")
@@ -86,7 +86,7 @@ def test_a_refused_sbatch_leaves_the_site_consistent_and_is_retried(slurm_site, 
     site = slurm_site
     site.settings.elastic_queue.enabled = True
     site.settings.elastic_queue.interval_s = 0.2  # back-off measured in tenths of a second
-    site.add_job("hello", params={"n": 1}, wall_time=1)
+    site.add_job("hello", params={"n": 1}, wall_time_min=1)
     agent = Agent(site)
     slurm.run("scontrol", "update", "PartitionName=debug", "State=INACTIVE")
     try:

@@ -45,7 +45,7 @@ def test_job_add_prints_the_id_and_stores_every_field(sim, balsam):
     assert job["name"] == "big" and job["workflow"] == "study" and job["app"] == "sim"
     assert job["params"] == {"n": "64", "infile": "b.dat"}
     assert (job["nodes"], job["ranks_per_node"], job["threads_per_rank"], job["gpus_per_rank"]) == (4, 32, 2, 1)
-    assert job["wall_time"] == 30.5 and job["tags"] == {"phase": "prod", "size": "L"}
+    assert job["wall_time_min"] == 30.5 and job["tags"] == {"phase": "prod", "size": "L"}
     assert job["state"] == "AWAITING_PARENTS" and job["parents"] == [parent]
     assert json.loads(balsam(f"job show {parent} --json").out)["children"] == [job["id"]]
 
@@ -72,7 +72,7 @@ def test_job_add_from_yaml_with_parents_by_name(sim, balsam, tmp_path):
     doc = {"jobs": [
         {"app": "sim", "name": "prep", "params": {"n": 1, "infile": "a"}, "parents": [existing]},
         {"app": "sim", "name": "run", "params": {"n": 2, "infile": "b"}, "parents": ["prep"], "nodes": 2,
-         "tags": {"stage": "main"}, "wall_time": 10},
+         "tags": {"stage": "main"}, "wall_time_min": 10},
         {"app": "sim", "name": "report", "params": {"n": 3, "infile": "c"}, "parents": ["run", "prep"]},
     ]}  # fmt: skip
     path = tmp_path / "wf.yaml"

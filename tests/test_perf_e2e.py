@@ -54,11 +54,11 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
     assert result.code == 0, result.err
     assert "too little data for a model" in result.err and "using 1 node and no wall time" in result.err
     early = site.job(int(result.out))
-    assert (early.num_nodes, early.wall_time_min) == (1, None)
+    assert (early.nodes, early.wall_time_min) == (1, None)
     site.remove_job(early.id)
     for bad, message in (("--nodes lots", "--nodes must be a whole number or 'auto', got 'lots'"),
                          ("--wall-time soon", "--wall-time must be a number of minutes or 'auto', got 'soon'"),
-                         ("--nodes 0", "nodes must be a positive whole number")):  # fmt: skip
+                         ("--nodes 0", "nodes must be a whole number from 1 to")):  # fmt: skip
         result = balsam(f"job add --app sim -p size=1 {bad}")
         assert result.code == 1 and message in result.err, result.err
 
@@ -107,16 +107,16 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
     result = balsam("job add --app sim -p size=2 --nodes auto --wall-time auto")
     assert result.code == 0, result.err
     job = site.job(int(result.out))
-    assert job.num_nodes == max(efficient) and 1 < job.num_nodes < 8, (job.num_nodes, refit)
-    assert f"--nodes auto: {job.num_nodes} node(s)" in result.err
+    assert job.nodes == max(efficient) and 1 < job.nodes < 8, (job.nodes, refit)
+    assert f"--nodes auto: {job.nodes} node(s)" in result.err
     # --wall-time auto: above every measured run of that size (on any node count it is shorter).
-    longest = max(r.seconds for r in measured.values() if float(r.params["size"]) <= 2 and r.nodes >= job.num_nodes)
+    longest = max(r.seconds for r in measured.values() if float(r.params["size"]) <= 2 and r.nodes >= job.nodes)
     assert job.wall_time_min * 60 > longest
-    assert job.wall_time_min * 60 >= (s + 2 * p / job.num_nodes) * 1.2
+    assert job.wall_time_min * 60 >= (s + 2 * p / job.nodes) * 1.2
     # A number still works, with auto for the other option.
     result = balsam("job add --app sim -p size=3 --nodes 2 --wall-time auto")
     fixed = site.job(int(result.out))
-    assert fixed.num_nodes == 2 and fixed.wall_time_min * 60 >= (s + 3 * p / 2) * 1.2
+    assert fixed.nodes == 2 and fixed.wall_time_min * 60 >= (s + 3 * p / 2) * 1.2
 
     # The elastic queue counts predicted work for jobs without a wall time.
     site.remove_job(job.id)
@@ -131,7 +131,7 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
     assert total_s == pytest.approx(sum(s + p * x / 4 for x in (1, 2, 3, 4)) + extra, rel=1e-6), shapes
     assert max(sh.minutes for sh in shapes) * 60 >= s + p * 4 / 4, "the longest job gets the upper estimate"
     assert all(sh.minutes < site.settings.elastic_queue.default_job_min for sh in shapes)
-    estimated = site.add_job("sim", params={"size": 1}, nodes=2, wall_time=7.5)
+    estimated = site.add_job("sim", params={"size": 1}, nodes=2, wall_time_min=7.5)
     assert [(sh.minutes, sh.count) for sh in Agent(site).backlog() if sh.nodes == 2] == [(7.5, 1)], "a wall time given is kept"
     site.remove_job(estimated.id)
     site.settings.elastic_queue.job_mode = "serial"  # only single-node jobs count there

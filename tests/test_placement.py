@@ -304,3 +304,37 @@ def test_properties_hold_over_generated_cases():
         outcomes["capped"] += sum("cap" in why for why in p.waiting.values())
     # The generator must reach every branch, or the properties above prove little.
     assert min(outcomes.values()) > 500, outcomes
+
+
+# --- the backlog, costed by the core from the tasks' own estimates ------------------------------
+
+
+def test_a_sites_backlog_is_costed_from_its_placed_tasks_own_estimates():
+    from balsam.argo.placement import Queued
+
+    model = RuntimeModel(serial_s=10.0, parallel_s=80.0, feature="n")
+    s = SiteView.loaded(
+        placed=(
+            Queued(task("", wall_time_min=2.0), count=3),  # 3 x 120 s on one node
+            Queued(task("", app="packed", node_packing_count=4), count=8),  # 8 x 60 s, four to a node
+            Queued(task("", app="fit", nodes=2, params={"n": 4}), count=1),  # (10 + 80 * 4 / 2) s on 2 nodes
+        ),
+        other_jobs=2, name="a", healthy=True, apps=frozenset({"sim"}), runtime_models={"fit": model},
+    )  # fmt: skip
+    assert s.in_flight == 12
+    assert s.backlog_node_s == 3 * 120.0 + 8 * 60.0 / 4 + 170.0 * 2 + 2 * DEFAULT_RUNTIME_S
+    with pytest.raises(ValueError, match="other_jobs"):
+        SiteView.loaded(other_jobs=-1, name="a", healthy=True, apps=frozenset())
+
+
+def test_a_level_of_short_tasks_spreads_over_both_sites_when_one_already_runs_a_short_task():
+    # One level of a DAG: 95 tasks of 0.6 s. Site a still runs one such task. Counting every placed
+    # task as 60 s would put a a minute behind and send all 95 to b; costed by its estimate, a is 0.6 s
+    # behind and both sites share the level.
+    from balsam.argo.placement import Queued
+
+    short = dict(wall_time_min=0.01)
+    sites = [SiteView.loaded(placed=(Queued(task("", **short)),), name="a", healthy=True, apps=frozenset({"sim"})),
+             SiteView.loaded(name="b", healthy=True, apps=frozenset({"sim"}))]  # fmt: skip
+    n = Counter(s for _, s in place([task(f"t{i}", **short) for i in range(95)], sites).assigned)
+    assert n["a"] + n["b"] == 95 and abs(n["a"] - n["b"]) <= 1

@@ -47,7 +47,7 @@ def test_qsub_adds_a_job_that_a_launcher_runs_once_with_its_arguments(site, bals
     assert result.code == 0, result.err
     job_id = int(result.out.strip())
     job = site.job(job_id)
-    assert (job.num_nodes, job.wall_time_min, job.workflow, job.tags) == (1, 5, "qsub", {"qsub": "true"})
+    assert (job.nodes, job.wall_time_min, job.workflow, job.tags) == (1, 5, "qsub", {"qsub": "true"})
     assert job.app.launch == "script" and job.app.name.startswith("qsub-job.sh-")
     # The same command again reuses its app.
     again = int(balsam(["qsub", "-n", "1", "-t", "3", "--", str(script), "a b", "{x}", "; echo pwned"]).out)

@@ -239,10 +239,10 @@ def test_a_collaborators_batch_script_logs_in_as_them(site, users, monkeypatch):
     _, collab_file = users("collaborator")
     _as(monkeypatch, collab_file)
     with Site.open(site.settings.path) as theirs:
-        row = SimpleNamespace(id=7, job_mode="mpi", wall_time_min=5, num_nodes=1, status_info={})
+        row = SimpleNamespace(id=7, job_mode="mpi", wall_time_min=5, nodes=1, status_info={})
         script, _ = BatchQueue(theirs).write_script(row)
     assert f"export {CREDENTIALS_ENV}={collab_file}" in script.read_text()
-    row = SimpleNamespace(id=8, job_mode="mpi", wall_time_min=5, num_nodes=1, status_info={})
+    row = SimpleNamespace(id=8, job_mode="mpi", wall_time_min=5, nodes=1, status_info={})
     script, _ = BatchQueue(site).write_script(row)
     assert CREDENTIALS_ENV not in script.read_text()
 

@@ -56,7 +56,7 @@ def _started(watcher: TriggerWatcher, rules_n: int = 1) -> None:
 
 def test_a_closed_file_becomes_one_job_with_its_parameters_filled(site, inbox):
     add_rule(site, "raw", inbox, "reduce", {"infile": "{path}", "label": "{stem}-{name}"}, patterns=["*.dat"],
-             tags={"campaign": "c1"}, resources={"nodes": 1, "wall_time": 5}, workflow="wf")  # fmt: skip
+             tags={"campaign": "c1"}, resources={"nodes": 1, "wall_time_min": 5}, workflow="wf")  # fmt: skip
     run = _watch(site)
     try:
         _started(run[0])

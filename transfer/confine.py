@@ -1,41 +1,18 @@
 """Keeping transfers inside the folders they may write to.
 
-Two checks, for two moments: ``relative_path_problem`` refuses a name that could reach outside a
-job's folder by its spelling alone (absolute, ``..``), when the job is created, before anything is
-stored; ``resolve_inside`` refuses a destination whose real path (symbolic links followed) lands
+Two checks, for two moments: ``balsam.paths.relative_path_problem`` refuses a name that could reach
+outside a job's folder by its spelling alone (absolute, ``..``), when the job is created, before
+anything is stored; ``resolve_inside`` refuses a destination whose real path (symbolic links followed) lands
 outside its root, when the transfer is about to be made, since links can appear after creation.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 
 from balsam.transfer.base import TransferError
-
-MAX_PATH = 4096
-
-
-def relative_path_problem(path: object, folder: str = "the job's work folder") -> str | None:
-    """Why ``path`` cannot name a file inside ``folder``, or None if it can."""
-    if not isinstance(path, str) or not path:
-        return "must be a non-empty file name"
-    if "\0" in path:
-        return "contains a NUL character (\\0)"
-    if len(path) > MAX_PATH:
-        return f"is {len(path)} characters long; at most {MAX_PATH}"
-    if path.startswith("/"):
-        return f"must be relative to {folder}, not absolute"
-    if ".." in path.split("/"):
-        return f"must not contain '..': it would reach outside {folder}"
-    if path == ".":
-        return "names the work folder itself, not a file in it"
-    normal = posixpath.normpath(path)
-    if normal != path:
-        return f"is not in normal form (write {normal!r})"
-    return None
 
 
 def resolve_inside(path: str | Path, roots: Iterable[str | Path], what: str = "destination") -> Path:

@@ -45,7 +45,9 @@ class Workflow(Base):
 
 
 class Task(Base):
-    """A node of the global graph, and the state of its current attempt (mirrored from its site)."""
+    """A node of the global graph, and the state of its current attempt (mirrored from its site).
+
+    Written only by ``balsam.argo.db.taskstore``."""
 
     __tablename__ = "tasks"
 
@@ -71,6 +73,8 @@ class Task(Base):
     sites_tried: Mapped[list[Any]] = mapped_column(default=list)
     return_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Why placement cannot place it now ('' : it is not waiting for a site); migration 0005.
+    waiting: Mapped[str] = mapped_column(Text, default="", server_default="")
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

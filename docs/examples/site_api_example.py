@@ -30,7 +30,7 @@ with tempfile.TemporaryDirectory() as tmp:
         )
         b = site.add_job(
             "sim", {"n": 64, "out": "b.h5", "infile": "in.dat"}, name="b", workflow="demo",
-            nodes=4, ranks_per_node=32, wall_time=30, tags={"size": "large"},
+            nodes=4, ranks_per_node=32, wall_time_min=30, tags={"size": "large"},
         )
         m = site.add_job(
             "merge", {"out": "ab.h5", "a": "a.h5", "b": "b.h5"}, name="merge", workflow="demo", parents=[a.id, b.id]
@@ -66,12 +66,12 @@ with tempfile.TemporaryDirectory() as tmp:
         print("all jobs:", dict(sorted(site.count_jobs().items())))
         print("sweep batch 1:", site.count_jobs(workflow="sweep", tags={"batch": "1"}))
         for job in site.jobs(state="READY", workflow="demo"):
-            print(f"  {job.id} {job.name} {job.app.name} {job.state} nodes={job.num_nodes} params={job.parameters}")
+            print(f"  {job.id} {job.name} {job.app.name} {job.state} nodes={job.nodes} params={job.parameters}")
         print("children of a:", site.children(a.id))
 
         # Change a job that no launcher holds: parameters are merged, resources replaced.
         m = site.modify_job(m.id, params={"out": "merged.h5"}, nodes=2)
-        print(f"merge now has params {m.parameters} and {m.num_nodes} nodes")
+        print(f"merge now has params {m.parameters} and {m.nodes} nodes")
 
         # Kill and reset. A killed parent does not release its child: merge keeps waiting.
         site.kill_job(a.id)

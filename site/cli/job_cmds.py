@@ -56,7 +56,7 @@ def add(
     # Options left out stay out, so JobSpec's defaults are the only ones.
     fields = _given(
         name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
-        gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
+        gpus_per_rank=gpus_per_rank, node_packing_count=node_packing, wall_time_min=wall_time,
         params=params or None, parents=parents or None, tags=tags or None,
     )  # fmt: skip
     if from_file is not None:
@@ -81,8 +81,8 @@ def add(
             for note in resolved.notes:
                 err_console.print(note)
             fields.pop("nodes", None)
-            fields.pop("wall_time", None)
-            fields.update(_given(nodes=resolved.nodes, wall_time=resolved.wall_time))
+            fields.pop("wall_time_min", None)
+            fields.update(_given(nodes=resolved.nodes, wall_time_min=resolved.wall_time_min))
         job = s.add_job(app_name, **fields)
     print(job.id)
 
@@ -176,7 +176,7 @@ def modify(
     """Change a job that has not started, or has failed or been killed (not one a launcher holds)."""
     changes = _given(
         name=name, workflow=workflow, nodes=nodes, ranks_per_node=ranks_per_node, threads_per_rank=threads_per_rank,
-        gpus_per_rank=gpus_per_rank, node_packing=node_packing, wall_time=wall_time,
+        gpus_per_rank=gpus_per_rank, node_packing_count=node_packing, wall_time_min=wall_time,
     )  # fmt: skip
     if params:
         changes["params"] = parse_assignments(params, "--param")

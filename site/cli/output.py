@@ -55,9 +55,9 @@ def app_record(app: App) -> dict[str, Any]:
 def job_record(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "name": job.name, "workflow": job.workflow, "app": job.app.name, "state": job.state,
-        "params": job.parameters, "nodes": job.num_nodes, "ranks_per_node": job.ranks_per_node,
+        "params": job.parameters, "nodes": job.nodes, "ranks_per_node": job.ranks_per_node,
         "threads_per_rank": job.threads_per_rank, "gpus_per_rank": job.gpus_per_rank,
-        "node_packing": job.node_packing_count, "wall_time": job.wall_time_min, "tags": job.tags, "data": job.data,
+        "node_packing_count": job.node_packing_count, "wall_time_min": job.wall_time_min, "tags": job.tags, "data": job.data,
         "inputs": job.input_files, "outputs": job.output_files, "stage_in": job.stage_in, "stage_out": job.stage_out,
         "return_code": job.return_code,
         "error_tail": job.error_tail, "retry_count": job.retry_count, "pending_parents": job.pending_parents,

@@ -30,7 +30,7 @@ def submit_launch(
                                 queue=queue or "", until_idle=until_idle)  # fmt: skip
         row = BatchQueue(s).submit(request)
     console.print(f"batch job {row.id} submitted to {row.scheduler} as {row.scheduler_id}: "
-                  f"{row.num_nodes} node(s), {row.wall_time_min} min, {row.job_mode} mode")  # fmt: skip
+                  f"{row.nodes} node(s), {row.wall_time_min} min, {row.job_mode} mode")  # fmt: skip
 
 
 @app.command("ls")
@@ -50,7 +50,7 @@ def ls(
         rows = batch.list(all_states=show_all)
     records = [
         {"id": r.id, "scheduler": r.scheduler, "scheduler_id": r.scheduler_id, "state": r.state,
-         "native_state": r.status_info.get("native_state", ""), "nodes": r.num_nodes, "minutes": r.wall_time_min,
+         "native_state": r.status_info.get("native_state", ""), "nodes": r.nodes, "minutes": r.wall_time_min,
          "job_mode": r.job_mode, "project": r.project, "queue": r.queue, "origin": r.origin, "message": r.message,
          "submitted_at": r.submitted_at, "started_at": r.started_at, "ended_at": r.ended_at}
         for r in rows

@@ -45,7 +45,7 @@ def add(
     from balsam.site.triggers import add_rule
 
     resources = {k: v for k, v in {"nodes": nodes, "ranks_per_node": ranks_per_node, "threads_per_rank": threads_per_rank,
-                                   "gpus_per_rank": gpus_per_rank, "node_packing": node_packing, "wall_time": wall_time}.items()
+                                   "gpus_per_rank": gpus_per_rank, "node_packing_count": node_packing, "wall_time_min": wall_time}.items()
                  if v is not None}  # fmt: skip
     with Site.open(site) as s:
         rule = add_rule(

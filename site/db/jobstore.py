@@ -17,15 +17,16 @@ from typing import Any
 
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows, json_field
+from balsam.resources import Resources
 from balsam.site.specs import JobSpec, batch_name_index, stage_in_items, stage_out_items
-from balsam.states import JobState, check_transition
+from balsam.states import JobState, Step, check_transition
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 S = JobState
 
 _JOB_COPY_COLUMNS = (
-    "id", "name", "workflow", "app_id", "parameters", "state", "num_nodes", "ranks_per_node",
+    "id", "name", "workflow", "app_id", "parameters", "state", "nodes", "ranks_per_node",
     "threads_per_rank", "gpus_per_rank", "node_packing_count", "wall_time_min", "tags", "data",
     "input_files", "output_files", "stage_in", "stage_out", "error_tail", "retry_count", "pending_parents",
 )  # fmt: skip
@@ -40,6 +41,10 @@ _UPDATABLE = frozenset(_UPDATABLE_TYPES)
 # Launchers LISTEN on this channel; a NOTIFY is delivered when the transaction commits.
 RUNNABLE_CHANNEL = "balsam_runnable"
 _RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY})
+
+
+def _resource_columns(r: Resources) -> tuple:
+    return r.nodes, r.ranks_per_node, r.threads_per_rank, r.gpus_per_rank, r.node_packing_count, r.wall_time_min
 
 
 def notify_runnable(session: Session) -> None:
@@ -88,8 +93,7 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
         events.append((job_id, S.CREATED.value, state.value, f"created; waiting for {pending} parent(s)" if pending else "created"))
         rows.append((
             job_id, spec.name, spec.workflow, app_ids[spec.app], json_field(spec.params, "{}"), state.value,
-            spec.nodes, spec.ranks_per_node, spec.threads_per_rank, spec.gpus_per_rank, spec.node_packing,
-            spec.wall_time, json_field(spec.tags, "{}"), json_field(spec.data, "{}"), json_field(spec.inputs, "{}"),
+            *_resource_columns(spec.resources), json_field(spec.tags, "{}"), json_field(spec.data, "{}"), json_field(spec.inputs, "{}"),
             json_field(spec.outputs, "[]"), json_field(stage_in_items(spec), "[]"), json_field(stage_out_items(spec), "[]"), "", 0, pending,
         ))  # fmt: skip
     copy_rows(session, "jobs", _JOB_COPY_COLUMNS, rows)
@@ -144,15 +148,6 @@ def transition(
     if to_state in _RUNNABLE:
         notify_runnable(session)
     return ids
-
-
-@dataclass(frozen=True)
-class Step:
-    """One transition of a batch: to ``state`` at time ``at`` (None: the commit's time)."""
-
-    state: JobState
-    message: str = ""
-    at: datetime | None = None
 
 
 @dataclass

@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from balsam.site.db import jobstore
-from balsam.site.db.jobstore import Change, Step
+from balsam.site.db.jobstore import Change
+from balsam.states import Step
 from balsam.states import JobState as S
 
 def register(

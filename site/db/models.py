@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index,
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from balsam.resources import Resources
 from balsam.states import JobState
 
 
@@ -67,7 +68,8 @@ class Job(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)
 
-    num_nodes: Mapped[int] = mapped_column(Integer, default=1)
+    # The resources: the names of balsam.resources, as everywhere (``num_nodes`` until migration 0008).
+    nodes: Mapped[int] = mapped_column(Integer, default=1)
     ranks_per_node: Mapped[int] = mapped_column(Integer, default=1)
     threads_per_rank: Mapped[int] = mapped_column(Integer, default=1)
     gpus_per_rank: Mapped[int] = mapped_column(Integer, default=0)
@@ -102,6 +104,16 @@ class Job(Base):
 
     app: Mapped[App] = relationship(lazy="joined", innerjoin=True)
 
+    @property
+    def resources(self) -> Resources:
+        return Resources(self.nodes, self.ranks_per_node, self.threads_per_rank, self.gpus_per_rank, self.node_packing_count,
+                         self.wall_time_min)  # fmt: skip
+
+    @resources.setter
+    def resources(self, value: Resources) -> None:
+        self.nodes, self.ranks_per_node, self.threads_per_rank = value.nodes, value.ranks_per_node, value.threads_per_rank
+        self.gpus_per_rank, self.node_packing_count, self.wall_time_min = value.gpus_per_rank, value.node_packing_count, value.wall_time_min
+
     __table_args__ = (
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_workflow_state", "workflow", "state"),
@@ -110,7 +122,7 @@ class Job(Base):
         Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
         Index("ix_jobs_argo_task", "argo_task_id", "argo_attempt", unique=True),
         CheckConstraint(
-            "num_nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
+            "nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
             "AND node_packing_count > 0 AND (wall_time_min IS NULL OR wall_time_min > 0)",
             name="job_resources",
         ),
@@ -158,7 +170,7 @@ class BatchJob(Base):
     scheduler: Mapped[str] = mapped_column(String(20), default="local")
     project: Mapped[str] = mapped_column(String(100), default="")
     queue: Mapped[str] = mapped_column(String(100), default="")
-    num_nodes: Mapped[int] = mapped_column(Integer)
+    nodes: Mapped[int] = mapped_column(Integer)
     wall_time_min: Mapped[int] = mapped_column(Integer)
     job_mode: Mapped[str] = mapped_column(String(16), default="mpi")  # mpi | serial
     filter_tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -172,7 +184,7 @@ class BatchJob(Base):
     created_at: Mapped[datetime] = _now()
 
     __table_args__ = (
-        CheckConstraint("num_nodes > 0 AND wall_time_min > 0", name="batch_job_resources"),
+        CheckConstraint("nodes > 0 AND wall_time_min > 0", name="batch_job_resources"),
         CheckConstraint("job_mode IN ('mpi', 'serial')", name="batch_job_mode"),
         CheckConstraint("origin IN ('user', 'elastic')", name="batch_job_origin"),
         CheckConstraint(

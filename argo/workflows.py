@@ -1,94 +1,54 @@
-"""The coordinator's operations on its database: workflows, tasks, queries and kills.
+"""What users ask of the coordinator: workflows and their tasks, queries, kills and cancels.
 
 Plain data in, rows out; the gRPC servicers (``balsam.argo.servicers``) are thin shells over this.
-What sites send and what is sent to them (registration, sync, placement, health) is in
-``balsam.argo.sites``, which extends this class.
+Tasks are written through ``balsam.argo.db.taskstore`` only.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Sequence
 
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from balsam.argo import graph
 from balsam.argo import spec as specs
+from balsam.argo.database import Database
+from balsam.argo.db import taskstore
 from balsam.argo.db.models import FINAL, Task, TaskEvent, TaskParent, Workflow
-from balsam.argo.wire import resources_dict
-from balsam.errors import BalsamError
-from balsam.pgcopy import copy_rows, json_field
-from balsam.states import FINAL_STATES, JobState
-
-S = JobState
-_TASK_COLUMNS = (
-    "id", "workflow_id", "name", "app", "params", "resources", "inputs", "outputs", "tags", "pin", "state",
-    "pending_parents", "blocked", "attempt", "sites_tried", "message",
-)  # fmt: skip
+from balsam.errors import BalsamError, NotFound, SpecError
+from balsam.states import FINAL_STATES, TaskMove
+from balsam.taskspec import NAME_PATTERN, TaskSpec
 
 
-class NotFound(BalsamError):
-    """The request names a workflow, task or site the coordinator does not have."""
+class WorkflowStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-
-class BadRequest(BalsamError):
-    """The request itself is wrong (a bad name, a negative count), whatever the coordinator holds."""
-
-
-class Coordinator:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        # Wakes watchers, site streams and the placement loop after a change; ``version`` counts changes.
-        self.changed = threading.Condition()
-        self.version = 0
-        self.placement_wanted = threading.Event()
-        self.wakers: set[threading.Event] = set()  # one per site stream, set on every change
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
-
-    def notify(self, place: bool = False) -> None:
-        with self.changed:
-            self.version += 1
-            self.changed.notify_all()
-        for wake in list(self.wakers):
-            wake.set()
-        if place:
-            self.placement_wanted.set()
-
-    def wait_for_change(self, seen: int, timeout: float) -> int:
-        with self.changed:
-            if self.version == seen:
-                self.changed.wait(timeout)
-            return self.version
+    def session(self):
+        return self.db.session()
 
     # -- workflows -------------------------------------------------------------------------
 
     def apps_by_site(self, session: Session) -> dict[str, list[str]]:
         return {row.name: list(row.apps) for row in session.execute(text("SELECT name, apps FROM sites"))}
 
-    def submit(self, name: str, tasks: Sequence[specs.TaskSpec], project: str = "") -> tuple[int, int]:
+    def submit(self, name: str, tasks: Sequence[TaskSpec], project: str = "") -> tuple[int, int]:
         """Validate the whole graph against the registered sites, then store it; (workflow id, task count)."""
-        if not specs.NAME_PATTERN.match(name or ""):
-            raise specs.SpecError([f"workflow name {name!r} must be 1-200 letters, digits, '_', '.' or '-'"])
+        if not NAME_PATTERN.fullmatch(name or ""):
+            raise SpecError([f"workflow name {name!r} must be 1-200 letters, digits, '_', '.' or '-'"])
         if not tasks:
-            raise specs.SpecError([f"workflow {name!r} has no tasks"])
+            raise SpecError([f"workflow {name!r} has no tasks"])
         with self.session() as session:
             specs.validate(tasks, self.apps_by_site(session))
             workflow = Workflow(name=name, status="running", project=project)
             session.add(workflow)
             session.flush()
-            self._insert(session, workflow.id, tasks, existing={})
-        self.notify(place=True)
+            taskstore.insert(session, workflow.id, tasks, existing={})
+        self.db.notify(place=True)
         return workflow.id, len(tasks)
 
-    def add_tasks(self, workflow_id: int, tasks: Sequence[specs.TaskSpec]) -> int:
+    def add_tasks(self, workflow_id: int, tasks: Sequence[TaskSpec]) -> int:
         """More tasks for a running workflow; their parents may be tasks already in it."""
         if not tasks:
             return 0
@@ -99,8 +59,8 @@ class Coordinator:
             ).all()
             existing = {row.name: row for row in rows}
             specs.validate(tasks, self.apps_by_site(session), {n: r.outputs for n, r in existing.items()})
-            self._insert(session, workflow_id, tasks, existing)
-        self.notify(place=True)
+            taskstore.insert(session, workflow_id, tasks, existing)
+        self.db.notify(place=True)
         return len(tasks)
 
     @staticmethod
@@ -113,33 +73,6 @@ class Coordinator:
         if workflow.status != "running":
             raise BalsamError(f"workflow {workflow_id} has ended ({workflow.status}); {refusal}")
         return workflow
-
-    def _insert(self, session: Session, workflow_id: int, tasks: Sequence[specs.TaskSpec], existing: dict[str, Any]) -> None:
-        prefix = f"{workflow_id}/"
-        rows, links, events = [], [], []
-        for task in tasks:
-            task_id = prefix + task.name
-            pending = 0
-            blocked = False
-            for parent in task.parents:
-                links.append((task_id, prefix + parent))
-                old = existing.get(parent)
-                if old is None or old.state != S.JOB_FINISHED:
-                    pending += 1
-                if old is not None and (old.blocked or old.state in (S.FAILED, S.USER_KILLED)):
-                    blocked = True
-            state = S.AWAITING_PARENTS if pending else S.READY
-            rows.append((
-                task_id, workflow_id, task.name, task.app, json_field(task.params, "{}"),
-                json_field(resources_dict(task.resources), "{}"), json_field(task.inputs, "{}"),
-                json_field(list(task.outputs), "[]"), json_field(task.tags, "{}"), task.site, state.value, pending,
-                "t" if blocked else "f", 0, "[]", "",
-            ))  # fmt: skip
-            events.append((task_id, workflow_id, "", S.CREATED, state, None, f"waiting for {pending} parent(s)" if pending else "created"))
-        copy_rows(session, "tasks", _TASK_COLUMNS, rows)
-        if links:
-            copy_rows(session, "task_parents", ("child_id", "parent_id"), links)
-        graph.record_events(session, events)
 
     def workflow(self, workflow_id: int) -> tuple[Workflow, list[tuple[str, str, int]]]:
         """The workflow and its task counts as (site, state, count)."""
@@ -230,34 +163,29 @@ class Coordinator:
                 raise NotFound(f"no task {task_id!r} (task ids look like WORKFLOW/NAME, e.g. 3/produce)")
             if task.state in FINAL_STATES:
                 raise BalsamError(f"task {task_id} has already ended ({task.state})")
-            self._kill(session, [task], reason)
+            self.kill(session, [task.id], reason, TaskMove.KILLED)
             graph.close_workflows(session, [task.workflow_id])
-        self.notify()
+        self.db.notify()
         return self.task(task_id)[0]
 
     def cancel(self, workflow_id: int) -> int:
         """Kill every task of the workflow that has not ended; it ends as cancelled."""
         with self.session() as session:
             workflow = self._running_workflow(session, workflow_id, "it cannot be cancelled")
-            tasks = session.scalars(
-                select(Task).where(Task.workflow_id == workflow_id, Task.state.notin_(FINAL)).order_by(Task.id)
-            ).all()
-            self._kill(session, tasks, "workflow cancelled")
+            ids = session.scalars(select(Task.id).where(Task.workflow_id == workflow_id, Task.state.notin_(FINAL)).order_by(Task.id)).all()
+            killed = self.kill(session, ids, "workflow cancelled", TaskMove.CANCELLED)
             workflow.status = "cancelled"
             workflow.ended_at = func.now()
             graph.mark_ended(session, workflow_id, "cancelled", f"workflow {workflow.name!r} cancelled")
-        self.notify()
-        return len(tasks)
+        self.db.notify()
+        return len(killed)
 
-    def _kill(self, session: Session, tasks: Sequence[Task], reason: str) -> None:
-        graph.kill_orders(session, ((t.site, t.id, t.attempt) for t in tasks if t.site), reason)
-        graph.record_events(session, ((t.id, t.workflow_id, t.site or "", t.state, S.USER_KILLED, None, reason) for t in tasks))
-        ids = [t.id for t in tasks]
-        session.execute(
-            text("UPDATE tasks SET state = 'USER_KILLED', message = :why, updated_at = now() WHERE id = ANY(:ids)"),
-            {"ids": ids, "why": reason},
-        )
-        graph.block_descendants(session, ids)
+    @staticmethod
+    def kill(session: Session, task_ids: Sequence[str], reason: str, move: TaskMove) -> list[taskstore.Moved]:
+        """Kill the tasks and tell their sites to kill their copies (inside the caller's graph lock)."""
+        killed = taskstore.kill(session, task_ids, reason, move)
+        graph.kill_orders(session, ((t.site, t.id, t.attempt) for t in killed), reason)
+        return killed
 
     # -- events ----------------------------------------------------------------------------
 
@@ -274,10 +202,3 @@ class Coordinator:
             query = query.where(TaskEvent.to_state.in_(list(states)) | (TaskEvent.task_id == ""))
         with self.session() as session:
             return list(session.scalars(query))
-
-    def workflow_status(self, workflow_id: int) -> str:
-        with self.session() as session:
-            status = session.scalar(select(Workflow.status).where(Workflow.id == workflow_id))
-        if status is None:
-            raise NotFound(f"no workflow {workflow_id}")
-        return status

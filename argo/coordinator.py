@@ -1,0 +1,29 @@
+"""The coordinator, put together: its parts over one database and one change signal.
+
+    workflows  what users ask: workflows, tasks, queries, kills (``balsam.argo.workflows``)
+    sites      registration, listing and health of the sites (``balsam.argo.sites``)
+    sync       the coordinator's end of the sites' sync channel (``balsam.argo.sync``)
+    placer     placement rounds around the pure policy (``balsam.argo.placing``)
+
+Each part writes tasks only through ``balsam.argo.db.taskstore``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from balsam.argo.database import Database
+from balsam.argo.placing import Placer
+from balsam.argo.sites import SiteRegistry
+from balsam.argo.sync import SyncEndpoint
+from balsam.argo.workflows import WorkflowStore
+
+
+class Coordinator:
+    def __init__(self, engine: Engine, auth=None) -> None:
+        self.db = Database(engine)
+        self.workflows = WorkflowStore(self.db)
+        self.sites = SiteRegistry(self.db)
+        self.sync = SyncEndpoint(self.db)
+        self.placer = Placer(self.db)
+        self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)

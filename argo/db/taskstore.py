@@ -1,0 +1,359 @@
+"""The one writer of the coordinator's tasks: every change of a task's state, attempt or site.
+
+Each function is one kind of move of ``balsam.states.TASK_MOVES`` (created, spawned, released,
+placed, replaced, unplaceable, killed, cancelled, reported), runs inside the caller's transaction
+(which holds the graph lock, ``balsam.argo.graph.lock_graph``), checks every move against that
+table, and writes each task's event in the same transaction: a change with no event is not
+possible, nor a move the table does not name (``IllegalTaskMove`` names the task, the move and both
+states). No other module writes the ``tasks`` table; a test checks that.
+
+Set-based, as ``balsam.site.db.jobstore`` is: one statement per batch, whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from balsam.argo.db.models import FINAL
+from balsam.pgcopy import copy_rows, json_field
+from balsam.errors import IllegalTaskMove
+from balsam.states import JobState, TaskMove, check_task_move
+from balsam.taskspec import TaskSpec
+from balsam.wire.convert import Report, Spawned
+
+S = JobState
+M = TaskMove
+_TASK_COLUMNS = (
+    "id", "workflow_id", "name", "app", "params", "resources", "inputs", "outputs", "tags", "pin", "state",
+    "pending_parents", "blocked", "attempt", "sites_tried", "message",
+)  # fmt: skip
+EVENT_COLUMNS = ("task_id", "workflow_id", "site", "from_state", "to_state", "at", "message")
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One task that moved: what callers need to act on (kill orders, endings, wakeups)."""
+
+    id: str
+    workflow_id: int
+    site: str | None
+    attempt: int
+    from_state: str
+    to_state: str
+
+
+def _check(move: TaskMove, moves: Iterable[tuple[str, str | None, str]]) -> None:
+    """Check (task id, from, to) triples against the table; each distinct pair is looked up once."""
+    legal: set[tuple[str | None, str]] = set()
+    for task_id, old, new in moves:
+        if (old, new) not in legal:
+            check_task_move(task_id, move, JobState(old) if old else None, JobState(new))
+            legal.add((old, new))
+
+
+def _events(session: Session, rows: Iterable[tuple[str, int, str, str, str, datetime | None, str]]) -> None:
+    """Event rows ``(task_id, workflow_id, site, from, to, at, message)``; ``at`` None: the commit's time."""
+    rows = [(*row[:5], row[5].isoformat() if row[5] else "now", row[6]) for row in rows]
+    if rows:
+        copy_rows(session, "task_events", EVENT_COLUMNS, rows)
+
+
+# -- created, spawned ------------------------------------------------------------------------------
+
+
+def insert(session: Session, workflow_id: int, tasks: Sequence[TaskSpec], existing: Mapping[str, Any]) -> None:
+    """New tasks of a workflow (already validated); ``existing``: the workflow's tasks by name (with
+    ``state`` and ``blocked``), which new tasks may name as parents."""
+    prefix = f"{workflow_id}/"
+    rows, links, events = [], [], []
+    for task in tasks:
+        task_id = prefix + task.name
+        pending = 0
+        blocked = False
+        for parent in task.parents:
+            links.append((task_id, prefix + parent))
+            old = existing.get(parent)
+            if old is None or old.state != S.JOB_FINISHED:
+                pending += 1
+            if old is not None and (old.blocked or old.state in (S.FAILED, S.USER_KILLED)):
+                blocked = True
+        state = S.AWAITING_PARENTS if pending else S.READY
+        rows.append((
+            task_id, workflow_id, task.name, task.app, json_field(task.params, "{}"),
+            json_field(task.resources.given(), "{}"), json_field(task.inputs, "{}"),
+            json_field(list(task.outputs), "[]"), json_field(task.tags, "{}"), task.site, state.value, pending,
+            "t" if blocked else "f", 0, "[]", "",
+        ))  # fmt: skip
+        events.append((task_id, workflow_id, "", S.CREATED, state, None, f"waiting for {pending} parent(s)" if pending else "created"))
+    _check(M.CREATED, ((e[0], None, e[4]) for e in events))
+    copy_rows(session, "tasks", _TASK_COLUMNS, rows)
+    if links:
+        copy_rows(session, "task_parents", ("child_id", "parent_id"), links)
+    _events(session, events)
+
+
+def insert_spawned(session: Session, site: str, task: Spawned, parents: Sequence[Any]) -> bool:
+    """A task spawned at ``site`` joins the graph, placed there (attempt 1); False if it had joined before.
+    ``parents``: its parents' rows (``id``, ``state``)."""
+    _check(M.SPAWNED, [(task.task_id, None, S.CREATED)])
+    name = task.task_id.partition("/")[2]
+    pending = sum(1 for p in parents if p.state != S.JOB_FINISHED)
+    inserted = session.execute(
+        text(
+            "INSERT INTO tasks (id, workflow_id, name, app, params, resources, inputs, outputs, tags, pin, state,"
+            " pending_parents, blocked, site, attempt, site_job_id, sites_tried, message)"
+            " VALUES (:id, :wf, :name, :app, CAST(:params AS jsonb), CAST(:res AS jsonb), '{}', CAST(:outputs AS jsonb),"
+            "  CAST(:tags AS jsonb), NULL, 'CREATED', :pending, false, :site, 1, :job, CAST(:tried AS jsonb), :msg)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {"id": task.task_id, "wf": task.workflow_id, "name": name, "app": task.app, "params": json.dumps(task.params),
+         "res": json.dumps(task.resources.given()), "outputs": json.dumps(list(task.outputs)), "tags": json.dumps(task.tags),
+         "pending": pending, "site": site, "job": task.job_id, "tried": json.dumps([site]),
+         "msg": f"spawned at site {site} (job {task.job_id})"},
+    ).scalar()  # fmt: skip
+    if inserted is None:
+        return False
+    if parents:
+        copy_rows(session, "task_parents", ("child_id", "parent_id"), [(task.task_id, p.id) for p in parents])
+    _events(session, [(task.task_id, task.workflow_id, site, "", S.CREATED, None, f"spawned at site {site}")])
+    return True
+
+
+# -- released --------------------------------------------------------------------------------------
+
+
+def release_children(session: Session, finished: Sequence[str]) -> list[str]:
+    """Count finished parents off their children; unplaced children left with none become READY."""
+    if not finished:
+        return []
+    ready = session.execute(
+        text(
+            "WITH released AS ("
+            "  SELECT child_id, count(*) AS n FROM task_parents WHERE parent_id = ANY(:ids) GROUP BY child_id"
+            "), updated AS ("
+            "  UPDATE tasks SET pending_parents = tasks.pending_parents - released.n"
+            "  FROM released WHERE tasks.id = released.child_id"
+            "  RETURNING tasks.id, tasks.workflow_id, tasks.state, tasks.pending_parents, tasks.site, tasks.blocked"
+            ") SELECT id, workflow_id, state FROM updated"
+            "  WHERE pending_parents = 0 AND state = 'AWAITING_PARENTS' AND site IS NULL AND NOT blocked"
+        ),
+        {"ids": list(finished)},
+    ).all()
+    if ready:
+        _check(M.RELEASED, ((row.id, row.state, S.READY) for row in ready))
+        ids = [row.id for row in ready]
+        session.execute(text("UPDATE tasks SET state = 'READY', updated_at = now() WHERE id = ANY(:ids)"), {"ids": ids})
+        _events(session, ((row.id, row.workflow_id, "", S.AWAITING_PARENTS, S.READY, None, "all parents finished") for row in ready))
+    return [row.id for row in ready]
+
+
+def block_descendants(session: Session, ended: Sequence[str]) -> int:
+    """Tasks downstream of a failed or killed one can never run: mark them blocked (not a move: their
+    state stays, and they run again should the parent be redone)."""
+    if not ended:
+        return 0
+    result = session.execute(
+        text(
+            "WITH RECURSIVE below(id) AS ("
+            "  SELECT child_id FROM task_parents WHERE parent_id = ANY(:ids)"
+            "  UNION SELECT p.child_id FROM task_parents p JOIN below ON p.parent_id = below.id"
+            f") UPDATE tasks SET blocked = true WHERE id IN (SELECT id FROM below) AND NOT blocked AND state NOT IN {FINAL}"
+        ),
+        {"ids": list(ended)},
+    )
+    return result.rowcount
+
+
+# -- placed, replaced, unplaceable -------------------------------------------------------------------
+
+
+def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
+    """Give each ``(task id, site)`` its site and a new attempt; the placed rows, ready to be sent.
+
+    Only tasks still READY and unplaced are placed (a kill may have come first)."""
+    if not assigned:
+        return []
+    placed = session.execute(
+        text(
+            "UPDATE tasks SET site = v.site, attempt = tasks.attempt + 1, sites_tried = tasks.sites_tried || to_jsonb(v.site),"
+            " waiting = '', updated_at = now()"
+            " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:sites AS text[])) AS site) v"
+            " WHERE tasks.id = v.id AND tasks.site IS NULL AND tasks.state = 'READY'"
+            " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.app, tasks.params, tasks.resources,"
+            "  tasks.inputs, tasks.outputs, tasks.tags, tasks.site, tasks.attempt, tasks.state"
+        ),
+        {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned]},
+    ).all()
+    _check(M.PLACED, ((row.id, row.state, S.READY) for row in placed))
+    _events(session, ((row.id, row.workflow_id, row.site, S.READY, S.READY, None, f"placed at site {row.site} (attempt {row.attempt})")
+                      for row in placed))  # fmt: skip
+    return placed
+
+
+def replace(session: Session, site: str, reason: str) -> list[Moved]:
+    """Give up every unfinished attempt placed at ``site`` (lost): the tasks wait to be placed again."""
+    rows = session.execute(
+        text(f"SELECT id, workflow_id, state, attempt, pending_parents FROM tasks WHERE site = :s AND state NOT IN {FINAL}"
+             " ORDER BY id FOR UPDATE"),
+        {"s": site},
+    ).all()  # fmt: skip
+    if not rows:
+        return []
+    moved = [Moved(r.id, r.workflow_id, site, r.attempt, r.state, S.AWAITING_PARENTS if r.pending_parents else S.READY) for r in rows]
+    _check(M.REPLACED, ((m.id, m.from_state, m.to_state) for m in moved))
+    session.execute(
+        text(
+            "UPDATE tasks SET site = NULL, site_job_id = NULL, message = :why, updated_at = now(),"
+            " state = CASE WHEN pending_parents > 0 THEN 'AWAITING_PARENTS' ELSE 'READY' END"
+            " WHERE id = ANY(:ids)"
+        ),
+        {"ids": [m.id for m in moved], "why": reason},
+    )
+    _events(session, ((m.id, m.workflow_id, site, m.from_state, m.to_state, None, reason) for m in moved))
+    return moved
+
+
+def fail_unplaceable(session: Session, reasons: Mapping[str, str]) -> list[Moved]:
+    """Tasks that can run nowhere fail, each with its reason."""
+    ids = sorted(reasons)
+    if not ids:
+        return []
+    rows = session.execute(
+        text("SELECT id, workflow_id, state, attempt FROM tasks WHERE id = ANY(:ids) AND state = 'READY' ORDER BY id FOR UPDATE"),
+        {"ids": ids},
+    ).all()
+    moved = [Moved(r.id, r.workflow_id, None, r.attempt, r.state, S.FAILED) for r in rows]
+    _check(M.UNPLACEABLE, ((m.id, m.from_state, m.to_state) for m in moved))
+    ids = [m.id for m in moved]
+    session.execute(
+        text("UPDATE tasks SET state = 'FAILED', message = v.why, waiting = '', updated_at = now()"
+             " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:why AS text[])) AS why) v WHERE tasks.id = v.id"),
+        {"ids": ids, "why": [reasons[i] for i in ids]},
+    )  # fmt: skip
+    _events(session, ((m.id, m.workflow_id, "", S.READY, S.FAILED, None, reasons[m.id]) for m in moved))
+    block_descendants(session, ids)
+    return moved
+
+
+def set_waiting(session: Session, reasons: Mapping[str, str]) -> int:
+    """Record why each task waits (placement found no site); an event only where the reason changed.
+
+    Not a move: the task stays READY. The event (READY -> READY, "waiting: REASON") is how watchers and
+    the CLI learn it."""
+    if not reasons:
+        return 0
+    ids = sorted(reasons)
+    changed = session.execute(
+        text(
+            "UPDATE tasks SET waiting = v.why FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:why AS text[])) AS why) v"
+            " WHERE tasks.id = v.id AND tasks.waiting <> v.why AND tasks.state = 'READY' AND tasks.site IS NULL"
+            " RETURNING tasks.id, tasks.workflow_id"
+        ),
+        {"ids": ids, "why": [reasons[i] for i in ids]},
+    ).all()
+    _events(session, ((r.id, r.workflow_id, "", S.READY, S.READY, None, f"waiting: {reasons[r.id]}") for r in changed))
+    return len(changed)
+
+
+# -- killed, cancelled ------------------------------------------------------------------------------
+
+
+def kill(session: Session, task_ids: Sequence[str], reason: str, move: TaskMove = M.KILLED) -> list[Moved]:
+    """Kill tasks that have not ended (``KILLED`` by a user or ``CANCELLED`` with their workflow);
+    their descendants are blocked. Returns what was killed, with the sites to send kill orders to."""
+    rows = session.execute(
+        text("SELECT id, workflow_id, site, attempt, state FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        {"ids": list(task_ids)},
+    ).all()
+    moved = [Moved(r.id, r.workflow_id, r.site, r.attempt, r.state, S.USER_KILLED) for r in rows]
+    _check(move, ((m.id, m.from_state, m.to_state) for m in moved))
+    ids = [m.id for m in moved]
+    session.execute(
+        text("UPDATE tasks SET state = 'USER_KILLED', message = :why, waiting = '', updated_at = now() WHERE id = ANY(:ids)"),
+        {"ids": ids, "why": reason},
+    )
+    _events(session, ((m.id, m.workflow_id, m.site or "", m.from_state, S.USER_KILLED, None, reason) for m in moved))
+    block_descendants(session, ids)
+    return moved
+
+
+# -- reported -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Applied:
+    """What a batch of a site's reports changed."""
+
+    workflows: set[int]
+    released: list[str]
+    ignored: list[tuple[Report, str]]  # reports that were not applied, and why
+
+
+def apply_reports(session: Session, site: str, reports: Sequence[Report]) -> Applied:
+    """Mirror the moves a site reports of its jobs onto their tasks, for the tasks' current attempts.
+
+    Reports of stale copies (the task was placed again elsewhere, or killed) are not the task's news
+    and are left out; so is a move the job table does not allow (a site's bug), with an event saying
+    so. Reports on tasks never placed at the site are refused by the caller before this runs."""
+    ids = sorted({r.task_id for r in reports})
+    tasks = {t.id: t for t in session.execute(
+        text("SELECT id, workflow_id, site, attempt, state FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"), {"ids": ids}
+    )}  # fmt: skip
+    state = {task_id: t.state for task_id, t in tasks.items()}
+    updates: dict[str, tuple[str, int, int | None, str]] = {}
+    located: dict[str, dict[str, Any]] = {}
+    events, finished, ended, ignored, illegal = [], [], [], [], []
+    for report in reports:
+        task = tasks.get(report.task_id)
+        if task is None or task.site != site or task.attempt != report.attempt or state[task.id] == S.USER_KILLED:
+            ignored.append((report, "a stale copy"))
+            continue
+        old, new = state[task.id], report.to_state.value
+        try:
+            check_task_move(task.id, M.REPORTED, report.from_state, report.to_state)
+        except IllegalTaskMove as exc:
+            ignored.append((report, str(exc)))
+            illegal.append((task.id, task.workflow_id, site, old, old, None, f"site {site} reported an illegal move, not applied: {exc}"))
+            continue
+        state[task.id] = new
+        updates[task.id] = (new, report.job_id, report.return_code, report.message)
+        events.append((task.id, task.workflow_id, site, report.from_state.value, new, report.at, report.message))
+        if new == S.JOB_FINISHED and old != S.JOB_FINISHED:
+            finished.append(task.id)
+            if report.outputs:
+                located[task.id] = {o.name: {"location": o.location, "size": o.size_bytes, "site": site} for o in report.outputs}
+        elif new in (S.FAILED, S.USER_KILLED) and old not in (S.FAILED, S.USER_KILLED):
+            ended.append(task.id)
+    if updates:
+        keys = list(updates)
+        session.execute(
+            text(
+                "UPDATE tasks SET state = v.state, site_job_id = nullif(v.job, 0), return_code = coalesce(v.rc, tasks.return_code),"
+                " message = v.msg, updated_at = now()"
+                " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:states AS text[])) AS state,"
+                "  unnest(CAST(:jobs AS bigint[])) AS job, unnest(CAST(:rcs AS int[])) AS rc, unnest(CAST(:msgs AS text[])) AS msg) v"
+                " WHERE tasks.id = v.id"
+            ),
+            {"ids": keys, "states": [updates[k][0] for k in keys], "jobs": [updates[k][1] for k in keys],
+             "rcs": [updates[k][2] for k in keys], "msgs": [updates[k][3] for k in keys]},
+        )  # fmt: skip
+    _events(session, events + illegal)
+    if located:
+        keys = sorted(located)
+        session.execute(
+            text(
+                "UPDATE tasks SET output_locations = v.loc FROM (SELECT unnest(CAST(:ids AS text[])) AS id,"
+                " unnest(CAST(:locs AS jsonb[])) AS loc) v WHERE tasks.id = v.id"
+            ),
+            {"ids": keys, "locs": [json.dumps(located[k]) for k in keys]},
+        )
+    released = release_children(session, finished)
+    block_descendants(session, ended)
+    return Applied({tasks[k].workflow_id for k in updates}, released, ignored)

@@ -1,0 +1,170 @@
+"""The shell around the placement policy: a snapshot of the sites and ready tasks in, assignments out.
+
+One round, in one transaction under the graph lock: read the sites that are up and what is placed
+at each (grouped by shape, for the backlog), read the ready tasks, let ``balsam.argo.placement``
+decide, then place the chosen tasks (``taskstore.place``), send each site its assignments with the
+inputs resolved to where the parents left them, and record why the others wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from balsam.argo import graph, placement
+from balsam.argo.database import Database
+from balsam.argo.db import taskstore
+from balsam.argo.db.models import FINAL, Site
+from balsam.resources import Resources
+from balsam.taskspec import TaskSpec
+from balsam.wire.convert import Assignment, assignment_message
+
+
+class Placer:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def place_round(self, limit: int = 50_000) -> int:
+        """Place up to ``limit`` ready tasks on the sites that are up; the number placed."""
+        with self.db.session() as session:
+            graph.lock_graph(session)
+            rows = session.execute(
+                text("SELECT id, workflow_id, app, pin, resources, inputs, params FROM tasks WHERE site IS NULL AND state = 'READY'"
+                     " ORDER BY workflow_id, created_at, id LIMIT :n"),
+                {"n": limit},
+            ).all()  # fmt: skip
+            if not rows:
+                return 0
+            sites = session.scalars(select(Site).order_by(Site.name)).all()
+            result = placement.place(_ready(session, rows), _views(session, sites))
+            if result.assigned:
+                self._assign(session, result.assigned)
+            taskstore.set_waiting(session, result.waiting)
+        if result.assigned or result.waiting:
+            self.db.notify()
+        return len(result.assigned)
+
+    def _assign(self, session: Session, assigned: Sequence[tuple[str, str]]) -> None:
+        """Send each placed task to its site, its inputs named by where its parents left them.
+
+        A task whose parent finished without leaving an output it reads cannot run anywhere: it
+        fails here with that reason instead of at a site, over a file that is not there.
+        """
+        wanted = session.execute(
+            text("SELECT id, workflow_id, inputs FROM tasks WHERE id = ANY(:ids)"), {"ids": [a[0] for a in assigned]}
+        ).all()
+        located = _parent_outputs(session, wanted)
+        resolved: dict[str, dict[str, str]] = {}
+        missing: dict[str, str] = {}
+        for task in wanted:
+            inputs: dict[str, str] = {}
+            for local, source in (task.inputs or {}).items():
+                if "://" in source:
+                    inputs[local] = source
+                    continue
+                parent, _, output = source.partition("/")
+                found = located.get(f"{task.workflow_id}/{parent}/{output}")
+                if found is None:
+                    missing[task.id] = f"input {local!r}: task {parent!r} finished without leaving its output {output!r}"
+                    break
+                inputs[local] = found["location"]
+            resolved[task.id] = inputs
+        if missing:
+            failed = taskstore.fail_unplaceable(session, missing)
+            graph.close_workflows(session, {t.workflow_id for t in failed})
+        placed = taskstore.place(session, [a for a in assigned if a[0] not in missing])
+        if not placed:
+            return
+        names = dict(session.execute(
+            text("SELECT id, name FROM workflows WHERE id = ANY(:ids)"), {"ids": sorted({p.workflow_id for p in placed})}
+        ).all())  # fmt: skip
+        by_site: dict[str, list] = {}
+        for task in placed:
+            spec = TaskSpec(name=task.name, app=task.app, params=task.params, resources=Resources(**task.resources),
+                            inputs=resolved.get(task.id, {}), outputs=tuple(task.outputs), tags=task.tags)  # fmt: skip
+            assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec)
+            by_site.setdefault(task.site, []).append(assignment_message(assignment))
+        for site in sorted(by_site):
+            graph.send(session, site, by_site[site])
+
+
+def _views(session: Session, sites: Sequence[Site]) -> list[placement.SiteView]:
+    """What placement needs of each site: health, apps, nodes, heartbeat estimates, and the tasks
+    placed there and not finished, grouped by shape (its backlog, costed by the policy itself)."""
+    models = {site.name: (site.heartbeat or {}).get("models", {}) for site in sites}
+    # A model that reads a parameter (its feature) costs each task by that parameter's value: group by it too.
+    features: dict[str, set[str]] = {}
+    for by_app in models.values():
+        for app, (_serial, _parallel, feature) in by_app.items():
+            if feature:
+                features.setdefault(app, set()).add(feature)
+    args: dict[str, Any] = {}
+    cases = []
+    for i, (app, names) in enumerate(sorted(features.items())):
+        pairs = []
+        for j, name in enumerate(sorted(names)):
+            args[f"f{i}_{j}"] = name
+            pairs.append(f"CAST(:f{i}_{j} AS text), params -> CAST(:f{i}_{j} AS text)")
+        args[f"a{i}"] = app
+        cases.append(f"WHEN app = :a{i} THEN jsonb_build_object({', '.join(pairs)})")
+    feature = f"CASE {' '.join(cases)} END" if cases else "NULL::jsonb"
+    placed: dict[str, list[placement.Queued]] = {}
+    counted: dict[str, int] = {}
+    for row in session.execute(
+        text(f"SELECT site, app, resources, {feature} AS feature, count(*) AS n FROM tasks"
+             f" WHERE site IS NOT NULL AND state NOT IN {FINAL} GROUP BY 1, 2, 3, 4"),
+        args,
+    ):  # fmt: skip
+        res = row.resources or {}
+        shape = placement.ReadyTask(id="", app=row.app, nodes=res.get("nodes", 1), node_packing_count=res.get("node_packing_count", 1),
+                                    wall_time_min=res.get("wall_time_min"), params=row.feature or {})  # fmt: skip
+        placed.setdefault(row.site, []).append(placement.Queued(shape, row.n))
+        counted[row.site] = counted.get(row.site, 0) + row.n
+    views = []
+    for site in sites:
+        beat: dict[str, Any] = site.heartbeat or {}
+        # The site's own jobs: what it reports beyond the Argo tasks placed there.
+        other = max(0, int(beat.get("backlog", 0)) + int(beat.get("running", 0)) - counted.get(site.name, 0))
+        views.append(placement.SiteView.loaded(
+            placed=placed.get(site.name, ()), other_jobs=other, name=site.name, healthy=site.status == "up", apps=frozenset(site.apps),
+            nodes=site.nodes, queue_wait_s=float(beat.get("queue_wait_s", 0.0)), max_tasks=site.max_tasks,
+            runtime_models={app: placement.RuntimeModel(*m) for app, m in models[site.name].items()},
+        ))  # fmt: skip
+    return views
+
+
+def _ready(session: Session, rows: Sequence[Any]) -> list[placement.ReadyTask]:
+    located = _parent_outputs(session, rows)
+    ready = []
+    for row in rows:
+        res = row.resources or {}
+        inputs = tuple(
+            placement.InputFile(site=found["site"], size_bytes=max(0, int(found.get("size") or 0)))
+            for ref in _references(row) if (found := located.get(ref))
+        )  # fmt: skip
+        ready.append(placement.ReadyTask(
+            id=row.id, app=row.app, workflow_id=row.workflow_id, pin=row.pin, nodes=res.get("nodes", 1),
+            node_packing_count=res.get("node_packing_count", 1), wall_time_min=res.get("wall_time_min"), inputs=inputs,
+            params=row.params or {},
+        ))  # fmt: skip
+    return ready
+
+
+def _references(row: Any) -> list[str]:
+    """The "WORKFLOW/TASK/OUTPUT" keys of a task's inputs that are other tasks' outputs."""
+    return [f"{row.workflow_id}/{source}" for source in (row.inputs or {}).values() if "://" not in source]
+
+
+def _parent_outputs(session: Session, rows: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """"WORKFLOW/TASK/OUTPUT" -> the recorded location of that output, for every reference in ``rows``."""
+    parents = sorted({"/".join(ref.split("/", 2)[:2]) for row in rows for ref in _references(row)})
+    if not parents:
+        return {}
+    found = {}
+    for task_id, outputs in session.execute(text("SELECT id, output_locations FROM tasks WHERE id = ANY(:ids)"), {"ids": parents}):
+        for name, where in (outputs or {}).items():
+            found[f"{task_id}/{name}"] = where
+    return found
