@@ -242,6 +242,9 @@ def watch(
             if event.workflow_status:
                 console.print(f"{when}  workflow {event.workflow_id} {event.workflow_status}: {event.message}")
                 continue
+            if not event.task_id:  # a site's own news: its health
+                console.print(f"{when}  {event.message}")
+                continue
             before = state_name(event.from_state) if event.from_state else "-"
             where = f" @{event.site}" if event.site else ""
             console.print(f"{when}  {event.task_id}{where}  {before} -> {state_name(event.to_state)}  {event.message}")
@@ -271,9 +274,9 @@ def sites(address: str | None = AddressOption, ca: Path | None = CaOption, as_js
     if as_json:
         _json(found)
         return
-    _table(["SITE", "STATUS", "LAST SEEN", "BACKLOG", "RUNNING", "ASSIGNED", "NODES", "APPS"],
-           [[s["name"], s["status"], s["last_seen"], s["backlog"], s["running"], s["assigned"], s["nodes"], ", ".join(s["apps"])]
-            for s in found])  # fmt: skip
+    _table(["SITE", "STATUS", "LAST SEEN", "BACKLOG", "RUNNING", "ASSIGNED", "NODES", "APPS", "CHANNEL"],
+           [[s["name"], s["status"], s["last_seen"], s["backlog"], s["running"], s["assigned"], s["nodes"], ", ".join(s["apps"]),
+             s["channel_error"] or "ok"] for s in found])  # fmt: skip
 
 
 # -- security ------------------------------------------------------------------------------------
@@ -346,6 +349,16 @@ def site_revoke(name: str = typer.Argument(...), data: Path | None = ServerDataO
     """The site's credentials (and unused enrolment tokens) stop working at once; its sync stream ends."""
     with _admin_client(data, address, ca) as client:
         console.print(f"site {name!r}: {client.revoke_site(name)} token(s) revoked")
+
+
+@site_cli.command("lost")
+def site_lost(name: str = typer.Argument(...), data: Path | None = ServerDataOption, address: str | None = AddressOption,
+              ca: Path | None = CaOption) -> None:  # fmt: skip
+    """Say that nothing runs at a down site any more (its machine is gone): the tasks it may have been
+    running are placed elsewhere once its lease has surely run out."""
+    with _admin_client(data, address, ca) as client:
+        held = client.mark_lost(name)
+    console.print(f"site {name!r} marked lost: {held} task(s) will be placed elsewhere once its lease has run out")
 
 
 @cli.command("login")

@@ -216,6 +216,10 @@ class ArgoClient:
     def revoke_site(self, name: str) -> int:
         return self._call(self.auth.RevokeSite, apb.RevokeRequest(name=name)).revoked
 
+    def mark_lost(self, name: str) -> int:
+        """Nothing runs at the down site ``name`` any more (owner only); how many of its tasks will go elsewhere."""
+        return self._call(self.sites_stub.MarkLost, pb.SiteRef(name=name)).held
+
     def refresh(self) -> dict[str, Any]:
         return token_dict(self._call(self.auth.Refresh, apb.RefreshRequest()))
 

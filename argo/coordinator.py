@@ -2,7 +2,7 @@
 
     workflows  what users ask: workflows, tasks, queries, kills (``balsam.argo.workflows``)
     sites      registration, listing and health of the sites (``balsam.argo.sites``)
-    sync       the coordinator's end of the sites' sync channel (``balsam.argo.sync``)
+    sync       the coordinator's end of the sites' sync channel, leases and fencing (``balsam.argo.sync``)
     placer     placement rounds around the pure policy (``balsam.argo.placing``)
 
 Each part writes tasks only through ``balsam.argo.db.taskstore``.
@@ -20,10 +20,10 @@ from balsam.argo.workflows import WorkflowStore
 
 
 class Coordinator:
-    def __init__(self, engine: Engine, auth=None) -> None:
+    def __init__(self, engine: Engine, auth=None, lease_s: float = 60.0) -> None:
         self.db = Database(engine)
         self.workflows = WorkflowStore(self.db)
         self.sites = SiteRegistry(self.db)
-        self.sync = SyncEndpoint(self.db)
-        self.placer = Placer(self.db)
+        self.sync = SyncEndpoint(self.db, lease_s)
+        self.placer = Placer(self.db, self.sync.instance)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)

@@ -32,14 +32,26 @@ def send(session: Session, site: str, messages: Sequence[pb.CoordinatorMessage])
     SITE_OUTBOX.enqueue(session, messages, site)
 
 
-def kill_orders(session: Session, placed: Iterable[tuple[str | None, str, int]], reason: str) -> None:
-    """Tell each site to kill its copy ``(site, task_id, attempt)`` of a task (None: not placed, nothing to tell)."""
-    by_site: dict[str, list[pb.CoordinatorMessage]] = {}
+def kill_orders(session: Session, placed: Iterable[tuple[str | None, str, int]], reason: str) -> dict[str, int]:
+    """Tell each site to kill its copy ``(site, task_id, attempt)`` of a task (None: not placed, nothing
+    to tell); returns the number of each task's kill order."""
+    by_site: dict[str, list[tuple[str, pb.CoordinatorMessage]]] = {}
     for site, task_id, attempt in placed:
         if site:
-            by_site.setdefault(site, []).append(kill_message(KillOrder(task_id, attempt, reason)))
+            by_site.setdefault(site, []).append((task_id, kill_message(KillOrder(task_id, attempt, reason))))
+    numbers = {}
     for site in sorted(by_site):
-        send(session, site, by_site[site])
+        send(session, site, [message for _, message in by_site[site]])
+        numbers.update({task_id: message.seq for task_id, message in by_site[site]})
+    return numbers
+
+
+def site_event(session: Session, site: str, message: str) -> None:
+    """An event of the site itself (its health), in the watch stream of every workflow (workflow 0)."""
+    session.execute(
+        text("INSERT INTO task_events (task_id, workflow_id, site, from_state, to_state, message) VALUES ('', 0, :s, '', '', :msg)"),
+        {"s": site, "msg": message},
+    )
 
 
 def close_workflows(session: Session, workflow_ids: Iterable[int]) -> list[tuple[int, str]]:

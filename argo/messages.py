@@ -48,7 +48,8 @@ def site_message(site: Any, assigned: int) -> pb.SiteInfo:
         name=site.name, apps=site.apps, nodes=site.nodes, scheduler=site.scheduler, transfer_endpoint=site.transfer_endpoint,
         status=site.status, last_seen=timestamp(site.last_seen_at), backlog=int(beat.get("backlog", 0)),
         running=int(beat.get("running", 0)), queue_wait_s=float(beat.get("queue_wait_s", 0.0)), assigned=assigned,
-        max_tasks=site.max_tasks,
+        max_tasks=site.max_tasks, channel_error=site.channel_error or "",
+        **({"lease_until": timestamp(site.lease_until)} if site.lease_until else {}),
     )  # fmt: skip
 
 
@@ -87,7 +88,9 @@ def task_dict(t: pb.Task) -> dict[str, Any]:
 def site_dict(s: pb.SiteInfo) -> dict[str, Any]:
     return {"name": s.name, "status": s.status, "apps": list(s.apps), "nodes": s.nodes, "scheduler": s.scheduler,
             "backlog": s.backlog, "running": s.running, "assigned": s.assigned, "queue_wait_s": s.queue_wait_s,
-            "max_tasks": s.max_tasks, "last_seen": s.last_seen.ToDatetime().isoformat(timespec="seconds") + "Z"}  # fmt: skip
+            "max_tasks": s.max_tasks, "last_seen": s.last_seen.ToDatetime().isoformat(timespec="seconds") + "Z",
+            "channel_error": s.channel_error,
+            "lease_until": s.lease_until.ToDatetime().isoformat(timespec="seconds") + "Z" if s.HasField("lease_until") else None}  # fmt: skip
 
 
 def trigger_dict(r: pb.TriggerRule) -> dict[str, Any]:

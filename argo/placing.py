@@ -24,8 +24,9 @@ from balsam.wire.convert import Assignment, assignment_message
 
 
 class Placer:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, instance: str = "") -> None:
         self.db = db
+        self.instance = instance  # the coordinator's id, carried by every assignment
 
     def place_round(self, limit: int = 50_000) -> int:
         """Place up to ``limit`` ready tasks on the sites that are up; the number placed."""
@@ -85,10 +86,13 @@ class Placer:
         for task in placed:
             spec = TaskSpec(name=task.name, app=task.app, params=task.params, resources=Resources(**task.resources),
                             inputs=resolved.get(task.id, {}), outputs=tuple(task.outputs), tags=task.tags)  # fmt: skip
-            assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec)
-            by_site.setdefault(task.site, []).append(assignment_message(assignment))
+            assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec, self.instance)
+            by_site.setdefault(task.site, []).append((task.id, assignment_message(assignment)))
+        numbers = []
         for site in sorted(by_site):
-            graph.send(session, site, by_site[site])
+            graph.send(session, site, [message for _, message in by_site[site]])
+            numbers += [(task_id, message.seq) for task_id, message in by_site[site]]
+        taskstore.record_assignments(session, numbers)
 
 
 def _views(session: Session, sites: Sequence[Site]) -> list[placement.SiteView]:

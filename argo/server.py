@@ -95,9 +95,8 @@ def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threadi
         wanted.clear()
         try:
             if time.monotonic() >= next_health:
-                down = coordinator.sites.mark_silent_sites_down(policy.site_timeout_s)
-                if down:
-                    log.warning("sites down (silent for more than %g s): %s", policy.site_timeout_s, ", ".join(down))
+                for change in coordinator.sites.check_health(policy.site_timeout_s):
+                    log.warning("%s", change)
                 next_health = time.monotonic() + min(5.0, policy.site_timeout_s / 4)
             placed = coordinator.placer.place_round(policy.max_place_per_round)
             if placed:
@@ -120,7 +119,9 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     engine = connect(settings)
     auth = Authenticator(engine, settings.auth)
     auth.ensure_owner_token(settings.data)
-    coordinator = Coordinator(engine, auth)
+    # A site's lease lasts as long as it may stay silent before it is down: by the time we give up on
+    # it, its launchers have stopped starting Argo tasks.
+    coordinator = Coordinator(engine, auth, lease_s=settings.coordinator.site_timeout_s)
     coordinator.sites.forgive_downtime()
     server, port = build_server(coordinator, settings.address, credentials=credentials)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)

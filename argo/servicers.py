@@ -180,11 +180,14 @@ class SitesService:
             caller.require_site(site)
         auth = self.auth
         token = bearer(context)
-        applied_here, last_seq = self.sync.hello(site, first.hello.last_applied)
+        hello = first.hello
+        welcome = self.sync.hello(site, hello.last_applied, hello.coordinator, hello.channel_error)
         stream = object()
         self._streams[site] = stream
-        log.info("site %s connected (it applied %d, we applied %d)", site, first.hello.last_applied, applied_here)
-        yield pb.CoordinatorEnvelope(welcome=pb.Welcome(last_applied=applied_here, last_seq=last_seq))
+        log.info("site %s connected (it applied %d, we applied %d)%s", site, welcome.site_applied, welcome.applied_here,
+                 f"; its last stream failed: {hello.channel_error}" if hello.channel_error else "")  # fmt: skip
+        yield pb.CoordinatorEnvelope(welcome=pb.Welcome(last_applied=welcome.applied_here, last_seq=welcome.last_seq,
+                                                        coordinator=welcome.coordinator), confirmed=welcome.confirmed)  # fmt: skip
 
         inbox: queue.Queue[Any] = queue.Queue()
         wake = threading.Event()
@@ -202,7 +205,7 @@ class SitesService:
 
         threading.Thread(target=read, name=f"sync-{site}", daemon=True).start()
         self.db.wakers.add(wake)
-        sent = first.hello.last_applied
+        sent = welcome.site_applied
         try:
             while context.is_active() and self._streams.get(site) is stream:
                 if caller is not None and auth is not None:
@@ -223,13 +226,18 @@ class SitesService:
                             return
                         raise envelope
                     busy = True
+                    reply = pb.CoordinatorEnvelope()
                     if envelope.ack:
-                        self.sync.acknowledge(site, envelope.ack)
+                        reply.confirmed = self.sync.acknowledge(site, envelope.ack)
                     heartbeat = envelope.heartbeat if envelope.HasField("heartbeat") else None
                     if envelope.messages or heartbeat is not None:
-                        applied = self.sync.apply(site, envelope.messages, heartbeat)
+                        applied, grant = self.sync.apply(site, envelope.messages, heartbeat)
                         if envelope.messages:
-                            yield pb.CoordinatorEnvelope(ack=applied)
+                            reply.ack = applied
+                        if grant is not None:
+                            reply.lease.CopyFrom(grant)
+                    if reply.ack or reply.confirmed or reply.HasField("lease"):
+                        yield reply
                 bodies = self.sync.pending(site, sent)
                 if bodies:
                     messages = [pb.CoordinatorMessage.FromString(body) for body in bodies]
@@ -243,6 +251,14 @@ class SitesService:
             if self._streams.get(site) is stream:
                 del self._streams[site]
             log.info("site %s disconnected", site)
+
+
+    def MarkLost(self, request: pb.SiteRef, context: grpc.ServicerContext) -> pb.MarkLostReply:
+        if (caller := _caller(context)) is not None:
+            caller.require_owner("mark a site lost")
+        held = self.sites.mark_lost(request.name)
+        log.warning("site %s marked lost by %s: %d task(s) go elsewhere once its lease has run out", request.name, caller or "the owner", held)
+        return pb.MarkLostReply(held=held)
 
 
 def _require_trigger_owner(context: grpc.ServicerContext, what: str) -> None:

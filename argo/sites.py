@@ -1,21 +1,26 @@
 """The sites the coordinator knows: registration, listing and health.
 
-A site that stays silent for longer than the site timeout is down: its unfinished tasks are placed
-again (``TaskMove.REPLACED``), and kill orders for its copies wait in its outbox, so that should it
-come back, those copies are killed before anything else reaches it.
+A site silent for longer than the site timeout is down; one that is heard but does not apply what it
+is sent for as long is stalled. Either way, the tasks it was never allowed to start (their assignment
+not confirmed, see ``balsam.argo.sync``) are placed elsewhere at once (``TaskMove.REPLACED``), and
+kill orders for its copies wait in its outbox, fenced: no later assignment is confirmed to it until
+it has applied them. The tasks it may be running are held: placed elsewhere only once its lease has
+run out and its launchers have surely ended (their batch jobs' wall time, or the owner's word).
 """
 
 from __future__ import annotations
 
 import json
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from balsam.argo import graph
 from balsam.argo.database import Database
 from balsam.argo.db import taskstore
 from balsam.argo.db.models import FINAL, Site
-from balsam.errors import BadRequest
+from balsam.errors import BadRequest, BalsamError, NotFound
+from balsam.pgcopy import copy_rows
 from balsam.protos import argo_pb2 as pb
 
 
@@ -64,19 +69,81 @@ class SiteRegistry:
         with self.db.session() as session:
             session.execute(text("UPDATE sites SET last_seen_at = now() WHERE status = 'up'"))
 
-    def mark_silent_sites_down(self, timeout_s: float) -> list[str]:
-        """Sites silent for longer than ``timeout_s`` are down: their unfinished tasks go back to be placed."""
+    def check_health(self, timeout_s: float) -> list[str]:
+        """Mark sites down (silent beyond ``timeout_s``) or stalled (heard, but not acknowledging what they
+        were sent for as long), place elsewhere what they surely never started, and, at a down site whose
+        lease has run out and whose launchers have all ended, everything else. What changed, in words."""
+        margin = lease_margin_s(timeout_s)
+        said: list[str] = []
         with self.db.session() as session:
             graph.lock_graph(session)
             down = session.execute(
-                text("UPDATE sites SET status = 'down' WHERE status = 'up' AND last_seen_at < now() - make_interval(secs => :t) RETURNING name"),
+                text("UPDATE sites SET status = 'down' WHERE status <> 'down' AND last_seen_at < now() - make_interval(secs => :t)"
+                     " RETURNING name"),
                 {"t": timeout_s},
-            ).scalars().all()
+            ).scalars().all()  # fmt: skip
             for site in sorted(down):
-                reason = f"site {site} is down (silent for more than {timeout_s:g} s): placing again"
-                moved = taskstore.replace(session, site, reason)
-                # Should the site come back, these orders reach it first: its copies are killed, not run twice.
-                graph.kill_orders(session, ((site, t.id, t.attempt) for t in moved), f"placed again elsewhere: {reason}")
-        if down:
+                said.append(self._lost_unconfirmed(session, site, f"site {site} is down (silent for more than {timeout_s:g} s)"))
+            stalled = session.execute(
+                text(
+                    "UPDATE sites s SET status = 'stalled' WHERE status = 'up' AND coalesce(acked_at, registered_at) < now() - make_interval(secs => :t)"
+                    " AND EXISTS (SELECT 1 FROM site_outbox o WHERE o.site = s.name AND o.created_at < now() - make_interval(secs => :t))"
+                    " RETURNING name, channel_error"
+                ),
+                {"t": timeout_s},
+            ).all()  # fmt: skip
+            for site, error in stalled:
+                why = f"site {site} stalled: it has not applied what it was sent for more than {timeout_s:g} s"
+                said.append(self._lost_unconfirmed(session, site, why + (f" (its channel: {error})" if error else "")))
+            ended = session.execute(
+                text("SELECT name FROM sites WHERE status = 'down' AND lease_until < now() - make_interval(secs => :m)"
+                     " AND launchers_end < now() - make_interval(secs => :m)"
+                     f" AND EXISTS (SELECT 1 FROM tasks t WHERE t.site = sites.name AND t.state NOT IN {FINAL}) ORDER BY name"),
+                {"m": margin},
+            ).scalars().all()  # fmt: skip
+            for site in ended:
+                why = f"site {site} is down, its lease has run out and its launchers have ended: nothing of it runs"
+                moved = taskstore.replace(session, site, why + "; placing again", unconfirmed_only=False)
+                graph.kill_orders(session, ((site, t.id, t.attempt) for t in moved), f"placed again elsewhere: {why}")
+                graph.site_event(session, site, f"{why}; {len(moved)} task(s) placed again")
+                said.append(f"{why}: {len(moved)} task(s) placed again")
+        if said:
             self.db.notify(place=True)
-        return list(down)
+        return said
+
+    @staticmethod
+    def _lost_unconfirmed(session: Session, site: str, why: str) -> str:
+        """Place elsewhere the site's tasks it was never allowed to start, fenced until it has killed them."""
+        moved = taskstore.replace(session, site, why + ": placing again what it never started", unconfirmed_only=True)
+        kills = graph.kill_orders(session, ((site, t.id, t.attempt) for t in moved), f"placed again elsewhere: {why}")
+        fences = [(site, t.assigned_seq, kills[t.id]) for t in moved if t.assigned_seq is not None]
+        if fences:
+            copy_rows(session, "site_fences", ("site", "assignment_seq", "kill_seq"), fences)
+        held = session.scalar(text(f"SELECT count(*) FROM tasks WHERE site = :s AND state NOT IN {FINAL}"), {"s": site})
+        said = f"{why}; {len(moved)} task(s) it never started placed again"
+        if held:
+            said += f", {held} held until it returns or surely runs nothing (it may be running them)"
+        graph.site_event(session, site, said)
+        return said
+
+    def mark_lost(self, name: str) -> int:
+        """The owner says nothing runs at the site any more: its held tasks go elsewhere once its lease
+        has surely run out. Refused while the site is heard. The number of tasks held there."""
+        with self.db.session() as session:
+            graph.lock_graph(session)
+            row = session.get(Site, name, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no site {name!r}")
+            if row.status != "down":
+                raise BalsamError(f"site {name} is {row.status}: it is heard, so it may be running its tasks; it can be marked lost once down")
+            row.launchers_end = func.now()
+            graph.site_event(session, name, f"site {name} marked lost by the owner: its tasks go elsewhere once its lease has run out")
+            held = session.scalar(text(f"SELECT count(*) FROM tasks WHERE site = :s AND state NOT IN {FINAL}"), {"s": name})
+        self.db.notify()
+        return held
+
+
+def lease_margin_s(lease_s: float) -> float:
+    """How long past a lease's end the coordinator waits before it counts on the lease being over:
+    the site's clock may run a little faster than ours (1% of the lease, and at least 2 s)."""
+    return max(2.0, 0.01 * lease_s)

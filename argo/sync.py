@@ -4,6 +4,13 @@ Up: a site's numbered messages (its jobs' moves, tasks spawned there) are applie
 transaction with the site's new high mark, so a batch sent twice is applied once. Down: assignments
 and kill orders wait in the site's outbox (``graph.SITE_OUTBOX``), numbered by the transaction that
 decided them, until the site acknowledges them.
+
+Fencing (docs/argo.md, "What is promised under failures"): every heartbeat is answered with a lease
+of ``lease_s`` seconds, counted at the site from when it sent the heartbeat, so the site's lease
+always ends before ours; launchers start Argo tasks only while it lasts. An assignment may start only
+once we have confirmed its number, which we do when the site acknowledges it, and never past a task
+placed again elsewhere before the site applied its kill order (``site_fences``). So what we never
+confirmed was surely never started, and after the lease no new start happens at the site at all.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import func, text
 from sqlalchemy.orm import Session
@@ -30,36 +39,98 @@ from balsam.wire.outbox import ENVELOPE_BYTES, MAX_BATCH, check_seq, fresh
 log = logging.getLogger("balsam.argo.sync")
 
 
-class SyncEndpoint:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+@dataclass(frozen=True)
+class Welcome:
+    applied_here: int  # the highest of the site's messages applied here
+    last_seq: int  # the highest number given to a message for the site
+    site_applied: int  # the highest of our messages the site has applied (0 if it counted another coordinator's)
+    coordinator: str  # our instance id
+    confirmed: int  # the assignment number it may start up to
 
-    def hello(self, site: str, site_applied: int) -> tuple[int, int]:
-        """A site (re)connects: it is up; returns the highest of its messages applied here and the
-        highest number given to a message for it."""
+
+class SyncEndpoint:
+    def __init__(self, db: Database, lease_s: float = 60.0) -> None:
+        self.db = db
+        self.lease_s = lease_s
+        with db.session() as session:
+            self.instance = session.scalar(text("SELECT instance FROM coordinator WHERE id = 1"))
+
+    def hello(self, site: str, site_applied: int, coordinator: str = "", channel_error: str = "") -> Welcome:
+        """A site (re)connects. What it applied counts only if it counted our messages: a site that
+        last synced with another coordinator (or another incarnation of this one) starts afresh, both
+        ways. ('' : a site linked before instances had ids; its numbering is taken as ours.)"""
         check_seq(site_applied, "Hello.last_applied")
+        afresh = bool(coordinator) and coordinator != self.instance
         with self.db.session() as session:
+            if afresh:
+                graph.lock_graph(session)  # first, as every writer of the graph does
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered (call Register first)")
-            row.status, row.last_seen_at = "up", func.now()
-            graph.SITE_OUTBOX.acknowledge(session, site_applied, site)
-            numbers = row.last_applied, row.last_seq
+            if afresh:
+                self._afresh(session, row)
+                site_applied = 0
+            if row.status == "down":
+                graph.site_event(session, site, f"site {site} is up again")
+            if row.status != "stalled":
+                row.status = "up"
+            row.last_seen_at = func.now()
+            row.channel_error = channel_error[:1000]
+            self._acknowledged(session, row, site_applied)
+            welcome = Welcome(row.last_applied, row.last_seq, site_applied, self.instance, row.confirmed)
         self.db.notify(place=True)
-        return numbers
+        return welcome
 
-    def acknowledge(self, site: str, seq: int) -> None:
+    @staticmethod
+    def _afresh(session: Session, row: Site) -> None:
+        """Both ends number from 1 again. The site killed what it held of ours when it went to another
+        coordinator, so what we had placed there is placed again, and what waited for it is dropped.
+        (The caller holds the graph lock.)"""
+        moved = taskstore.replace(session, row.name, f"site {row.name} went to another coordinator and back: placing again",
+                                  unconfirmed_only=False)  # fmt: skip
+        for table in ("site_outbox", "site_fences"):
+            session.execute(text(f"DELETE FROM {table} WHERE site = :s"), {"s": row.name})
+        row.last_applied = row.last_seq = row.acked = row.confirmed = 0
+        graph.site_event(session, row.name, f"site {row.name} last synced with another coordinator: its sync starts afresh"
+                                            + (f"; {len(moved)} task(s) placed again" if moved else ""))  # fmt: skip
+
+    def acknowledge(self, site: str, seq: int) -> int:
+        """The site applied our messages up to ``seq``; the assignment number it may start up to now,
+        if that grew (else 0)."""
         check_seq(seq, "ack")
         with self.db.session() as session:
-            graph.SITE_OUTBOX.acknowledge(session, seq, site)
+            row = session.get(Site, site, with_for_update=True)
+            if row is None:
+                raise NotFound(f"site {site!r} is not registered")
+            before = row.confirmed
+            if row.status == "stalled" and seq > row.acked:
+                row.status = "up"
+                graph.site_event(session, site, f"site {site} applies its messages again")
+            self._acknowledged(session, row, seq)
+            confirmed = row.confirmed
+        if row.status == "up":
+            self.db.notify(place=True)
+        return confirmed if confirmed > before else 0
+
+    @staticmethod
+    def _acknowledged(session: Session, row: Site, seq: int) -> None:
+        """Forget what the site applied, and confirm what it may start: up to what it applied, but never
+        an assignment from a fence on, until the site has applied that fence's kill order."""
+        graph.SITE_OUTBOX.acknowledge(session, seq, row.name)
+        if seq > row.acked:
+            row.acked, row.acked_at = seq, func.now()
+        session.execute(text("DELETE FROM site_fences WHERE site = :s AND kill_seq <= :acked"), {"s": row.name, "acked": row.acked})
+        fence = session.scalar(text("SELECT min(assignment_seq) FROM site_fences WHERE site = :s"), {"s": row.name})
+        row.confirmed = max(row.confirmed, row.acked if fence is None else min(row.acked, fence - 1))
 
     def pending(self, site: str, after: int, max_bytes: int = ENVELOPE_BYTES, limit: int = MAX_BATCH) -> list[bytes]:
         """The site's messages after number ``after``: at most ``max_bytes`` of them (at least one)."""
         with self.db.session() as session:
             return graph.SITE_OUTBOX.pending(session, after, site, max_bytes, limit)
 
-    def apply(self, site: str, messages: Sequence[pb.SiteMessage], heartbeat: pb.Heartbeat | None = None) -> int:
-        """Apply a batch of the site's numbered messages (skipping those applied before); the new high mark."""
+    def apply(self, site: str, messages: Sequence[pb.SiteMessage], heartbeat: pb.Heartbeat | None = None) -> tuple[int, pb.LeaseGrant | None]:
+        """Apply a batch of the site's numbered messages (skipping those applied before); the new high
+        mark, and the lease that answers ``heartbeat`` (recorded here as ending ``lease_s`` from now)."""
         bodies = [(m.seq, site_message_body(m)) for m in messages]  # malformed: BadRequest, nothing applied
         if heartbeat is not None:
             _check_heartbeat(heartbeat)
@@ -87,13 +158,19 @@ class SyncEndpoint:
             graph.close_workflows(session, touched)
             if new:
                 row.last_applied = new[-1].seq
-            row.status, row.last_seen_at = "up", func.now()
+            row.last_seen_at = func.now()
+            if row.status == "down":
+                row.status = "up"
+                graph.site_event(session, site, f"site {site} is up again")
+            grant = None
             if heartbeat is not None:
                 _record_heartbeat(row, heartbeat)
+                row.lease_until = func.now() + timedelta(seconds=self.lease_s)
+                grant = pb.LeaseGrant(heartbeat=heartbeat.number, seconds=self.lease_s)
             last = row.last_applied
         if new:
             self.db.notify(place=released)
-        return last
+        return last, grant
 
     @staticmethod
     def _refuse_foreign(session: Session, site: str, reports: Sequence[Report]) -> None:
@@ -138,9 +215,13 @@ def _check_heartbeat(beat: pb.Heartbeat) -> None:
         raise BadRequest("heartbeat: backlog, running and nodes must not be negative")
     if not _usable(beat.queue_wait_s):
         raise BadRequest(f"heartbeat: queue_wait_s must be a finite number >= 0, got {beat.queue_wait_s!r}")
+    if not _usable(beat.launchers_end_s) or beat.launchers_end_s > 10 * 365 * 86400:
+        raise BadRequest(f"heartbeat: launchers_end_s must be a number of seconds from 0 to ten years, got {beat.launchers_end_s!r}")
 
 
 def _record_heartbeat(row: Site, heartbeat: pb.Heartbeat) -> None:
+    # While heard, its launchers' end is what it says; unknown (never) if it cannot say.
+    row.launchers_end = func.now() + timedelta(seconds=heartbeat.launchers_end_s) if heartbeat.launchers_bounded else None
     row.heartbeat = {
         "backlog": heartbeat.backlog, "running": heartbeat.running, "queue_wait_s": heartbeat.queue_wait_s,
         "models": {app: [m.serial_s, m.parallel_s, m.feature] for app, m in heartbeat.models.items()

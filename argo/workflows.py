@@ -192,8 +192,9 @@ class WorkflowStore:
     def events_after(self, after_id: int, workflow_id: int = 0, site: str = "", states: Sequence[str] = (), limit: int = 1000,
                      projects: Sequence[str] | None = None) -> list[TaskEvent]:  # fmt: skip
         query = select(TaskEvent).where(TaskEvent.id > after_id).order_by(TaskEvent.id).limit(limit)
-        if projects is not None:
-            query = query.where(TaskEvent.workflow_id.in_(select(Workflow.id).where(Workflow.project.in_(list(projects)))))
+        if projects is not None:  # a site's own events (workflow 0: its health) are every user's to see
+            query = query.where(TaskEvent.workflow_id.in_(select(Workflow.id).where(Workflow.project.in_(list(projects))))
+                                | (TaskEvent.workflow_id == 0))  # fmt: skip
         if workflow_id:
             query = query.where(TaskEvent.workflow_id == workflow_id)
         if site:

@@ -47,6 +47,7 @@ class HeldJob:
     data: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     launch: str = "mpi"  # the app's: "script" runs the command once, which starts its own ranks
+    argo: bool = False  # an Argo task: it starts only while the site holds the coordinator's lease
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from balsam.site.workdir import workdir
 from balsam.launcher.nodes import Node
 from balsam.launcher.resources import Assignment, NodePool, Request
 from balsam.site.api import Site
-from balsam.site.db import leases
+from balsam.launcher.outage import Outage
+from balsam.site.db import journal, leases
 from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change
 from balsam.states import Step
 from balsam.states import JobState
@@ -139,7 +140,12 @@ class Launcher:
         self.steps: dict[int, str] = {}  # job id -> "pre" | "post" while that step runs
         self.changes: list[Change] = []
         self.rescues: dict[int, dict] = {}
+        self.journal = journal.Journal(journal.journal_path(site.settings.logs_dir, self.id))
         self.too_big_noted: set[int] = set()
+        # Until when (monotonic) this site holds the Argo coordinator's lease, as last read; Argo tasks
+        # start only before then. Held Argo tasks that could not start are let go (``fenced``).
+        self.argo_until: float | None = None
+        self.fenced: set[int] = set()
         self.started_count = 0
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "timed out": 0}
         self._listen = None
@@ -156,6 +162,7 @@ class Launcher:
         last_flush = last_poll = last_beat = last_scan = last_progress = -1e9
         last_renewal = time.monotonic()
         woken = True
+        outage: Outage | None = None  # the database is away (see balsam.launcher.outage)
         reason = "finished"
         requested_stop: list[int] = []
         old_handlers = {
@@ -188,28 +195,34 @@ class Launcher:
                 want = 0 if stopping else self._want()
                 poll_due = now - last_poll >= self.config.poll_seconds
                 scan_due = now - last_scan >= self.config.heartbeat_seconds
-                flush_due = bool(self.changes) and (
+                flush_due = bool(self.changes or self.fenced) and (
                     now - last_flush >= self.config.flush_seconds or len(self.changes) >= 2000 or stopping
                 )
                 got = 0
-                if flush_due or poll_due or (want and woken):
+                if (flush_due or poll_due or (want and woken)) and (outage is None or now >= outage.next_try):
                     try:
                         got = self._transact(want, stop_at, kills=poll_due, scan=scan_due)
                         last_flush = now
                         last_poll = now if poll_due else last_poll
                         last_scan = now if scan_due else last_scan
                         woken = 0 < want <= got  # a full batch: there is probably more
+                        if outage is not None:
+                            log.warning("database back after %.0f s (%d attempt(s)); what was kept is written", now - outage.began, outage.attempts)
+                            outage, last_beat = None, -1e9  # renew the lease at once
+                            self.journal.clear()
                     except (OperationalError, DBAPIError, psycopg2.Error) as exc:
-                        log.warning("database unreachable, will retry: %s", str(exc).strip().splitlines()[0])
+                        outage = outage or Outage(began=now, max_backoff_s=self.config.lease_seconds / 4)
+                        log.warning("launcher %d: %s", self.id, outage.failed(now, exc))
+                        self.journal.keep(self.changes, self.rescues)  # should this process die before the database is back
                         got = -1
                     if got > 0:
                         self._start_queued(stop_at)
 
-                if now - last_beat >= self.config.heartbeat_seconds:
+                if outage is None and now - last_beat >= self.config.heartbeat_seconds:
                     last_beat = now
                     if self._heartbeat():
                         last_renewal = now
-                if now - last_renewal > 0.75 * self.config.lease_seconds:
+                if now - last_renewal > 0.75 * self.config.lease_seconds and (outage is None or outage.must_stop_tasks(now, last_renewal, self.config.lease_seconds)):
                     raise LeaseLost(f"could not renew the lease for {now - last_renewal:.0f} s")
                 if now - last_progress >= self.config.progress_seconds:
                     last_progress = now
@@ -423,6 +436,10 @@ class Launcher:
             if left is not None and job.wall_time_min is not None and job.wall_time_min * 60 > left:
                 waiting.append(job_id)  # let go at the end; another launcher may have the time
                 continue
+            if job.argo and (self.argo_until is None or time.monotonic() >= self.argo_until):
+                self.fenced.add(job_id)  # the site's lease ran out: not started here; let go at the next write
+                waiting.append(job_id)
+                continue
             request = Request(job.id, job.nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
             assignment = self.pool.assign(request)
             if assignment is None:
@@ -482,19 +499,26 @@ class Launcher:
         fit = self.fit
         if stop_at is not None:
             fit = dataclasses.replace(fit, minutes_left=max(0.0, (stop_at - time.monotonic()) / 60))
+        fenced = sorted(self.fenced)
+        asked = time.monotonic()
         with self.site.session() as session:
             skipped = store.write(session, self.id, changes, rescues) if changes else []
+            if fenced:
+                store.release(session, self.id, fenced, "the site's Argo lease ran out before it could start")
+            lease_left = store.argo_lease_left(session)
             killed = store.killed(session, self.id) if kills else []
             if scan:  # before acquiring, so jobs taken back can be run here at once
-                for lost_id, taken in leases.reap_lost(session):
+                for lost_id, taken in leases.reap_lost(session, self.site.settings.logs_dir, me=self.id):
                     log.warning("launcher %d was lost; took back %d job(s)", lost_id, len(taken))
                 self.too_big_noted.update(store.note_too_big(session, self.fit, self.too_big_noted))
             jobs, broken = store.acquire(session, self.id, fit, want) if want > 0 else ([], [])
         self.changes, self.rescues = [], {}
+        self.argo_until = None if lease_left is None else asked + float(lease_left)
         if self._listen is None:
             self._listen = self._open_listener()
-        for job_id in set(skipped) | set(killed):
+        for job_id in set(skipped) | set(killed) | set(fenced):
             self._let_go(job_id)
+        self.fenced.difference_update(fenced)
         self._accept(jobs, broken)
         return len(jobs) + len(broken)
 
@@ -530,10 +554,15 @@ class Launcher:
                         store.write(session, self.id, self.changes, self.rescues)
                     leases.end(session, self.id, reason)
                 self.changes = []
+                self.journal.clear()
                 break
             except (OperationalError, DBAPIError, psycopg2.Error) as exc:
+                self.journal.keep(self.changes, self.rescues)
                 log.warning("cannot write the final states yet (%s); retrying", str(exc).splitlines()[0])
                 time.sleep(min(2.0, 0.1 * 2**attempt))
+        else:
+            log.error("launcher %d: the database stayed away; %d change(s) are left in %s, applied once this launcher is found lost",
+                      self.id, len(self.changes), self.journal.path)  # fmt: skip
         self._close_executors()
         self._progress()
         log.info("launcher %d exits: %s", self.id, reason)

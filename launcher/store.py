@@ -57,11 +57,12 @@ class Fit:
         return "(" + " AND ".join(size) + ")"
 
     def filter_sql(self) -> str:
-        """Unheld jobs in a state a launcher takes, matching the user's filters."""
+        """Unheld jobs in a state a launcher takes, matching the user's filters (and, for an Argo task
+        still to start, the fence: ``ARGO_FENCE``)."""
         clauses = [
             "j.launcher_id IS NULL",
             (
-                "((j.state = ANY(:pre_run) AND (j.state <> 'READY' OR j.stage_in = '[]'::jsonb))"
+                f"((j.state = ANY(:pre_run) AND (j.state <> 'READY' OR j.stage_in = '[]'::jsonb) AND {ARGO_FENCE})"
                 " OR (j.state = ANY(:post_run) AND (j.state <> 'POSTPROCESSED' OR j.stage_out = '[]'::jsonb)))"
             ),
         ]
@@ -91,6 +92,30 @@ class Fit:
         }
 
 
+# An Argo task starts only while the site holds the coordinator's lease, only once the coordinator
+# has confirmed its assignment, and only if it is of the coordinator the site syncs with now: what the
+# coordinator never confirmed surely never started, so it may place it elsewhere (docs/argo.md).
+ARGO_FENCE = (
+    "(j.argo_task_id IS NULL OR EXISTS (SELECT 1 FROM argo_link l WHERE l.lease_until > now()"
+    " AND l.coordinator = j.argo_coordinator AND (j.argo_seq IS NULL OR j.argo_seq <= l.confirmed)))"
+)
+
+
+def argo_lease_left(session: Session) -> float | None:
+    """Seconds left of the site's Argo lease by the database's clock (None: no lease). The caller counts
+    them from before it asked, so its own view of the lease ends a little early, never late."""
+    return session.execute(text("SELECT extract(epoch FROM lease_until - now()) FROM argo_link WHERE lease_until IS NOT NULL")).scalar()
+
+
+def release(session: Session, launcher_id: int, job_ids: list[int], why: str) -> None:
+    """Let go of held jobs without moving them (they wait for another launcher, or for later)."""
+    released = session.execute(
+        text("UPDATE jobs SET launcher_id = NULL WHERE id = ANY(:ids) AND launcher_id = :me RETURNING id"), {"ids": job_ids, "me": launcher_id}
+    ).scalars().all()
+    if released:
+        jobstore.note(session, released, f"released by launcher {launcher_id}: {why}")
+
+
 # -- jobs --------------------------------------------------------------------------------------
 
 
@@ -103,7 +128,8 @@ WHERE jobs.id = picked.id AND apps.id = jobs.app_id
 RETURNING jobs.id, jobs.name, jobs.workflow, jobs.state, jobs.parameters, jobs.nodes, jobs.ranks_per_node,
     jobs.threads_per_rank, jobs.gpus_per_rank, jobs.node_packing_count, jobs.wall_time_min, jobs.stage_out,
     jobs.data, jobs.retry_count, apps.name AS app_name, apps.command_template, apps.environment,
-    apps.preprocess, apps.postprocess, apps.on_error, apps.max_retries, apps.on_timeout, apps.image, apps.launch
+    apps.preprocess, apps.postprocess, apps.on_error, apps.max_retries, apps.on_timeout, apps.image, apps.launch,
+    jobs.argo_task_id IS NOT NULL AS argo
 """
 
 
@@ -132,7 +158,7 @@ def _held(row: Any) -> HeldJob:
         retry_count=row.retry_count, nodes=row.nodes, ranks_per_node=row.ranks_per_node,
         threads_per_rank=row.threads_per_rank, gpus_per_rank=row.gpus_per_rank,
         node_packing_count=row.node_packing_count, wall_time_min=row.wall_time_min,
-        stage_out=list(row.stage_out), data=dict(row.data), params=params, launch=row.launch,
+        stage_out=list(row.stage_out), data=dict(row.data), params=params, launch=row.launch, argo=row.argo,
     )  # fmt: skip
 
 
@@ -151,26 +177,7 @@ def write(
 
     Returns the ids skipped because the launcher no longer holds them (or a user killed them).
     """
-    written, skipped = jobstore.apply_changes(session, changes, owner=launcher_id)
-    for failed_id in sorted(set(written) & set(rescues or {})):
-        _create_rescue(session, failed_id, rescues[failed_id])  # type: ignore[index]
-    return skipped
-
-
-def _create_rescue(session: Session, failed_id: int, spec: dict[str, Any]) -> int:
-    """Create the rescue job and hand it the failed job's children, so the workflow goes on."""
-    from balsam.site.specs import spec_from_dict
-
-    app_id = session.execute(text("SELECT id FROM apps WHERE name = :n"), {"n": spec["app"]}).scalar_one()
-    parents = session.execute(
-        text("SELECT parent_id FROM job_parents WHERE child_id = :id ORDER BY parent_id"), {"id": failed_id}
-    ).scalars().all()
-    (rescue_id,) = jobstore.insert_jobs(session, [spec_from_dict({**spec, "parents": list(parents)})], {spec["app"]: app_id})
-    session.execute(
-        text("UPDATE job_parents SET parent_id = :new WHERE parent_id = :old"), {"new": rescue_id, "old": failed_id}
-    )
-    jobstore.note(session, [failed_id], f"rescue job {rescue_id} takes over; its children now wait for it")
-    return rescue_id
+    return jobstore.apply_changes(session, changes, owner=launcher_id, rescues=rescues)[1]
 
 
 def killed(session: Session, launcher_id: int) -> list[int]:

@@ -249,7 +249,7 @@ class SummaryReply(_message.Message):
     def __init__(self, counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ...) -> None: ...
 
 class SiteInfo(_message.Message):
-    __slots__ = ("name", "apps", "nodes", "scheduler", "transfer_endpoint", "status", "last_seen", "backlog", "running", "queue_wait_s", "assigned", "max_tasks")
+    __slots__ = ("name", "apps", "nodes", "scheduler", "transfer_endpoint", "status", "last_seen", "backlog", "running", "queue_wait_s", "assigned", "max_tasks", "channel_error", "lease_until")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +262,8 @@ class SiteInfo(_message.Message):
     QUEUE_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     ASSIGNED_FIELD_NUMBER: _ClassVar[int]
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LEASE_UNTIL_FIELD_NUMBER: _ClassVar[int]
     name: str
     apps: _containers.RepeatedScalarFieldContainer[str]
     nodes: int
@@ -274,7 +276,9 @@ class SiteInfo(_message.Message):
     queue_wait_s: float
     assigned: int
     max_tasks: int
-    def __init__(self, name: _Optional[str] = ..., apps: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., scheduler: _Optional[str] = ..., transfer_endpoint: _Optional[str] = ..., status: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., assigned: _Optional[int] = ..., max_tasks: _Optional[int] = ...) -> None: ...
+    channel_error: str
+    lease_until: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., apps: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., scheduler: _Optional[str] = ..., transfer_endpoint: _Optional[str] = ..., status: _Optional[str] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., assigned: _Optional[int] = ..., max_tasks: _Optional[int] = ..., channel_error: _Optional[str] = ..., lease_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListSitesRequest(_message.Message):
     __slots__ = ()
@@ -309,15 +313,19 @@ class RegisterReply(_message.Message):
     def __init__(self, created: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("site", "last_applied")
+    __slots__ = ("site", "last_applied", "coordinator", "channel_error")
     SITE_FIELD_NUMBER: _ClassVar[int]
     LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ERROR_FIELD_NUMBER: _ClassVar[int]
     site: str
     last_applied: int
-    def __init__(self, site: _Optional[str] = ..., last_applied: _Optional[int] = ...) -> None: ...
+    coordinator: str
+    channel_error: str
+    def __init__(self, site: _Optional[str] = ..., last_applied: _Optional[int] = ..., coordinator: _Optional[str] = ..., channel_error: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("backlog", "running", "queue_wait_s", "nodes", "models")
+    __slots__ = ("backlog", "running", "queue_wait_s", "nodes", "models", "number", "launchers_end_s", "launchers_bounded")
     class ModelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -330,12 +338,18 @@ class Heartbeat(_message.Message):
     QUEUE_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHERS_END_S_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHERS_BOUNDED_FIELD_NUMBER: _ClassVar[int]
     backlog: int
     running: int
     queue_wait_s: float
     nodes: int
     models: _containers.MessageMap[str, RuntimeModel]
-    def __init__(self, backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., nodes: _Optional[int] = ..., models: _Optional[_Mapping[str, RuntimeModel]] = ...) -> None: ...
+    number: int
+    launchers_end_s: float
+    launchers_bounded: bool
+    def __init__(self, backlog: _Optional[int] = ..., running: _Optional[int] = ..., queue_wait_s: _Optional[float] = ..., nodes: _Optional[int] = ..., models: _Optional[_Mapping[str, RuntimeModel]] = ..., number: _Optional[int] = ..., launchers_end_s: _Optional[float] = ..., launchers_bounded: _Optional[bool] = ...) -> None: ...
 
 class RuntimeModel(_message.Message):
     __slots__ = ("serial_s", "parallel_s", "feature")
@@ -416,26 +430,30 @@ class SiteEnvelope(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[SiteMessage, _Mapping]]] = ..., ack: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("last_applied", "last_seq")
+    __slots__ = ("last_applied", "last_seq", "coordinator")
     LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     last_applied: int
     last_seq: int
-    def __init__(self, last_applied: _Optional[int] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    coordinator: str
+    def __init__(self, last_applied: _Optional[int] = ..., last_seq: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "attempt", "workflow_id", "workflow", "spec")
+    __slots__ = ("task_id", "attempt", "workflow_id", "workflow", "spec", "coordinator")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     workflow_id: int
     workflow: str
     spec: TaskSpec
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., workflow_id: _Optional[int] = ..., workflow: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ...) -> None: ...
+    coordinator: str
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., workflow_id: _Optional[int] = ..., workflow: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., coordinator: _Optional[str] = ...) -> None: ...
 
 class KillOrder(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")
@@ -457,15 +475,39 @@ class CoordinatorMessage(_message.Message):
     kill: KillOrder
     def __init__(self, seq: _Optional[int] = ..., assign: _Optional[_Union[Assignment, _Mapping]] = ..., kill: _Optional[_Union[KillOrder, _Mapping]] = ...) -> None: ...
 
+class LeaseGrant(_message.Message):
+    __slots__ = ("heartbeat", "seconds")
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    heartbeat: int
+    seconds: float
+    def __init__(self, heartbeat: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class CoordinatorEnvelope(_message.Message):
-    __slots__ = ("welcome", "messages", "ack")
+    __slots__ = ("welcome", "messages", "ack", "confirmed", "lease")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     messages: _containers.RepeatedCompositeFieldContainer[CoordinatorMessage]
     ack: int
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[CoordinatorMessage, _Mapping]]] = ..., ack: _Optional[int] = ...) -> None: ...
+    confirmed: int
+    lease: LeaseGrant
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[CoordinatorMessage, _Mapping]]] = ..., ack: _Optional[int] = ..., confirmed: _Optional[int] = ..., lease: _Optional[_Union[LeaseGrant, _Mapping]] = ...) -> None: ...
+
+class SiteRef(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class MarkLostReply(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: int
+    def __init__(self, held: _Optional[int] = ...) -> None: ...
 
 class TriggerRule(_message.Message):
     __slots__ = ("name", "folder", "recursive", "patterns", "ignore", "app", "params_json", "resources", "tags", "site", "workflow", "settle_s", "skip_existing", "id", "workflow_id", "files", "created_at")

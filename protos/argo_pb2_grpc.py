@@ -575,6 +575,11 @@ class SitesStub:
                 request_serializer=balsam_dot_protos_dot_argo__pb2.SiteEnvelope.SerializeToString,
                 response_deserializer=balsam_dot_protos_dot_argo__pb2.CoordinatorEnvelope.FromString,
                 _registered_method=True)
+        self.MarkLost = channel.unary_unary(
+                '/balsam.v1.Sites/MarkLost',
+                request_serializer=balsam_dot_protos_dot_argo__pb2.SiteRef.SerializeToString,
+                response_deserializer=balsam_dot_protos_dot_argo__pb2.MarkLostReply.FromString,
+                _registered_method=True)
 
 
 class SitesServicer:
@@ -592,6 +597,14 @@ class SitesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MarkLost(self, request, context):
+        """The owner says nothing runs at the site any more (its machine is gone): the tasks it may have
+        been running are placed elsewhere once its lease has surely run out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SitesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -604,6 +617,11 @@ def add_SitesServicer_to_server(servicer, server):
                     servicer.Sync,
                     request_deserializer=balsam_dot_protos_dot_argo__pb2.SiteEnvelope.FromString,
                     response_serializer=balsam_dot_protos_dot_argo__pb2.CoordinatorEnvelope.SerializeToString,
+            ),
+            'MarkLost': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkLost,
+                    request_deserializer=balsam_dot_protos_dot_argo__pb2.SiteRef.FromString,
+                    response_serializer=balsam_dot_protos_dot_argo__pb2.MarkLostReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -660,6 +678,33 @@ class Sites:
             '/balsam.v1.Sites/Sync',
             balsam_dot_protos_dot_argo__pb2.SiteEnvelope.SerializeToString,
             balsam_dot_protos_dot_argo__pb2.CoordinatorEnvelope.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkLost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/balsam.v1.Sites/MarkLost',
+            balsam_dot_protos_dot_argo__pb2.SiteRef.SerializeToString,
+            balsam_dot_protos_dot_argo__pb2.MarkLostReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 
 from balsam import daemon
 from balsam.errors import BalsamError
@@ -38,6 +39,7 @@ from balsam.site.api import Site
 from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
 from balsam.site.db import leases
 from balsam.site.db.models import BatchJob
+from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.scheduler.base import SchedulerError
 from balsam.site.settings import SiteSettings
 
@@ -82,11 +84,12 @@ class Agent:
         self.argo_sync = None
         self.transfers = None
         self.triggers = None
+        self._unlinked = True  # see leave_argo
 
     def tick(self) -> dict[str, Any]:
         """One round of every step; returns (and keeps) a status report."""
         errors: dict[str, str] = {}
-        for step in (self.reap_leases, self.follow_batch_jobs, self.run_elastic_queue):
+        for step in (self.supervise_database, self.leave_argo, self.reap_leases, self.follow_batch_jobs, self.run_elastic_queue):
             try:
                 step()
             except (SchedulerError, BalsamError) as exc:
@@ -98,9 +101,38 @@ class Agent:
         self.status.update(last_tick=_iso(), errors=errors, batch_jobs=self._batch_counts())
         return self.status
 
+    def leave_argo(self) -> None:
+        """A site no longer linked stops keeping its events for the coordinator it may have left."""
+        if self._unlinked:
+            return
+        from balsam.site.argo_sync import unlink
+
+        unlink(self.site)
+        self._unlinked = True
+
+    def supervise_database(self) -> None:
+        """Start the site's embedded database again if it died (launchers ride out the gap, and a
+        restart counts as every launcher's renewal: ``leases.reap_lost``). Logs why it was down."""
+        if self.settings.database.mode != "embedded":
+            return
+        try:
+            with self.site.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return
+        except OperationalError as exc:
+            failure = str(exc.orig or exc).strip().splitlines()[0]
+        server = EmbeddedPostgres(self.settings)
+        if server.is_running():
+            raise BalsamError(f"the database does not answer although its server runs: {failure}")
+        why = _why_down(server)
+        server.start()
+        self.site.engine.dispose()  # the pooled connections died with the old server
+        self.status["database_restarts"] = self.status.get("database_restarts", 0) + 1
+        log.warning("the database of site %s was not running (%s; %s); started it again", self.settings.name, failure, why)
+
     def reap_leases(self) -> None:
         with self.site.session() as session:
-            for launcher_id, taken in leases.reap_lost(session):
+            for launcher_id, taken in leases.reap_lost(session, self.settings.logs_dir):
                 log.warning("launcher %s lost its lease; %d job(s) taken back", launcher_id, len(taken))
 
     def follow_batch_jobs(self) -> None:
@@ -264,9 +296,7 @@ class Agent:
         if self.settings.argo.address:
             self.start_argo_sync(stop)
         else:
-            from balsam.site.argo_sync import unlink
-
-            unlink(self.site)  # it may have left a coordinator: stop keeping events for it
+            self._unlinked = False  # done in the first tick that reaches the database
         self.start_transfers(stop)
         self.start_triggers(stop)
         while not stop.is_set():
@@ -337,6 +367,22 @@ def main(argv: list[str] | None = None) -> int:
             agent.run(stop)
 
     return daemon.run_daemon(settings.logs_dir / PID_FILE, settings.logs_dir / LOG_FILE, f"the agent of site {settings.name}", serve)
+
+
+def _why_down(server: EmbeddedPostgres) -> str:
+    """What the database's own log and files say of why it is down, in one line."""
+    said = []
+    if (server.pgdata / "postmaster.pid").exists():
+        said.append("it did not shut down cleanly (postmaster.pid left behind: killed, or its host crashed)")
+    else:
+        said.append("it was shut down")
+    try:
+        tail = [line for line in server.log_file.read_text(errors="replace").splitlines() if line.strip()][-1:]
+    except FileNotFoundError:
+        tail = []
+    if tail:
+        said.append(f"its log ends: {tail[0][:300]}")
+    return "; ".join(said)
 
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:

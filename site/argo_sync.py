@@ -61,6 +61,7 @@ WINDOW = 5000  # messages sent and not yet acknowledged
 # coordinator's site timeout, so a restarted coordinator sees the site again before it gives up on it.
 BACKOFF_HEARTBEATS = 5
 _ACTIVE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY', 'RUNNING')"
+_FINAL = "('JOB_FINISHED', 'FAILED', 'USER_KILLED')"
 MODELS_EVERY_S = 60.0
 # Our messages to the coordinator, numbered by the link's row (``argo_link.last_seq``).
 ARGO_OUTBOX = Outbox("argo_outbox", "argo_link")
@@ -150,6 +151,8 @@ class ArgoSync:
         self._models_due = 0.0
         self.credential = load_credential(site.settings)  # refused at start when others can read it
         self._refresh_due = 0.0
+        self._beats: dict[int, float] = {}  # heartbeat number -> when it was sent (monotonic)
+        self._beat_number = 0
 
     # -- the connection --------------------------------------------------------------------
 
@@ -185,9 +188,10 @@ class ArgoSync:
             metadata = wire_channel.bearer(_token(self.credential))
             rpc.SitesStub(channel).Register(self.registration(), timeout=10, metadata=metadata)
             with self.site.session() as session:
-                applied = session.scalar(select(ArgoLink.last_applied))
+                applied, coordinator = session.execute(select(ArgoLink.last_applied, ArgoLink.coordinator)).one()
             out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
-            hello = pb.SiteEnvelope(hello=pb.Hello(site=self.name, last_applied=applied))
+            hello = pb.SiteEnvelope(hello=pb.Hello(site=self.name, last_applied=applied, coordinator=coordinator,
+                                                   channel_error=self.status["last_error"][:1000]))  # fmt: skip
 
             def envelopes() -> Iterator[pb.SiteEnvelope]:
                 yield hello
@@ -208,6 +212,12 @@ class ArgoSync:
                 first = next(responses)
                 if not first.HasField("welcome"):
                     raise BalsamError("the coordinator did not answer Hello with Welcome")
+                if coordinator and first.welcome.coordinator != coordinator:
+                    self.switch(coordinator, first.welcome.coordinator)
+                    applied = 0
+                elif not coordinator:
+                    self._adopt_coordinator(first.welcome.coordinator)
+                self.confirm(first.confirmed)
                 acked = {"up": first.welcome.last_applied}
                 self._acknowledged(acked["up"])
                 if applied >= first.welcome.last_seq:
@@ -217,6 +227,10 @@ class ArgoSync:
                 sender = threading.Thread(target=self._send, args=(out, acked, done, stop, channel), name="argo-send", daemon=True)
                 sender.start()
                 for envelope in responses:
+                    if envelope.HasField("lease"):
+                        self.hold_lease(envelope.lease)
+                    if envelope.confirmed:
+                        self.confirm(envelope.confirmed)
                     if envelope.ack:
                         acked["up"] = max(acked["up"], envelope.ack)
                         self._acknowledged(envelope.ack)
@@ -233,6 +247,60 @@ class ArgoSync:
                 responses.cancel()
         finally:
             channel.close()
+
+    # -- the coordinator's instance, the lease and confirmations (fencing: docs/argo.md) ----------------
+
+    def _adopt_coordinator(self, instance: str) -> None:
+        """A fresh link (or one made before coordinators had ids) counts for the coordinator it meets."""
+        with self.site.session() as session:
+            session.execute(text("UPDATE argo_link SET coordinator = :c"), {"c": instance})
+            session.execute(text("UPDATE jobs SET argo_coordinator = :c WHERE argo_task_id IS NOT NULL AND argo_coordinator IS NULL"),
+                            {"c": instance})  # fmt: skip
+
+    def switch(self, old: str, new: str) -> None:
+        """Another coordinator (or a new incarnation of ours) answers: start clean for it. Our numbering
+        starts again from 1 both ways and what waited for the old one is dropped; the old one's unfinished
+        jobs are killed (nobody could hear of them any more); every job keeps its history."""
+        with self.site.session() as session:
+            for table in ("argo_raw_events", "argo_outbox"):
+                session.execute(text(f"DELETE FROM {table}"))
+            session.execute(text("UPDATE argo_link SET coordinator = :c, last_applied = 0, last_seq = 0, confirmed = 0, lease_until = NULL"),
+                            {"c": new})  # fmt: skip
+            stale = session.execute(
+                text(f"SELECT id FROM jobs WHERE argo_coordinator IS DISTINCT FROM :c AND argo_task_id IS NOT NULL AND state NOT IN {_FINAL}"),
+                {"c": new},
+            ).scalars().all()  # fmt: skip
+            jobstore.transition(session, stale, S.USER_KILLED, f"its Argo coordinator {old} was replaced by another ({new})")
+            session.execute(text("DELETE FROM argo_raw_events"))  # those kills are news for nobody
+        log.warning("Argo at %s is another coordinator (%s, was %s): sync started afresh, %d unfinished job(s) of the old one killed",
+                    self.address, new, old, len(stale))  # fmt: skip
+
+    def confirm(self, confirmed: int) -> None:
+        """Assignments up to ``confirmed`` may start: the coordinator knows we applied them."""
+        if not confirmed:
+            return
+        with self.site.session() as session:
+            grew = session.execute(
+                text("UPDATE argo_link SET confirmed = :c WHERE confirmed < :c RETURNING id"), {"c": confirmed}
+            ).first()
+            if grew:
+                jobstore.notify_runnable(session)
+
+    def hold_lease(self, grant: pb.LeaseGrant) -> None:
+        """The coordinator answered heartbeat ``grant.heartbeat``: our lease runs ``grant.seconds`` from
+        when we sent it (never from now: the reply may have been slow, and the coordinator counts from
+        when it answered, later). Kept in the database's clock, which the launchers read."""
+        sent = self._beats.pop(grant.heartbeat, None)
+        for number in [n for n in self._beats if n < grant.heartbeat]:
+            del self._beats[number]  # answers to older ones will not come
+        if sent is None or not 0 < grant.seconds < 86400 * 365:
+            return
+        left = sent + grant.seconds - time.monotonic()
+        if left <= 0:
+            return
+        with self.site.session() as session:
+            session.execute(text("UPDATE argo_link SET lease_until = now() + make_interval(secs => :s)"), {"s": left})
+            jobstore.notify_runnable(session)
 
     def refresh(self, channel: grpc.Channel) -> None:
         """Renew the credential once half its life has passed (a failure is logged and retried)."""
@@ -265,6 +333,9 @@ class ArgoSync:
                 envelope = pb.SiteEnvelope(messages=[pb.SiteMessage.FromString(body) for body in bodies])
                 if time.monotonic() >= next_beat:
                     envelope.heartbeat.CopyFrom(self.heartbeat())
+                    self._beat_number += 1
+                    envelope.heartbeat.number = self._beat_number
+                    self._beats[self._beat_number] = time.monotonic()
                     next_beat = time.monotonic() + self.settings.argo.heartbeat_s
                 if envelope.messages or envelope.HasField("heartbeat"):
                     out.put(envelope)
@@ -294,10 +365,18 @@ class ArgoSync:
             counts = dict(session.execute(text(f"SELECT state, count(*) FROM jobs WHERE state IN {_ACTIVE} GROUP BY state")).all())
             running = counts.pop(S.RUNNING.value, 0)
             backlog = sum(counts.values())
-            launchers = session.scalar(text("SELECT count(*) FROM launchers WHERE state = 'running'"))
+            launchers, unbounded, end_s = session.execute(text(
+                "SELECT count(*), count(*) FILTER (WHERE b.started_at IS NULL),"
+                " coalesce(max(extract(epoch FROM b.started_at + make_interval(mins => b.wall_time_min) - now())), 0)"
+                " FROM launchers l LEFT JOIN batch_jobs b ON b.id = l.batch_job_id WHERE l.state = 'running'"
+            )).one()  # fmt: skip
         wait = 0.0 if launchers else self.settings.argo.queue_wait_s
         nodes = self.settings.argo.nodes or self.settings.elastic_queue.max_nodes
-        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes, models=self.models())
+        # When every launcher running now has surely ended (its batch job's wall time): known only if
+        # each runs in a batch job that has started; lets the coordinator place our tasks elsewhere
+        # without fear, should we fall silent for good.
+        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes, models=self.models(),
+                            launchers_end_s=max(0.0, float(end_s)), launchers_bounded=not unbounded)  # fmt: skip
 
     def models(self) -> dict[str, pb.RuntimeModel]:
         """The apps' performance models for placement, refitted every MODELS_EVERY_S (runs accumulate
@@ -333,20 +412,24 @@ class ArgoSync:
     def pump(self) -> int:
         """Turn raw job events into numbered messages; the number of messages made."""
         with self.site.session() as session:
-            if session.execute(select(ArgoLink.id).with_for_update()).scalar() is None:
+            coordinator = session.execute(select(ArgoLink.coordinator).with_for_update()).scalar()
+            if coordinator is None:
                 return 0
             raws = session.execute(
                 text(
-                    "SELECT r.id, r.job_id, r.from_state, r.to_state, r.message, r.at, j.argo_task_id, j.argo_attempt,"
-                    " j.return_code, j.workflow, j.output_files"
-                    " FROM argo_raw_events r LEFT JOIN jobs j ON j.id = r.job_id ORDER BY r.id LIMIT :n"
+                    "SELECT r.id, r.job_id, r.from_state, r.to_state, r.message, r.at, j.return_code, j.workflow, j.output_files,"
+                    # A job of another (older) coordinator is news for nobody here: its task id means another task.
+                    " CASE WHEN j.argo_coordinator = l.coordinator THEN j.argo_task_id END AS argo_task_id, j.argo_attempt,"
+                    " j.argo_task_id IS NOT NULL AND j.argo_coordinator IS DISTINCT FROM l.coordinator AS foreign_job"
+                    " FROM argo_raw_events r LEFT JOIN jobs j ON j.id = r.job_id CROSS JOIN argo_link l ORDER BY r.id LIMIT :n"
                 ),
                 {"n": PUMP_BATCH},
             ).all()
             if not raws:
                 return 0
             messages: list[pb.SiteMessage] = []
-            linked = self._adopt_children(session, {r.job_id for r in raws if r.argo_task_id is None}, messages)
+            orphans = {r.job_id for r in raws if r.argo_task_id is None and not r.foreign_job}
+            linked = self._adopt_children(session, orphans, coordinator, messages)
             for raw in raws:
                 task_id, attempt = (raw.argo_task_id, raw.argo_attempt) if raw.argo_task_id else linked.get(raw.job_id, (None, None))
                 if task_id is None:
@@ -381,7 +464,8 @@ class ArgoSync:
             found.append(OutputFile(name, location, size))
         return tuple(found)
 
-    def _adopt_children(self, session: Session, job_ids: set[int], messages: list[pb.SiteMessage]) -> dict[int, tuple[str, int]]:
+    def _adopt_children(self, session: Session, job_ids: set[int], coordinator: str,
+                        messages: list[pb.SiteMessage]) -> dict[int, tuple[str, int]]:  # fmt: skip
         """Jobs created by a running Argo task with it as parent join the global graph."""
         if not job_ids:
             return {}
@@ -389,16 +473,16 @@ class ArgoSync:
             text(
                 "SELECT p.child_id, array_agg(pj.argo_task_id ORDER BY pj.argo_task_id) AS parents"
                 " FROM job_parents p JOIN jobs pj ON pj.id = p.parent_id"
-                " WHERE p.child_id = ANY(:ids) AND pj.argo_task_id IS NOT NULL GROUP BY p.child_id"
+                " WHERE p.child_id = ANY(:ids) AND pj.argo_task_id IS NOT NULL AND pj.argo_coordinator = :c GROUP BY p.child_id"
             ),
-            {"ids": sorted(job_ids)},
+            {"ids": sorted(job_ids), "c": coordinator},
         ).all()
         linked = {}
         for child_id, parents in rows:
             job = session.get(Job, child_id)
             workflow = parents[0].split("/", 1)[0]
             task_id = f"{workflow}/{self.name}:{child_id}"
-            job.argo_task_id, job.argo_attempt = task_id, 1
+            job.argo_task_id, job.argo_attempt, job.argo_coordinator = task_id, 1, coordinator
             messages.append(spawned_message(Spawned(
                 task_id, int(workflow), child_id, job.app.name, dict(job.parameters), job.resources, tuple(parents),
                 tuple(str(o) for o in job.output_files), {k: str(v) for k, v in job.tags.items()},
@@ -414,7 +498,7 @@ class ArgoSync:
         with self.site.session() as session:
             link_row = session.execute(select(ArgoLink).with_for_update()).scalar_one()
             new = fresh(messages, link_row.last_applied, "Argo")
-            assigns: list[Assignment] = []
+            assigns: list[tuple[int, Assignment]] = []
             refused: list[tuple[pb.Assignment, str]] = []
             for message in new:
                 try:
@@ -426,28 +510,33 @@ class ArgoSync:
                         log.warning("message %d from Argo cannot be applied, skipped: %s", message.seq, exc)
                     continue
                 if isinstance(body, KillOrder):
-                    self._create(session, assigns)  # in order: an assignment before its kill
+                    self._create(session, assigns, link_row.coordinator)  # in order: an assignment before its kill
                     assigns = []
-                    self._kill(session, body)
+                    self._kill(session, body, link_row.coordinator)
+                elif body.coordinator and body.coordinator != link_row.coordinator:
+                    refused.append((message.assign, f"it comes from coordinator {body.coordinator}, not {link_row.coordinator}"))
                 else:
-                    assigns.append(body)
-            self._create(session, assigns)
+                    assigns.append((message.seq, body))
+            self._create(session, assigns, link_row.coordinator)
             self._refuse(session, [(a.task_id, a.attempt, why) for a, why in refused])
             if new:
                 link_row.last_applied = new[-1].seq
             return link_row.last_applied
 
-    def _create(self, session: Session, assigns: Sequence[Assignment]) -> None:
+    def _create(self, session: Session, assigns: Sequence[tuple[int, Assignment]], coordinator: str) -> None:
+        """Each assignment (with its number) becomes a job of ours, or is refused with why."""
         if not assigns:
             return
         apps = session.execute(select(App.name, App.id, App.command_template)).all()
         templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
         have = set(session.execute(
-            text("SELECT argo_task_id, argo_attempt FROM jobs WHERE argo_task_id = ANY(:ids)"), {"ids": [a.task_id for a in assigns]}
+            text("SELECT argo_task_id, argo_attempt FROM jobs WHERE argo_coordinator = :c AND argo_task_id = ANY(:ids)"),
+            {"c": coordinator, "ids": [a.task_id for _, a in assigns]},
         ).tuples())  # fmt: skip
         specs, links, refused = [], [], []
-        for assign in assigns:
+        for seq, assign in assigns:
             if (assign.task_id, assign.attempt) in have:
+                log.warning("Argo task %s attempt %d is here already (job made before); not made again", assign.task_id, assign.attempt)
                 continue
             try:
                 spec = _job_spec(assign)
@@ -457,16 +546,18 @@ class ArgoSync:
                 refused.append((assign.task_id, assign.attempt, str(exc)))
                 continue
             specs.append(spec)
-            links.append((assign.task_id, assign.attempt))
+            links.append((assign.task_id, assign.attempt, seq))
         if specs:
             ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps})
             session.execute(
                 text(
-                    "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id,"
-                    " unnest(CAST(:tasks AS text[])) AS t, unnest(CAST(:attempts AS int[])) AS a) v WHERE jobs.id = v.id"
+                    "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a, argo_seq = v.seq, argo_coordinator = :c"
+                    " FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id, unnest(CAST(:tasks AS text[])) AS t,"
+                    " unnest(CAST(:attempts AS int[])) AS a, unnest(CAST(:seqs AS bigint[])) AS seq) v WHERE jobs.id = v.id"
                 ),
-                {"ids": ids, "tasks": [t for t, _ in links], "attempts": [a for _, a in links]},
-            )
+                {"ids": ids, "tasks": [t for t, _, _ in links], "attempts": [a for _, a, _ in links], "seqs": [q for _, _, q in links],
+                 "c": coordinator},
+            )  # fmt: skip
         self._refuse(session, refused)
 
     def _refuse(self, session: Session, refused: Sequence[tuple[str, int, str]]) -> None:
@@ -480,9 +571,10 @@ class ArgoSync:
         for task_id, _, why in refused:
             log.warning("refused Argo task %s: %s", task_id, why)
 
-    def _kill(self, session: Session, order: KillOrder) -> None:
+    def _kill(self, session: Session, order: KillOrder, coordinator: str) -> None:
         job_id = session.scalar(
-            text("SELECT id FROM jobs WHERE argo_task_id = :t AND argo_attempt = :a FOR UPDATE"), {"t": order.task_id, "a": order.attempt}
+            text("SELECT id FROM jobs WHERE argo_coordinator = :c AND argo_task_id = :t AND argo_attempt = :a FOR UPDATE"),
+            {"c": coordinator, "t": order.task_id, "a": order.attempt},
         )
         if job_id is None:
             return

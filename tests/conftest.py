@@ -153,3 +153,18 @@ def slurm(tmp_path_factory):
         else:
             os.environ["SLURM_CONF"] = old
         cluster.stop()
+
+
+@pytest.fixture
+def federation(request, tmp_path):
+    """A running Argo coordinator as a process (``argo_helpers.Federation``: add sites to it);
+    ``@pytest.mark.site_timeout(S)`` sets when a silent site is down (default 20 s)."""
+    from argo_helpers import Federation
+
+    marker = request.node.get_closest_marker("site_timeout")
+    fed = Federation(tmp_path, site_timeout_s=marker.args[0] if marker else 20.0)
+    fed.start_server()
+    try:
+        yield fed
+    finally:
+        fed.stop()

@@ -15,17 +15,7 @@ import pytest
 
 from argo_helpers import Federation, wait_for
 
-pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def federation(tmp_path):
-    fed = Federation(tmp_path, site_timeout_s=3.0)
-    fed.start_server()
-    try:
-        yield fed
-    finally:
-        fed.stop()
+pytestmark = [pytest.mark.timeout(240), pytest.mark.site_timeout(3.0)]
 
 
 def _quiet_site(fed: Federation, name: str):

@@ -95,8 +95,12 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
     taskstore.place(session, [("1/c", "s1")])
     taskstore.apply_reports(session, "s1", [report("1/c", a, b) for a, b in zip(chain[:5], chain[1:5])])
     assert tasks(session)["1/c"][:3] == ("RUNNING", "s1", 1)
-    moved = taskstore.replace(session, "s1", "site s1 is down")
-    assert [(m.id, m.from_state, m.to_state, m.attempt) for m in moved] == [("1/c", "RUNNING", "READY", 1)]
+    taskstore.record_assignments(session, [("1/c", 5)])
+    session.execute(text("UPDATE sites SET confirmed = 5 WHERE name = 's1'"))
+    # what the site may have started (assignment 5, confirmed) is held while only unconfirmed ones go
+    assert taskstore.replace(session, "s1", "site s1 is down", unconfirmed_only=True) == []
+    moved = taskstore.replace(session, "s1", "site s1 is down", unconfirmed_only=False)
+    assert [(m.id, m.from_state, m.to_state, m.attempt, m.assigned_seq) for m in moved] == [("1/c", "RUNNING", "READY", 1, 5)]
     assert tasks(session)["1/c"][:2] == ("READY", None)
     assert events(session, "1/c")[-1] == ("RUNNING", "READY", "site s1 is down")
     # ... and news of that stale copy is not the task's any more
@@ -110,8 +114,11 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
 
     # killed, cancelled: a user's, and a workflow's
     taskstore.place(session, [("1/c", "s2")])
+    taskstore.record_assignments(session, [("1/c", 9)])  # never confirmed at s2: placed again at once
+    assert [m.id for m in taskstore.replace(session, "s2", "site s2 stalled", unconfirmed_only=True)] == ["1/c"]
+    taskstore.place(session, [("1/c", "s2")])
     killed = taskstore.kill(session, ["1/c"], "killed by user", M.KILLED)
-    assert [(m.id, m.site, m.attempt, m.from_state) for m in killed] == [("1/c", "s2", 2, "READY")]
+    assert [(m.id, m.site, m.attempt, m.from_state) for m in killed] == [("1/c", "s2", 3, "READY")]
     assert events(session, "1/c")[-1] == ("READY", "USER_KILLED", "killed by user")
     taskstore.insert(session, 1, [TaskSpec("y", "a")], existing={})
     taskstore.kill(session, ["1/y"], "workflow cancelled", M.CANCELLED)
@@ -127,7 +134,7 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
 
     # every state change above wrote its event: one per move per task, none more
     counted = session.execute(text("SELECT count(*) FROM task_events")).scalar()
-    assert counted == 3 + 1 + 1 + 8 + 1 + 1 + 4 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+    assert counted == 3 + 1 + 1 + 8 + 1 + 1 + 4 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1
 
 
 def test_a_move_the_table_does_not_name_is_refused_naming_the_task_and_both_states(session):

@@ -75,6 +75,9 @@ class Task(Base):
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Why placement cannot place it now ('' : it is not waiting for a site); migration 0005.
     waiting: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The number of the current attempt's assignment in its site's outbox (migration 0006): the site
+    # may start it only once the coordinator confirms that number (fencing, docs/argo.md).
+    assigned_seq: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -121,7 +124,14 @@ class TaskEvent(Base):
 
 
 class Site(Base):
-    """A registered site, its health and its two sequence counters."""
+    """A registered site, its health, its two sequence counters and its lease.
+
+    ``status``: ``up``; ``stalled`` (it is heard but does not acknowledge what it is sent);
+    ``down`` (silent beyond the site timeout). ``acked``: the highest of our messages it applied;
+    ``confirmed``: the highest assignment number we told it it may start; ``lease_until``: until
+    when its launchers may start Argo tasks; ``launchers_end``: when every launcher it had running
+    has surely ended (NULL: not known).
+    """
 
     __tablename__ = "sites"
 
@@ -131,15 +141,21 @@ class Site(Base):
     scheduler: Mapped[str] = mapped_column(String(20), default="")
     transfer_endpoint: Mapped[str] = mapped_column(Text, default="", server_default="")
     max_tasks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    status: Mapped[str] = mapped_column(String(8), default="up")  # up | down
+    status: Mapped[str] = mapped_column(String(8), default="up")
     heartbeat: Mapped[dict[str, Any]] = mapped_column(default=dict)
     registered_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
     # The highest site message applied here, and the highest number given to a message to the site.
     last_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    acked: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    launchers_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    channel_error: Mapped[str] = mapped_column(Text, default="", server_default="")
 
-    __table_args__ = (CheckConstraint("status IN ('up', 'down')", name="site_status"),)
+    __table_args__ = (CheckConstraint("status IN ('up', 'stalled', 'down')", name="site_status"),)
 
 
 class SiteOutbox(Base):
@@ -150,6 +166,30 @@ class SiteOutbox(Base):
     site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()
+
+
+class SiteFence(Base):
+    """A task placed again away from this site before the site could start it: until the site has
+    applied the kill order (``kill_seq``), no assignment from ``assignment_seq`` on is confirmed."""
+
+    __tablename__ = "site_fences"
+
+    site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), primary_key=True)
+    assignment_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kill_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class CoordinatorInstance(Base):
+    """This coordinator's identity (one row): task ids are unique per instance, so a site told of
+    another instance numbers its sync afresh and keeps its old jobs apart."""
+
+    __tablename__ = "coordinator"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance: Mapped[str] = mapped_column(String(64), server_default=text("gen_random_uuid()::text"))
+
+    __table_args__ = (CheckConstraint("id = 1", name="coordinator_single"),)
 
 
 class AuthToken(Base):

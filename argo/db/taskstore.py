@@ -47,6 +47,7 @@ class Moved:
     attempt: int
     from_state: str
     to_state: str
+    assigned_seq: int | None = None  # the number of the attempt's assignment to its site
 
 
 def _check(move: TaskMove, moves: Iterable[tuple[str, str | None, str]]) -> None:
@@ -197,16 +198,21 @@ def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
     return placed
 
 
-def replace(session: Session, site: str, reason: str) -> list[Moved]:
-    """Give up every unfinished attempt placed at ``site`` (lost): the tasks wait to be placed again."""
+def replace(session: Session, site: str, reason: str, unconfirmed_only: bool) -> list[Moved]:
+    """Give up unfinished attempts placed at ``site``: the tasks wait to be placed again.
+
+    ``unconfirmed_only``: only those whose assignment the site was never allowed to start (its
+    number above the site's ``confirmed``); else every one (the site surely runs none of them)."""
+    only = " AND assigned_seq > (SELECT confirmed FROM sites WHERE name = :s)" if unconfirmed_only else ""
     rows = session.execute(
-        text(f"SELECT id, workflow_id, state, attempt, pending_parents FROM tasks WHERE site = :s AND state NOT IN {FINAL}"
-             " ORDER BY id FOR UPDATE"),
+        text(f"SELECT id, workflow_id, state, attempt, pending_parents, assigned_seq FROM tasks WHERE site = :s AND state NOT IN {FINAL}"
+             f"{only} ORDER BY id FOR UPDATE"),
         {"s": site},
     ).all()  # fmt: skip
     if not rows:
         return []
-    moved = [Moved(r.id, r.workflow_id, site, r.attempt, r.state, S.AWAITING_PARENTS if r.pending_parents else S.READY) for r in rows]
+    moved = [Moved(r.id, r.workflow_id, site, r.attempt, r.state, S.AWAITING_PARENTS if r.pending_parents else S.READY, r.assigned_seq)
+             for r in rows]  # fmt: skip
     _check(M.REPLACED, ((m.id, m.from_state, m.to_state) for m in moved))
     session.execute(
         text(
@@ -218,6 +224,16 @@ def replace(session: Session, site: str, reason: str) -> list[Moved]:
     )
     _events(session, ((m.id, m.workflow_id, site, m.from_state, m.to_state, None, reason) for m in moved))
     return moved
+
+
+def record_assignments(session: Session, numbers: Sequence[tuple[str, int]]) -> None:
+    """The outbox number of each ``(task id, seq)``'s assignment: what the site must have confirmed to start it."""
+    if numbers:
+        session.execute(
+            text("UPDATE tasks SET assigned_seq = v.seq FROM (SELECT unnest(CAST(:ids AS text[])) AS id,"
+                 " unnest(CAST(:seqs AS bigint[])) AS seq) v WHERE tasks.id = v.id"),
+            {"ids": [n[0] for n in numbers], "seqs": [n[1] for n in numbers]},
+        )  # fmt: skip
 
 
 def fail_unplaceable(session: Session, reasons: Mapping[str, str]) -> list[Moved]:

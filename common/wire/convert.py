@@ -142,6 +142,7 @@ class Assignment:
     workflow_id: int
     workflow: str
     spec: TaskSpec
+    coordinator: str = ""  # the coordinator instance: task ids are unique only within one
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class KillOrder:
 def assignment_message(a: Assignment) -> pb.CoordinatorMessage:
     return pb.CoordinatorMessage(assign=pb.Assignment(
         task_id=a.task_id, attempt=a.attempt, workflow_id=a.workflow_id, workflow=a.workflow, spec=task_spec_to_wire(a.spec),
+        coordinator=a.coordinator,
     ))  # fmt: skip
 
 
@@ -164,7 +166,8 @@ def kill_message(k: KillOrder) -> pb.CoordinatorMessage:
 def coordinator_message_body(message: pb.CoordinatorMessage) -> Assignment | KillOrder:
     if message.HasField("assign"):
         a = message.assign
-        return Assignment(a.task_id, a.attempt, a.workflow_id, a.workflow, task_spec_from_wire(a.spec, f"Argo task {a.task_id}"))
+        return Assignment(a.task_id, a.attempt, a.workflow_id, a.workflow, task_spec_from_wire(a.spec, f"Argo task {a.task_id}"),
+                          a.coordinator)  # fmt: skip
     if message.HasField("kill"):
         k = message.kill
         return KillOrder(k.task_id, k.attempt, k.reason)

@@ -18,7 +18,7 @@ from typing import Any
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows, json_field
 from balsam.resources import Resources
-from balsam.site.specs import JobSpec, batch_name_index, stage_in_items, stage_out_items
+from balsam.site.specs import JobSpec, batch_name_index, spec_from_dict, stage_in_items, stage_out_items
 from balsam.states import JobState, Step, check_transition
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -159,13 +159,15 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def apply_changes(session: Session, changes: Sequence[Change], owner: int | None = None) -> tuple[list[int], list[int]]:
+def apply_changes(session: Session, changes: Sequence[Change], owner: int | None = None,
+                  rescues: dict[int, dict[str, Any]] | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
     """Write many jobs' transitions at once: one UPDATE per set of columns, one INSERT of events.
 
     Each job's steps must form a legal path from its current state. With ``owner`` (a launcher
     id), only jobs that launcher still holds are written; the others, and any whose path is no
     longer legal (a user killed it meanwhile), are skipped and returned, never an error: the
-    launcher decides what to do with them. Returns (written ids, skipped ids).
+    launcher decides what to do with them. ``rescues``: job id -> the spec of the rescue job to create
+    once that job's failure is written. Returns (written ids, skipped ids).
     """
     by_id: dict[int, Change] = {}
     for change in changes:
@@ -246,7 +248,22 @@ def apply_changes(session: Session, changes: Sequence[Change], owner: int | None
         release_children(session, finished)
     if any(c.steps[-1].state in _RUNNABLE for c in written):
         notify_runnable(session)
+    for failed_id in sorted({c.job_id for c in written} & set(rescues or {})):
+        create_rescue(session, failed_id, rescues[failed_id])  # type: ignore[index]
     return [c.job_id for c in written], skipped
+
+
+def create_rescue(session: Session, failed_id: int, spec: dict[str, Any]) -> int:
+    """Create the rescue job of a failed one (its spec: ``launcher.lifecycle.rescue_spec``) and hand
+    it the failed job's children, so the workflow goes on."""
+    app_id = session.execute(text("SELECT id FROM apps WHERE name = :n"), {"n": spec["app"]}).scalar_one()
+    parents = session.execute(
+        text("SELECT parent_id FROM job_parents WHERE child_id = :id ORDER BY parent_id"), {"id": failed_id}
+    ).scalars().all()
+    (rescue_id,) = insert_jobs(session, [spec_from_dict({**spec, "parents": list(parents)})], {spec["app"]: app_id})
+    session.execute(text("UPDATE job_parents SET parent_id = :new WHERE parent_id = :old"), {"new": rescue_id, "old": failed_id})
+    note(session, [failed_id], f"rescue job {rescue_id} takes over; its children now wait for it")
+    return rescue_id
 
 
 def _array_value(name: str, value: Any) -> Any:

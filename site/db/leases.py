@@ -7,13 +7,19 @@ running. Times come from the database's clock, so hosts with skewed clocks agree
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from balsam.site.db import jobstore
+from balsam.site.db import journal, jobstore
 from balsam.site.db.jobstore import Change
 from balsam.states import Step
 from balsam.states import JobState as S
+
+log = logging.getLogger("balsam.site.leases")
+
 
 def register(
     session: Session, hostname: str, pid: int, job_mode: str, node_count: int, lease_seconds: float,
@@ -40,23 +46,32 @@ def renew(session: Session, launcher_id: int) -> bool:
     )
 
 
-def reap_lost(session: Session) -> list[tuple[int, list[int]]]:
+def reap_lost(session: Session, logs_dir: Path | None = None, me: int | None = None) -> list[tuple[int, list[int]]]:
     """Declare every launcher with an expired lease lost and take back its jobs.
 
-    Its running jobs go to RESTART_READY and the rest are simply let go, each with an event
-    saying why. Returns (lost launcher id, jobs taken back) pairs.
+    A lease runs from the launcher's last heartbeat, or from the database server's start if that is
+    later: while the server was down no launcher could renew, so an outage alone never makes one lost.
+    What a lost launcher journaled (``balsam.site.db.journal``, under ``logs_dir``) is applied first:
+    what it finished stays finished. Then its running jobs go to RESTART_READY and the rest are let
+    go, each with an event saying why. ``me``: the launcher asking, which is alive whatever its
+    heartbeat says (it may not have renewed yet after an outage). Returns (lost launcher id, jobs
+    taken back) pairs.
     """
     lost = session.execute(
         text(
             "UPDATE launchers SET state = 'lost', ended_at = now(), "
             "message = 'no heartbeat for ' || round(extract(epoch FROM now() - heartbeat_at)) || ' s' "
-            "WHERE id IN (SELECT id FROM launchers WHERE state = 'running' "
-            "  AND heartbeat_at < now() - make_interval(secs => lease_seconds) FOR UPDATE SKIP LOCKED) "
+            "WHERE id IN (SELECT id FROM launchers WHERE state = 'running' AND id IS DISTINCT FROM :me"
+            "  AND greatest(heartbeat_at, pg_postmaster_start_time()) < now() - make_interval(secs => lease_seconds)"
+            "  FOR UPDATE SKIP LOCKED) "
             "RETURNING id, hostname, pid, lease_seconds"
-        )
+        ),
+        {"me": me},
     ).all()
     taken = []
     for launcher in lost:
+        if logs_dir is not None:
+            _apply_journal(session, launcher.id, journal.journal_path(logs_dir, launcher.id))
         why = f"launcher {launcher.id} (pid {launcher.pid} on {launcher.hostname}) lost: no heartbeat for over {launcher.lease_seconds:g} s"
         rows = session.execute(
             text("SELECT id, state FROM jobs WHERE launcher_id = :id ORDER BY id FOR UPDATE"), {"id": launcher.id}
@@ -72,6 +87,16 @@ def reap_lost(session: Session) -> list[tuple[int, list[int]]]:
             jobstore.notify_runnable(session)
         taken.append((launcher.id, [row.id for row in rows]))
     return taken
+
+
+def _apply_journal(session: Session, launcher_id: int, path: Path) -> None:
+    changes, rescues = journal.read(path)
+    if not changes:
+        return
+    written, skipped = jobstore.apply_changes(session, changes, owner=launcher_id, rescues=rescues)
+    log.warning("launcher %d was lost with %d change(s) in its journal: %d applied, %d no longer its to write",
+                launcher_id, len(changes), len(written), len(skipped))  # fmt: skip
+    path.unlink(missing_ok=True)
 
 
 def end(session: Session, launcher_id: int, message: str) -> list[int]:

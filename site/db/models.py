@@ -93,9 +93,13 @@ class Job(Base):
     batch_job_id: Mapped[int | None] = mapped_column(ForeignKey("batch_jobs.id", ondelete="SET NULL"))
     # The launcher holding the job, from acquisition until it lets go; NULL while no one does.
     launcher_id: Mapped[int | None] = mapped_column(ForeignKey("launchers.id", ondelete="SET NULL"))
-    # The Argo task this job runs and which attempt of it (NULL for a job of this site alone).
+    # The Argo task this job runs and which attempt of it (NULL for a job of this site alone), the
+    # coordinator instance that assigned it and the assignment's number (migration 0009): launchers
+    # start it only once the coordinator has confirmed that number, while the site holds its lease.
     argo_task_id: Mapped[str | None] = mapped_column(String(300))
     argo_attempt: Mapped[int | None] = mapped_column(Integer)
+    argo_coordinator: Mapped[str | None] = mapped_column(String(64))
+    argo_seq: Mapped[int | None] = mapped_column(BigInteger)
     # The database role that added the job (migration 0007). Filled by the server's DEFAULT, which a
     # client cannot forge: collaborators may neither insert nor update this column (balsam.site.access).
     created_by: Mapped[str] = mapped_column(String(63), server_default=text("CURRENT_USER"))
@@ -120,7 +124,7 @@ class Job(Base):
         Index("ix_jobs_app_id", "app_id"),
         Index("ix_jobs_launcher_id", "launcher_id"),
         Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
-        Index("ix_jobs_argo_task", "argo_task_id", "argo_attempt", unique=True),
+        Index("ix_jobs_argo_task", "argo_coordinator", "argo_task_id", "argo_attempt", unique=True),
         CheckConstraint(
             "nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
             "AND node_packing_count > 0 AND (wall_time_min IS NULL OR wall_time_min > 0)",
@@ -229,7 +233,9 @@ class ArgoLink(Base):
     """The site's link to an Argo coordinator (one row, present only while linked).
 
     ``last_applied``: the highest coordinator message applied here; ``last_seq``: the highest
-    number given to a message of ours (``argo_outbox``).
+    number given to a message of ours (``argo_outbox``); ``coordinator``: the instance both count
+    for; ``confirmed``: the highest assignment number launchers may start; ``lease_until``: until
+    when they may start Argo tasks at all (the database's clock).
     """
 
     __tablename__ = "argo_link"
@@ -238,6 +244,9 @@ class ArgoLink(Base):
     address: Mapped[str] = mapped_column(Text)
     last_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    coordinator: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    confirmed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (CheckConstraint("id = 1", name="argo_link_single"),)
 
