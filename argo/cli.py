@@ -238,7 +238,7 @@ def watch(
 
     with _client(address, ca) as client:
         for event in client.watch(workflow_id, site=site, states=state, until_done=bool(workflow_id)):
-            when = event.at.ToDatetime().strftime("%H:%M:%S")
+            when = event.at.ToDatetime().strftime("%H:%M:%S.%f")[:-3]  # milliseconds: DAG hops take a few
             if event.workflow_status:
                 console.print(f"{when}  workflow {event.workflow_id} {event.workflow_status}: {event.message}")
                 continue

@@ -22,23 +22,32 @@ def workflow_message(workflow: Any, counts: list[tuple[str, str, int]]) -> pb.Wo
         id=workflow.id, name=workflow.name, status=workflow.status, created_at=timestamp(workflow.created_at), project=workflow.project,
         task_count=sum(n for _, _, n in counts),
         counts=[pb.StateCount(workflow_id=workflow.id, site=site, state=state_number(state), count=n) for site, state, n in counts],
+        **_stamps(ended_at=workflow.ended_at),
     )  # fmt: skip
 
 
-def task_message(task: Any, parents: list[str]) -> pb.Task:
+def task_message(task: Any, parents: list[str], attempts: list[Any] = ()) -> pb.Task:
     return pb.Task(
         id=task.id, workflow_id=task.workflow_id, name=task.name, app=task.app, state=state_number(task.state),
         site=task.site or "", attempt=task.attempt, has_return_code=task.return_code is not None,
         return_code=task.return_code or 0, message=task.message, parents=parents, params_json=json.dumps(task.params),
         sites_tried=list(task.sites_tried or []), waiting=task.waiting or "",
+        attempts=[pb.Attempt(number=a.number, site=a.site, state=state_number(a.state),
+                             **_stamps(ready_at=a.ready_at, placed_at=a.placed_at, started_at=a.started_at, ended_at=a.ended_at))
+                  for a in attempts],
     )  # fmt: skip
+
+
+def _stamps(**times: Any) -> dict[str, Any]:
+    """The times that are set, as timestamps (an unset time stays unset on the wire)."""
+    return {name: timestamp(when) for name, when in times.items() if when is not None}
 
 
 def event_message(event: Any) -> pb.Event:
     return pb.Event(
         id=event.id, task_id=event.task_id, workflow_id=event.workflow_id, site=event.site,
         from_state=state_number(event.from_state), to_state=state_number(event.to_state), at=timestamp(event.at),
-        message=event.message, workflow_status=event.workflow_status or "",
+        message=event.message, workflow_status=event.workflow_status or "", attempt=event.attempt or 0,
     )  # fmt: skip
 
 
@@ -73,7 +82,14 @@ def workflow_dict(w: pb.Workflow) -> dict[str, Any]:
         by_state[state] = by_state.get(state, 0) + c.count
         by_site.setdefault(c.site or "(unplaced)", {})[state] = c.count
     return {"id": w.id, "name": w.name, "status": w.status, "tasks": w.task_count, "counts": by_state, "by_site": by_site,
-            "created_at": w.created_at.ToDatetime().isoformat(timespec="seconds") + "Z"}  # fmt: skip
+            "created_at": _iso(w, "created_at"), "ended_at": _iso(w, "ended_at")}  # fmt: skip
+
+
+def _iso(message: Any, field: str) -> str | None:
+    """A timestamp field as ISO 8601 UTC with microseconds, or None when unset."""
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime().isoformat(timespec="microseconds") + "Z"
 
 
 def task_dict(t: pb.Task) -> dict[str, Any]:
@@ -82,6 +98,9 @@ def task_dict(t: pb.Task) -> dict[str, Any]:
         "site": t.site, "attempt": t.attempt, "return_code": t.return_code if t.has_return_code else None,
         "message": t.message, "waiting": t.waiting, "parents": list(t.parents), "params": json.loads(t.params_json or "{}"),
         "sites_tried": list(t.sites_tried),
+        "attempts": [{"number": a.number, "site": a.site, "state": state_name(a.state), "ready_at": _iso(a, "ready_at"),
+                      "placed_at": _iso(a, "placed_at"), "started_at": _iso(a, "started_at"), "ended_at": _iso(a, "ended_at")}
+                     for a in t.attempts],
     }  # fmt: skip
 
 

@@ -99,12 +99,12 @@ class WorkflowsService:
 
     def ListTasks(self, request: pb.ListTasksRequest, context: grpc.ServicerContext) -> pb.ListTasksReply:
         self._check(context, request.workflow_id, "see this workflow")
-        return pb.ListTasksReply(tasks=[task_message(t, p) for t, p in self.store.tasks(request.workflow_id)])
+        return pb.ListTasksReply(tasks=[task_message(*row) for row in self.store.tasks(request.workflow_id)])
 
     def KillTask(self, request: pb.TaskRef, context: grpc.ServicerContext) -> pb.Task:
         self._check_task(context, request.task_id, "kill this task", write=True)
         task = self.store.kill_task(request.task_id)
-        return task_message(task, [])
+        return task_message(*self.store.task(task.id))
 
 
 class MonitorService:

@@ -6,12 +6,13 @@ Tasks are written through ``balsam.argo.db.taskstore`` only.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from balsam.argo import graph
+from balsam.argo import graph, timeline
 from balsam.argo import spec as specs
 from balsam.argo.database import Database
 from balsam.argo.db import taskstore
@@ -19,6 +20,10 @@ from balsam.argo.db.models import FINAL, Task, TaskEvent, TaskParent, Workflow
 from balsam.errors import BalsamError, NotFound, SpecError
 from balsam.states import FINAL_STATES, TaskMove
 from balsam.taskspec import NAME_PATTERN, TaskSpec
+
+
+# The moves that time attempts (not waiting reasons, not refused reports).
+_TIMED = tuple(m.value for m in TaskMove)
 
 
 class WorkflowStore:
@@ -135,15 +140,17 @@ class WorkflowStore:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    def task(self, task_id: str) -> tuple[Task, list[str]]:
+    def task(self, task_id: str) -> tuple[Task, list[str], list[timeline.AttemptTimes]]:
+        """The task, its parents and its attempts with their times."""
         with self.session() as session:
             task = session.get(Task, task_id)
             if task is None:
                 raise NotFound(f"no task {task_id!r} (task ids look like WORKFLOW/NAME, e.g. 3/produce)")
             parents = session.scalars(select(TaskParent.parent_id).where(TaskParent.child_id == task_id)).all()
-            return task, list(parents)
+            return task, list(parents), self._attempts(session, TaskEvent.task_id == task_id).get(task_id, [])
 
-    def tasks(self, workflow_id: int) -> list[tuple[Task, list[str]]]:
+    def tasks(self, workflow_id: int) -> list[tuple[Task, list[str], list[timeline.AttemptTimes]]]:
+        """Every task of the workflow, with its parents and its attempts with their times."""
         with self.session() as session:
             if session.get(Workflow, workflow_id) is None:
                 raise NotFound(f"no workflow {workflow_id}")
@@ -153,7 +160,17 @@ class WorkflowStore:
                 select(TaskParent.child_id, TaskParent.parent_id).join(Task, Task.id == TaskParent.child_id).where(Task.workflow_id == workflow_id)
             ):
                 parents.setdefault(child, []).append(parent)
-            return [(task, sorted(parents.get(task.id, []))) for task in tasks]
+            attempts = self._attempts(session, TaskEvent.workflow_id == workflow_id)
+            return [(task, sorted(parents.get(task.id, [])), attempts.get(task.id, [])) for task in tasks]
+
+    @staticmethod
+    def _attempts(session: Session, which) -> dict[str, list[timeline.AttemptTimes]]:
+        """Task id -> its attempts, from the events that time them (``balsam.argo.timeline``)."""
+        rows = session.execute(
+            select(TaskEvent.task_id, TaskEvent.attempt, TaskEvent.move, TaskEvent.site, TaskEvent.from_state, TaskEvent.to_state,
+                   TaskEvent.at).where(which, TaskEvent.move.in_(_TIMED)).order_by(TaskEvent.task_id, TaskEvent.id)
+        ).all()  # fmt: skip
+        return {task_id: timeline.attempts(events) for task_id, events in itertools.groupby(rows, key=lambda r: r.task_id)}
 
     def kill_task(self, task_id: str, reason: str = "killed by user") -> Task:
         with self.session() as session:

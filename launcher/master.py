@@ -54,6 +54,7 @@ class LauncherConfig:
     workflow: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     until_idle: bool = False
+    linger_s: float = 0.0  # with until_idle: stay this long once idle (work may be coming)
     lease_seconds: float = 60.0
     batch_job_id: int | None = None  # the site's batch job this launcher runs in, if any
     flush_seconds: float = 0.1
@@ -69,6 +70,8 @@ class LauncherConfig:
             raise ValueError(f"max jobs must be at least 1, got {self.max_jobs}")
         if not self.lease_seconds > 0:
             raise ValueError(f"the lease must be a positive number of seconds, got {self.lease_seconds}")
+        if not 0 <= self.linger_s <= 86400:
+            raise ValueError(f"the linger time must be from 0 to 86400 seconds, got {self.linger_s}")
 
     def as_args(self) -> list[str]:
         """The `balsam launcher` options that make this configuration again (for ensemble ranks)."""
@@ -82,7 +85,7 @@ class LauncherConfig:
         for name, value in self.tags.items():
             args += ["--tag", f"{name}={value}"]
         if self.until_idle:
-            args.append("--until-idle")
+            args += ["--until-idle", "--linger", f"{self.linger_s:g}"]
         return args
 
     @property
@@ -163,6 +166,7 @@ class Launcher:
         last_renewal = time.monotonic()
         woken = True
         outage: Outage | None = None  # the database is away (see balsam.launcher.outage)
+        idle_since: float | None = None  # with --until-idle: since when nothing was left to run
         reason = "finished"
         requested_stop: list[int] = []
         old_handlers = {
@@ -237,8 +241,12 @@ class Launcher:
                     reason = f"ran {self.started_count} job(s) (--max-jobs)"
                     break
                 if idle and self.config.until_idle and not self.queue and got == 0 and not woken:
-                    reason = "no runnable job left (--until-idle)"
-                    break
+                    idle_since = now if idle_since is None else idle_since
+                    if now - idle_since >= self.config.linger_s:
+                        reason = "no runnable job left (--until-idle)" + (f" for {self.config.linger_s:g} s" if self.config.linger_s else "")
+                        break
+                elif not idle or self.queue or got > 0:
+                    idle_since = None
                 woken = self._wait(self._timeout(now, last_flush, stop_at, kill_at)) or woken
         except LeaseLost as exc:
             log.error("launcher %d: %s; killing every task so that none runs twice", self.id, exc)

@@ -99,7 +99,7 @@ class StateCount(_message.Message):
     def __init__(self, workflow_id: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Workflow(_message.Message):
-    __slots__ = ("id", "name", "status", "created_at", "task_count", "counts", "project")
+    __slots__ = ("id", "name", "status", "created_at", "task_count", "counts", "project", "ended_at")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class Workflow(_message.Message):
     TASK_COUNT_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     status: str
@@ -114,7 +115,8 @@ class Workflow(_message.Message):
     task_count: int
     counts: _containers.RepeatedCompositeFieldContainer[StateCount]
     project: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_count: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
+    ended_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_count: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., project: _Optional[str] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListWorkflowsRequest(_message.Message):
     __slots__ = ("limit",)
@@ -155,7 +157,7 @@ class TaskRef(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "workflow_id", "name", "app", "state", "site", "attempt", "has_return_code", "return_code", "message", "parents", "params_json", "sites_tried", "waiting")
+    __slots__ = ("id", "workflow_id", "name", "app", "state", "site", "attempt", "has_return_code", "return_code", "message", "parents", "params_json", "sites_tried", "waiting", "attempts")
     ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +172,7 @@ class Task(_message.Message):
     PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
     SITES_TRIED_FIELD_NUMBER: _ClassVar[int]
     WAITING_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     workflow_id: int
     name: str
@@ -184,7 +187,26 @@ class Task(_message.Message):
     params_json: str
     sites_tried: _containers.RepeatedScalarFieldContainer[str]
     waiting: str
-    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., name: _Optional[str] = ..., app: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ..., message: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., sites_tried: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    def __init__(self, id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., name: _Optional[str] = ..., app: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., site: _Optional[str] = ..., attempt: _Optional[int] = ..., has_return_code: _Optional[bool] = ..., return_code: _Optional[int] = ..., message: _Optional[str] = ..., parents: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., sites_tried: _Optional[_Iterable[str]] = ..., waiting: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("number", "site", "state", "ready_at", "placed_at", "started_at", "ended_at")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    READY_AT_FIELD_NUMBER: _ClassVar[int]
+    PLACED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    site: str
+    state: _states_pb2.JobState
+    ready_at: _timestamp_pb2.Timestamp
+    placed_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    def __init__(self, number: _Optional[int] = ..., site: _Optional[str] = ..., state: _Optional[_Union[_states_pb2.JobState, str]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ("workflow_id",)
@@ -199,7 +221,7 @@ class ListTasksReply(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("id", "task_id", "workflow_id", "site", "from_state", "to_state", "at", "message", "workflow_status")
+    __slots__ = ("id", "task_id", "workflow_id", "site", "from_state", "to_state", "at", "message", "workflow_status", "attempt")
     ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +231,7 @@ class Event(_message.Message):
     AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     id: int
     task_id: str
     workflow_id: int
@@ -218,7 +241,8 @@ class Event(_message.Message):
     at: _timestamp_pb2.Timestamp
     message: str
     workflow_status: str
-    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., site: _Optional[str] = ..., from_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., workflow_status: _Optional[str] = ...) -> None: ...
+    attempt: int
+    def __init__(self, id: _Optional[int] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., site: _Optional[str] = ..., from_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., workflow_status: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("workflow_id", "site", "states", "after_id", "until_done")

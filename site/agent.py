@@ -155,7 +155,9 @@ class Agent:
                 windows = [w for w in self.queue.scheduler.backfill() if self._may_use_queue(w.queue)]
             except SchedulerError as exc:
                 log.warning("backfill windows unavailable this round: %s", exc)
-        decision = elastic.plan(backlog, allocations, limits, windows)
+        # One host has one launcher's worth of nodes: more launchers there would only fight for its cores.
+        budget = 1 if self.queue.scheduler.name == "local" else limits.max_total_nodes
+        decision = elastic.plan(backlog, allocations, limits, windows, node_budget=budget)
         self.status["elastic_queue"] = {
             "backlog_jobs": sum(s.count for s in backlog),
             "backlog_node_minutes": round(sum(s.node_minutes for s in backlog), 1),
@@ -176,7 +178,7 @@ class Agent:
             log.info("elastic queue: submitting %d node(s) for %d min: %s", submission.nodes, submission.minutes, submission.reason)
             request = LaunchRequest(
                 nodes=submission.nodes, minutes=submission.minutes, job_mode=limits.job_mode, queue=submission.queue,
-                until_idle=True, origin="elastic",
+                until_idle=True, linger_s=limits.linger_s, origin="elastic",
             )  # fmt: skip
             try:
                 self.queue.submit(request, retry_later=True)

@@ -15,6 +15,7 @@ import dataclasses
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +242,20 @@ class Site:
         query = self._filtered(select(Job.state, func.count()), state, workflow, tags).group_by(Job.state)
         with self.session() as session:
             return {row[0]: row[1] for row in session.execute(query)}
+
+    def run_times(self, job_ids: Iterable[int]) -> dict[int, tuple[datetime | None, datetime | None]]:
+        """Job id -> (when it first started RUNNING, when it last reached a final state), from its events."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        with self.session() as session:
+            rows = session.execute(
+                text("SELECT job_id, min(timestamp) FILTER (WHERE to_state = 'RUNNING') AS started,"
+                     " max(timestamp) FILTER (WHERE to_state IN ('JOB_FINISHED', 'FAILED', 'USER_KILLED')) AS ended"
+                     " FROM job_events WHERE job_id = ANY(:ids) GROUP BY job_id"),
+                {"ids": ids},
+            ).all()  # fmt: skip
+        return {row.job_id: (row.started, row.ended) for row in rows}
 
     def job(self, job_id: int) -> Job:
         with self.session() as session:

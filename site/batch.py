@@ -46,6 +46,7 @@ class LaunchRequest:
     project: str = ""
     queue: str = ""
     until_idle: bool = False  # the launcher exits once nothing is left to run, giving the nodes back
+    linger_s: float = 0.0  # ... after being idle this long (work coming soon, a DAG's next level, finds it)
     origin: str = "user"
 
     def check(self) -> None:
@@ -82,7 +83,7 @@ class BatchQueue:
                 scheduler=self.scheduler.name, project=project, queue=queue, nodes=request.nodes,
                 wall_time_min=request.minutes, job_mode=request.job_mode, origin=request.origin,
                 state="pending_submission",
-                status_info={"attempts": 0, "until_idle": request.until_idle, "token": secrets.token_hex(3)},
+                status_info={"attempts": 0, "until_idle": request.until_idle, "linger_s": request.linger_s, "token": secrets.token_hex(3)},
             )  # fmt: skip
             session.add(row)
             session.flush()
@@ -137,7 +138,7 @@ class BatchQueue:
         launcher = [sys.executable, "-m", "balsam.site.cli.main", "launcher", "--job-mode", row.job_mode,
                     "--wall-time", str(row.wall_time_min)]  # fmt: skip
         if row.status_info.get("until_idle"):
-            launcher.append("--until-idle")
+            launcher += ["--until-idle", "--linger", f"{float(row.status_info.get('linger_s') or 0):g}"]
         text = "\n".join([
             "#!/bin/bash",
             f"# Launcher batch job {row.id} of Balsam site {self.settings.name}: {row.nodes} node(s), "

@@ -74,7 +74,9 @@ def plan(
     allocations: list[Allocation],
     limits: ElasticQueueSettings,
     windows: list[BackfillWindow] | None = None,
+    node_budget: int = 0,
 ) -> Plan:
+    """``node_budget``: the nodes all batch jobs may hold together, running and queued (0: no limit)."""
     result = Plan()
     servable = []
     for shape in backlog:
@@ -105,8 +107,18 @@ def plan(
     # A job wider than every batch job we hold needs a batch job of its own, even if the
     # node-minutes on offer would cover the backlog.
     need_wide = widest > max((a.nodes for a in kept if a.minutes_left >= longest), default=0)
+    held = sum(a.nodes for a in kept)
     while queued < limits.max_queued and (deficit > 0 or need_wide):
         submission = _from_window(free_windows, deficit, must_fit, longest, limits) or _sized(deficit, must_fit, longest, limits)
+        if node_budget and held + submission.nodes > node_budget:
+            room = node_budget - held
+            if room < must_fit:
+                break  # the site's nodes are all in batch jobs already
+            # Fewer nodes: longer, if the limits (and a backfill window's own length) allow, to cover the same work.
+            minutes = submission.minutes if submission.queue else max(
+                submission.minutes, _clamp(math.ceil(max(longest, deficit / room)), limits.min_wall_min, limits.max_wall_min))
+            submission = Submission(room, minutes, submission.reason + f" (within the site's {node_budget} node(s))", submission.queue)
+        held += submission.nodes
         result.submit.append(submission)
         deficit -= submission.nodes * submission.minutes
         need_wide = False

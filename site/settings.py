@@ -65,8 +65,16 @@ class ElasticQueueSettings:
     min_wall_min: int = 10
     max_wall_min: int = 60
     use_backfill: bool = False  # size jobs to fit the scheduler's idle nodes when it shows them
-    default_job_min: float = 10.0  # run time assumed for a job with no wall-time estimate
+    # Run time assumed for a job with no wall-time estimate and no performance model yet: small, so
+    # a burst of short tasks does not ask for an allocation per ten minutes of imagined work.
+    default_job_min: float = 1.0
     interval_s: float = 10.0  # how often the agent looks
+    # Its launchers stay this long once idle: the next level of a DAG, or the next task Argo places
+    # here, finds one running instead of waiting for a new batch job.
+    linger_s: float = 30.0
+    # Nodes of all its batch jobs together, running and queued (0: no limit but max_queued). The
+    # local scheduler has one host: at most one launcher there whatever this says.
+    max_total_nodes: int = 0
 
     def check(self) -> None:
         if self.job_mode not in ("mpi", "serial"):
@@ -83,6 +91,10 @@ class ElasticQueueSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise BalsamError(f"elastic_queue.{name} must be a positive number, got {value!r}")
+        if isinstance(self.linger_s, bool) or not isinstance(self.linger_s, int | float) or not 0 <= self.linger_s <= 86400:
+            raise BalsamError(f"elastic_queue.linger_s must be a number of seconds from 0 to 86400, got {self.linger_s!r}")
+        if isinstance(self.max_total_nodes, bool) or not isinstance(self.max_total_nodes, int) or self.max_total_nodes < 0:
+            raise BalsamError(f"elastic_queue.max_total_nodes must be a whole number >= 0, got {self.max_total_nodes!r}")
 
 
 @dataclass

@@ -9,6 +9,7 @@ network between a site and the coordinator is cut and restored.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -50,6 +51,15 @@ def test_a_workflow_spans_two_sites_with_dependencies_across_them(federation):
     assert {t["site"] for n, t in tasks.items() if n != "last"} == {"alpha", "beta"}
     assert tasks["last"]["site"] == "beta"
     assert all(t["state"] == "JOB_FINISHED" and t["return_code"] == 0 for t in tasks.values())
+    # Each task's one attempt, timed: ready, then placed, then started, then ended, at its site.
+    for t in tasks.values():
+        (attempt,) = t["attempts"]
+        assert attempt["number"] == 1 and attempt["site"] == t["site"] and attempt["state"] == "JOB_FINISHED"
+        times = [attempt[k] for k in ("ready_at", "placed_at", "started_at", "ended_at")]
+        assert all(times) and times == sorted(times), attempt
+    status = json.loads(fed.argo("status", str(workflow_id), "--address", fed.address, "--json").stdout)
+    assert status["created_at"] < status["ended_at"]
+    assert max(t["attempts"][0]["ended_at"] for t in tasks.values()) <= status["ended_at"]
     runs = fed.runs()
     assert Counter(task for _, task in runs) == Counter({**{f"t{i}": 1 for i in range(6)}, "last": 1})
     assert runs[-1] == ("beta", "last")  # it ran after all six, wherever they ran

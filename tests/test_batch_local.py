@@ -95,6 +95,7 @@ def test_the_agent_sizes_batch_jobs_to_the_backlog_and_they_finish_it(site):
     site.settings.elastic_queue.enabled = True
     site.settings.elastic_queue.job_mode = "serial"
     site.settings.elastic_queue.min_wall_min = 5
+    site.settings.elastic_queue.linger_s = 1.0  # its launcher stays a second once idle, then gives its node back
     agent = Agent(site)
     report = agent.tick()
     assert report["errors"] == {} and _batch_rows(site) == []  # nothing to do, nothing submitted

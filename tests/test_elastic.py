@@ -154,3 +154,14 @@ def test_every_small_case_keeps_the_promises(chunk):
 
 def test_the_exhaustive_grid_is_large():
     assert len(CASES) == 58_080
+
+
+def test_a_node_budget_caps_what_all_batch_jobs_hold_together():
+    # 400 node-minutes of short jobs on a site of 4 nodes: one batch job of 4 nodes, not 8.
+    backlog = [JobShape(nodes=1, minutes=1, count=400)]
+    assert [(s.nodes, s.minutes) for s in plan(backlog, [], limits(), node_budget=4).submit] == [(4, 60)]
+    # One running launcher already holds the one host of a local site: nothing more is submitted,
+    # however large the backlog (launchers on one host would only fight over its cores).
+    running = [Allocation(1, running=True, nodes=1, minutes_left=2)]
+    assert plan(backlog, running, limits(max_nodes=1), node_budget=1).submit == []
+    assert plan(backlog, running, limits(max_nodes=1)).submit != []  # without the budget it would

@@ -319,3 +319,25 @@ def test_serial_mode_across_two_nodes_starts_its_own_ensemble_under_mpirun(site)
     assert site.count_jobs() == {"JOB_FINISHED": 20}
     hosts = {(Path(site.settings.data_dir) / "default" / str(i) / "job.out").read_text().strip() for i in ids}
     assert hosts == {"localhost", "127.0.0.1"}, "both nodes' workers ran jobs"
+
+
+def test_an_idle_launcher_lingers_for_work_that_comes_soon_then_exits(site, tmp_path, balsam):
+    runs = tmp_path / "runs.log"
+    site.add_app("record", f"sh -c 'echo \"$BALSAM_JOB_ID $BALSAM_LAUNCHER_ID\" >> {runs}'")
+    first = site.add_job("record")
+    launcher = start_launcher(site, "--job-mode", "serial", "--until-idle", "--linger", "4")
+    wait_for(lambda: site.job(first.id).state == "JOB_FINISHED", what="the first job")
+    time.sleep(1.5)  # idle for a while, as between two levels of a DAG
+    assert launcher.poll() is None, "it left before its linger time"
+    second = site.add_job("record")
+    wait_for(lambda: site.job(second.id).state == "JOB_FINISHED", what="the job that came later")
+    idle_from = time.monotonic()
+    assert launcher.wait(timeout=30) == 0
+    assert 3.0 <= time.monotonic() - idle_from <= 15.0  # about its linger time after the last job
+    assert len({line.split()[1] for line in runs.read_text().splitlines()}) == 1, "one launcher ran both"
+    # Their run times, for scripts: the second one started after the first one ended.
+    import json
+
+    listed = json.loads(balsam("job ls --json").out)["jobs"]
+    assert all(j["started_at"] and j["ended_at"] and j["started_at"] <= j["ended_at"] for j in listed)
+    assert listed[0]["ended_at"] < listed[1]["started_at"]

@@ -119,6 +119,11 @@ class TaskEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Set on the one event (task_id '') that records the end of its workflow.
     workflow_status: Mapped[str | None] = mapped_column(String(16))
+    # The task's attempt the event is about (0: before its first placement), and the kind of move (a
+    # balsam.states.TaskMove, or "waiting", "illegal"; '' for a workflow's or a site's own event):
+    # the timings of each attempt come from these (balsam.argo.timeline). Migration 0007.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    move: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     __table_args__ = (Index("ix_task_events_workflow", "workflow_id", "id"),)
 

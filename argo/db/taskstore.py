@@ -34,7 +34,9 @@ _TASK_COLUMNS = (
     "id", "workflow_id", "name", "app", "params", "resources", "inputs", "outputs", "tags", "pin", "state",
     "pending_parents", "blocked", "attempt", "sites_tried", "message",
 )  # fmt: skip
-EVENT_COLUMNS = ("task_id", "workflow_id", "site", "from_state", "to_state", "at", "message")
+# The kinds of event besides the moves: a new waiting reason, a site's report that was not applied.
+WAITING, ILLEGAL = "waiting", "illegal"
+EVENT_COLUMNS = ("task_id", "workflow_id", "site", "from_state", "to_state", "at", "message", "attempt", "move")
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ def _check(move: TaskMove, moves: Iterable[tuple[str, str | None, str]]) -> None
             legal.add((old, new))
 
 
-def _events(session: Session, rows: Iterable[tuple[str, int, str, str, str, datetime | None, str]]) -> None:
-    """Event rows ``(task_id, workflow_id, site, from, to, at, message)``; ``at`` None: the commit's time."""
-    rows = [(*row[:5], row[5].isoformat() if row[5] else "now", row[6]) for row in rows]
+def _events(session: Session, move: str, rows: Iterable[tuple[str, int, str, str, str, datetime | None, str, int]]) -> None:
+    """Event rows ``(task_id, workflow_id, site, from, to, at, message, attempt)`` of one kind of move
+    (a ``TaskMove``, or ``waiting``); ``at`` None: the commit's time."""
+    rows = [(*row[:5], row[5].isoformat() if row[5] else "now", row[6], row[7], move) for row in rows]
     if rows:
         copy_rows(session, "task_events", EVENT_COLUMNS, rows)
 
@@ -92,12 +95,12 @@ def insert(session: Session, workflow_id: int, tasks: Sequence[TaskSpec], existi
             json_field(list(task.outputs), "[]"), json_field(task.tags, "{}"), task.site, state.value, pending,
             "t" if blocked else "f", 0, "[]", "",
         ))  # fmt: skip
-        events.append((task_id, workflow_id, "", S.CREATED, state, None, f"waiting for {pending} parent(s)" if pending else "created"))
+        events.append((task_id, workflow_id, "", S.CREATED, state, None, f"waiting for {pending} parent(s)" if pending else "created", 0))
     _check(M.CREATED, ((e[0], None, e[4]) for e in events))
     copy_rows(session, "tasks", _TASK_COLUMNS, rows)
     if links:
         copy_rows(session, "task_parents", ("child_id", "parent_id"), links)
-    _events(session, events)
+    _events(session, M.CREATED, events)
 
 
 def insert_spawned(session: Session, site: str, task: Spawned, parents: Sequence[Any]) -> bool:
@@ -123,7 +126,7 @@ def insert_spawned(session: Session, site: str, task: Spawned, parents: Sequence
         return False
     if parents:
         copy_rows(session, "task_parents", ("child_id", "parent_id"), [(task.task_id, p.id) for p in parents])
-    _events(session, [(task.task_id, task.workflow_id, site, "", S.CREATED, None, f"spawned at site {site}")])
+    _events(session, M.SPAWNED, [(task.task_id, task.workflow_id, site, "", S.CREATED, None, f"spawned at site {site}", 1)])
     return True
 
 
@@ -141,8 +144,8 @@ def release_children(session: Session, finished: Sequence[str]) -> list[str]:
             "), updated AS ("
             "  UPDATE tasks SET pending_parents = tasks.pending_parents - released.n"
             "  FROM released WHERE tasks.id = released.child_id"
-            "  RETURNING tasks.id, tasks.workflow_id, tasks.state, tasks.pending_parents, tasks.site, tasks.blocked"
-            ") SELECT id, workflow_id, state FROM updated"
+            "  RETURNING tasks.id, tasks.workflow_id, tasks.state, tasks.pending_parents, tasks.site, tasks.blocked, tasks.attempt"
+            ") SELECT id, workflow_id, state, attempt FROM updated"
             "  WHERE pending_parents = 0 AND state = 'AWAITING_PARENTS' AND site IS NULL AND NOT blocked"
         ),
         {"ids": list(finished)},
@@ -151,7 +154,8 @@ def release_children(session: Session, finished: Sequence[str]) -> list[str]:
         _check(M.RELEASED, ((row.id, row.state, S.READY) for row in ready))
         ids = [row.id for row in ready]
         session.execute(text("UPDATE tasks SET state = 'READY', updated_at = now() WHERE id = ANY(:ids)"), {"ids": ids})
-        _events(session, ((row.id, row.workflow_id, "", S.AWAITING_PARENTS, S.READY, None, "all parents finished") for row in ready))
+        _events(session, M.RELEASED, ((row.id, row.workflow_id, "", S.AWAITING_PARENTS, S.READY, None, "all parents finished", row.attempt)
+                          for row in ready))  # fmt: skip
     return [row.id for row in ready]
 
 
@@ -193,8 +197,8 @@ def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
         {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned]},
     ).all()
     _check(M.PLACED, ((row.id, row.state, S.READY) for row in placed))
-    _events(session, ((row.id, row.workflow_id, row.site, S.READY, S.READY, None, f"placed at site {row.site} (attempt {row.attempt})")
-                      for row in placed))  # fmt: skip
+    _events(session, M.PLACED, ((row.id, row.workflow_id, row.site, S.READY, S.READY, None, f"placed at site {row.site} (attempt {row.attempt})",
+                       row.attempt) for row in placed))  # fmt: skip
     return placed
 
 
@@ -222,7 +226,7 @@ def replace(session: Session, site: str, reason: str, unconfirmed_only: bool) ->
         ),
         {"ids": [m.id for m in moved], "why": reason},
     )
-    _events(session, ((m.id, m.workflow_id, site, m.from_state, m.to_state, None, reason) for m in moved))
+    _events(session, M.REPLACED, ((m.id, m.workflow_id, site, m.from_state, m.to_state, None, reason, m.attempt) for m in moved))
     return moved
 
 
@@ -253,7 +257,7 @@ def fail_unplaceable(session: Session, reasons: Mapping[str, str]) -> list[Moved
              " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:why AS text[])) AS why) v WHERE tasks.id = v.id"),
         {"ids": ids, "why": [reasons[i] for i in ids]},
     )  # fmt: skip
-    _events(session, ((m.id, m.workflow_id, "", S.READY, S.FAILED, None, reasons[m.id]) for m in moved))
+    _events(session, M.UNPLACEABLE, ((m.id, m.workflow_id, "", S.READY, S.FAILED, None, reasons[m.id], m.attempt) for m in moved))
     block_descendants(session, ids)
     return moved
 
@@ -270,11 +274,11 @@ def set_waiting(session: Session, reasons: Mapping[str, str]) -> int:
         text(
             "UPDATE tasks SET waiting = v.why FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:why AS text[])) AS why) v"
             " WHERE tasks.id = v.id AND tasks.waiting <> v.why AND tasks.state = 'READY' AND tasks.site IS NULL"
-            " RETURNING tasks.id, tasks.workflow_id"
+            " RETURNING tasks.id, tasks.workflow_id, tasks.attempt"
         ),
         {"ids": ids, "why": [reasons[i] for i in ids]},
     ).all()
-    _events(session, ((r.id, r.workflow_id, "", S.READY, S.READY, None, f"waiting: {reasons[r.id]}") for r in changed))
+    _events(session, WAITING, ((r.id, r.workflow_id, "", S.READY, S.READY, None, f"waiting: {reasons[r.id]}", r.attempt) for r in changed))
     return len(changed)
 
 
@@ -295,7 +299,7 @@ def kill(session: Session, task_ids: Sequence[str], reason: str, move: TaskMove 
         text("UPDATE tasks SET state = 'USER_KILLED', message = :why, waiting = '', updated_at = now() WHERE id = ANY(:ids)"),
         {"ids": ids, "why": reason},
     )
-    _events(session, ((m.id, m.workflow_id, m.site or "", m.from_state, S.USER_KILLED, None, reason) for m in moved))
+    _events(session, move, ((m.id, m.workflow_id, m.site or "", m.from_state, S.USER_KILLED, None, reason, m.attempt) for m in moved))
     block_descendants(session, ids)
     return moved
 
@@ -336,11 +340,12 @@ def apply_reports(session: Session, site: str, reports: Sequence[Report]) -> App
             check_task_move(task.id, M.REPORTED, report.from_state, report.to_state)
         except IllegalTaskMove as exc:
             ignored.append((report, str(exc)))
-            illegal.append((task.id, task.workflow_id, site, old, old, None, f"site {site} reported an illegal move, not applied: {exc}"))
+            illegal.append((task.id, task.workflow_id, site, old, old, None, f"site {site} reported an illegal move, not applied: {exc}",
+                            task.attempt))  # fmt: skip
             continue
         state[task.id] = new
         updates[task.id] = (new, report.job_id, report.return_code, report.message)
-        events.append((task.id, task.workflow_id, site, report.from_state.value, new, report.at, report.message))
+        events.append((task.id, task.workflow_id, site, report.from_state.value, new, report.at, report.message, task.attempt))
         if new == S.JOB_FINISHED and old != S.JOB_FINISHED:
             finished.append(task.id)
             if report.outputs:
@@ -360,7 +365,8 @@ def apply_reports(session: Session, site: str, reports: Sequence[Report]) -> App
             {"ids": keys, "states": [updates[k][0] for k in keys], "jobs": [updates[k][1] for k in keys],
              "rcs": [updates[k][2] for k in keys], "msgs": [updates[k][3] for k in keys]},
         )  # fmt: skip
-    _events(session, events + illegal)
+    _events(session, M.REPORTED, events)
+    _events(session, ILLEGAL, illegal)
     if located:
         keys = sorted(located)
         session.execute(

@@ -104,6 +104,10 @@ def ls(
         counts = s.count_jobs(state=state, workflow=workflow, tags=tag_filter)
         jobs = s.jobs(state=state, workflow=workflow, tags=tag_filter, limit=limit or None)
         rows = [job_record(j) for j in jobs]
+        if as_json:
+            times = s.run_times(r["id"] for r in rows)
+            for r in rows:
+                r["started_at"], r["ended_at"] = times.get(r["id"], (None, None))
     total = sum(counts.values())
     if as_json:
         print_json({"total": total, "counts": _ordered(counts), "jobs": rows})

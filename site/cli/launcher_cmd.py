@@ -26,6 +26,7 @@ def launcher(
     workflow: str | None = typer.Option(None, "--workflow", "-w", help="Only run jobs of this workflow."),
     tags: list[str] = typer.Option([], "--tag", help="Only run jobs with this tag, NAME=VALUE (repeatable)."),
     until_idle: bool = typer.Option(False, "--until-idle", help="Exit once no runnable job is left and none is running."),
+    linger: float = typer.Option(0.0, "--linger", help="With --until-idle: exit only after being idle this many seconds."),
     lease: float = typer.Option(60.0, "--lease", help="Seconds without a heartbeat after which other launchers take this one's jobs back."),
     mpi: str | None = typer.Option(None, "--mpi", help="MPI launcher for multi-rank jobs: openmpi, mpich, srun or aprun [default: detected]."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch written, not just progress."),
@@ -38,7 +39,7 @@ def launcher(
     try:
         config = LauncherConfig(
             job_mode=job_mode, wall_time_min=wall_time, max_jobs=max_jobs, workflow=workflow,
-            tags=parse_assignments(tags, "tag"), until_idle=until_idle, lease_seconds=lease,
+            tags=parse_assignments(tags, "tag"), until_idle=until_idle, linger_s=linger, lease_seconds=lease,
             batch_job_id=_batch_job_id(),
         )  # fmt: skip
     except ValueError as exc:
