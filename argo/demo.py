@@ -49,16 +49,16 @@ def workflow_spec(count: int = 6) -> dict:
     return {"name": "demo", "tasks": [*squares, report]}
 
 
-def make_site(root: Path, name: str, address: str, enrol_token: str = ""):
-    """A site with the demo's apps, an elastic queue of local launchers, linked to Argo (enrolled
-    with ``enrol_token``, as an operator would); its agent started."""
+def make_site(root: Path, name: str, address: str, enrol_token: str = "", apps: dict[str, str] | None = None):
+    """A site with ``apps`` (name -> command template; default: the demo's), an elastic queue of local
+    launchers, linked to Argo (enrolled with ``enrol_token``, as an operator would); its agent started."""
     from balsam.site.agent import start_agent
     from balsam.site.api import Site
     from balsam.site.argo_sync import enrol
 
     site = Site.init(root / name, name=name)
-    site.add_app("square", SQUARE)
-    site.add_app("report", REPORT)
+    for app, template in (apps or {"square": SQUARE, "report": REPORT}).items():
+        site.add_app(app, template)
     settings = site.settings
     settings.elastic_queue.enabled = True
     settings.elastic_queue.job_mode = "serial"

@@ -1,13 +1,15 @@
 """The launcher's main loop: take jobs, start them on free resources, record what happens.
 
-One loop, one thread. Each turn it
+One loop, one thread, that never waits on the database: its transactions are made by a thread of
+their own (``balsam.launcher.dbworker``). Each turn the loop
 
-1. collects the processes that ended and works out each job's next states (``lifecycle``),
-2. starts queued jobs that fit the free cores and GPUs (``resources.NodePool``),
-3. writes every state change since the last write and takes more jobs, in one transaction
-   (at most every ``flush_seconds``, so thousands of short tasks cost a few hundred commits),
-4. renews its lease, takes back the jobs of lost launchers, and stops jobs users killed,
-5. sleeps until a child exits, a NOTIFY says there is new work, or the next deadline.
+1. collects the processes that ended and works out each job's next states (``lifecycle``), handing
+   the changes to the database thread,
+2. takes what the database thread brought back: jobs to run, jobs no longer its own (killed, taken
+   back), the site's Argo lease,
+3. starts queued jobs that fit the free cores and GPUs (``resources.NodePool``), and says how many
+   more it wants,
+4. sleeps until a child exits, the database thread has news, or the next deadline.
 
 Event timestamps are taken when things happen, not when they are written, so a batched write
 loses no precision in the history or the runtimes derived from it.
@@ -26,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import psycopg2
 from balsam.launcher import commands, lifecycle, store
 from balsam.launcher.executor import LocalExecutor, Task, TaskExit, prepare, tail
 from balsam.launcher.lifecycle import HeldJob, Outcome
@@ -34,12 +35,11 @@ from balsam.site.workdir import workdir
 from balsam.launcher.nodes import Node
 from balsam.launcher.resources import Assignment, NodePool, Request
 from balsam.site.api import Site
-from balsam.launcher.outage import Outage
-from balsam.site.db import journal, leases
-from balsam.site.db.jobstore import RUNNABLE_CHANNEL, Change
+from balsam.launcher.dbworker import DbWorker, Result
+from balsam.site.db.jobstore import Change
+from balsam.site.db import leases
 from balsam.states import Step
 from balsam.states import JobState
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 S = JobState
 log = logging.getLogger("balsam.launcher")
@@ -57,7 +57,7 @@ class LauncherConfig:
     linger_s: float = 0.0  # with until_idle: stay this long once idle (work may be coming)
     lease_seconds: float = 60.0
     batch_job_id: int | None = None  # the site's batch job this launcher runs in, if any
-    flush_seconds: float = 0.1
+    flush_seconds: float = 0.02  # at most one commit this often; a change after a quiet while is written at once
     poll_seconds: float = 1.0  # look for work and kills this often even without a NOTIFY
     progress_seconds: float = 30.0
 
@@ -141,17 +141,13 @@ class Launcher:
         self.queue: list[int] = []  # held jobs waiting for resources, oldest first
         self.running: dict[int, _Running] = {}
         self.steps: dict[int, str] = {}  # job id -> "pre" | "post" while that step runs
-        self.changes: list[Change] = []
-        self.rescues: dict[int, dict] = {}
-        self.journal = journal.Journal(journal.journal_path(site.settings.logs_dir, self.id))
-        self.too_big_noted: set[int] = set()
         # Until when (monotonic) this site holds the Argo coordinator's lease, as last read; Argo tasks
         # start only before then. Held Argo tasks that could not start are let go (``fenced``).
         self.argo_until: float | None = None
         self.fenced: set[int] = set()
         self.started_count = 0
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "timed out": 0}
-        self._listen = None
+        self.db: DbWorker | None = None  # made when the loop starts
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -162,10 +158,7 @@ class Launcher:
         stop_at = start + self.config.wall_time_min * 60 - margin if self.config.wall_time_min else None
         kill_at: float | None = None
         stopping = False  # no new work; tasks are being stopped (wall time, SIGTERM, SIGINT)
-        last_flush = last_poll = last_beat = last_scan = last_progress = -1e9
-        last_renewal = time.monotonic()
-        woken = True
-        outage: Outage | None = None  # the database is away (see balsam.launcher.outage)
+        last_progress = -1e9
         idle_since: float | None = None  # with --until-idle: since when nothing was left to run
         reason = "finished"
         requested_stop: list[int] = []
@@ -173,11 +166,13 @@ class Launcher:
             sig: signal.signal(sig, lambda signum, frame: requested_stop.append(signum))
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        self._listen = self._open_listener()
         log.info(
             "launcher %d: %d node(s), %s mode, lease %g s",
             self.id, len(self.nodes), self.config.job_mode, self.config.lease_seconds,
         )  # fmt: skip
+        cfg = self.config
+        self.db = db = DbWorker(self.site, self.id, self.fit, lease_s=cfg.lease_seconds, heartbeat_s=cfg.heartbeat_seconds,
+                                poll_s=cfg.poll_seconds, flush_s=cfg.flush_seconds)  # fmt: skip
         try:
             while True:
                 now = time.monotonic()
@@ -193,72 +188,62 @@ class Launcher:
                     self._stop_tasks(signal.SIGKILL)
                     kill_at = None
                 self._collect_exits()
+                for result in db.take():
+                    self._apply(result)
                 if not stopping:
                     self._start_queued(stop_at)
+                db.ask(0 if stopping else self._want(), self._fit(stop_at))
 
-                want = 0 if stopping else self._want()
-                poll_due = now - last_poll >= self.config.poll_seconds
-                scan_due = now - last_scan >= self.config.heartbeat_seconds
-                flush_due = bool(self.changes or self.fenced) and (
-                    now - last_flush >= self.config.flush_seconds or len(self.changes) >= 2000 or stopping
-                )
-                got = 0
-                if (flush_due or poll_due or (want and woken)) and (outage is None or now >= outage.next_try):
-                    try:
-                        got = self._transact(want, stop_at, kills=poll_due, scan=scan_due)
-                        last_flush = now
-                        last_poll = now if poll_due else last_poll
-                        last_scan = now if scan_due else last_scan
-                        woken = 0 < want <= got  # a full batch: there is probably more
-                        if outage is not None:
-                            log.warning("database back after %.0f s (%d attempt(s)); what was kept is written", now - outage.began, outage.attempts)
-                            outage, last_beat = None, -1e9  # renew the lease at once
-                            self.journal.clear()
-                    except (OperationalError, DBAPIError, psycopg2.Error) as exc:
-                        outage = outage or Outage(began=now, max_backoff_s=self.config.lease_seconds / 4)
-                        log.warning("launcher %d: %s", self.id, outage.failed(now, exc))
-                        self.journal.keep(self.changes, self.rescues)  # should this process die before the database is back
-                        got = -1
-                    if got > 0:
-                        self._start_queued(stop_at)
-
-                if outage is None and now - last_beat >= self.config.heartbeat_seconds:
-                    last_beat = now
-                    if self._heartbeat():
-                        last_renewal = now
-                if now - last_renewal > 0.75 * self.config.lease_seconds and (outage is None or outage.must_stop_tasks(now, last_renewal, self.config.lease_seconds)):
-                    raise LeaseLost(f"could not renew the lease for {now - last_renewal:.0f} s")
-                if now - last_progress >= self.config.progress_seconds:
+                if now - db.last_renewal > 0.75 * cfg.lease_seconds and (
+                    db.outage is None or db.outage.must_stop_tasks(now, db.last_renewal, cfg.lease_seconds)
+                ):
+                    raise LeaseLost(f"could not renew the lease for {now - db.last_renewal:.0f} s")
+                if now - last_progress >= cfg.progress_seconds:
                     last_progress = now
                     self._progress()
 
-                idle = not (self.running or self.steps or self.changes)
+                idle = not (self.running or self.steps or db.busy())
                 if idle and stopping:
                     break
-                if idle and self._max_jobs_reached() and not any(
-                    self.held[j].state != S.RESTART_READY for j in self.queue
-                ):
+                if idle and self._max_jobs_reached() and not any(self.held[j].state != S.RESTART_READY for j in self.queue):
                     reason = f"ran {self.started_count} job(s) (--max-jobs)"
                     break
-                if idle and self.config.until_idle and not self.queue and got == 0 and not woken:
+                if idle and cfg.until_idle and not self.queue and db.dry:
                     idle_since = now if idle_since is None else idle_since
-                    if now - idle_since >= self.config.linger_s:
-                        reason = "no runnable job left (--until-idle)" + (f" for {self.config.linger_s:g} s" if self.config.linger_s else "")
+                    if now - idle_since >= cfg.linger_s:
+                        reason = "no runnable job left (--until-idle)" + (f" for {cfg.linger_s:g} s" if cfg.linger_s else "")
                         break
-                elif not idle or self.queue or got > 0:
+                else:
                     idle_since = None
-                woken = self._wait(self._timeout(now, last_flush, stop_at, kill_at)) or woken
+                self._wait(self._timeout(now, stop_at, kill_at, idle_since))
         except LeaseLost as exc:
             log.error("launcher %d: %s; killing every task so that none runs twice", self.id, exc)
             self._stop_tasks(signal.SIGKILL)
+            db.stop(f"lost its lease: {exc}", wait_s=10)
             self._close_executors()
             return 3
         finally:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
-            self._close_listener()
         self._finish(reason)
         return 0
+
+    def _apply(self, result: Result) -> None:
+        """What a transaction of the database thread brought back."""
+        if result.lease_lost:
+            raise LeaseLost(result.lease_lost)
+        if result.failed:
+            return
+        self.argo_until = None if result.lease_left is None else result.asked + float(result.lease_left)
+        for job_id in result.gone:
+            self._let_go(job_id)
+        self.fenced.difference_update(result.gone)
+        self._accept(result.jobs, result.broken)
+
+    def _fit(self, stop_at: float | None) -> store.Fit:
+        if stop_at is None:
+            return self.fit
+        return dataclasses.replace(self.fit, minutes_left=max(0.0, (stop_at - time.monotonic()) / 60))
 
     def _want(self) -> int:
         """How many jobs to take now: refill the queue when it is half empty, within --max-jobs."""
@@ -278,55 +263,22 @@ class Launcher:
     def _max_jobs_reached(self) -> bool:
         return self.config.max_jobs is not None and self.started_count >= self.config.max_jobs
 
-    def _timeout(self, now: float, last_flush: float, stop_at: float | None, kill_at: float | None) -> float:
+    def _timeout(self, now: float, stop_at: float | None, kill_at: float | None, idle_since: float | None) -> float:
         deadline = self.config.poll_seconds
-        if self.changes:
-            deadline = min(deadline, max(0.0, last_flush + self.config.flush_seconds - now))
-        for moment in (stop_at, kill_at):
+        for moment in (stop_at, kill_at, None if idle_since is None else idle_since + self.config.linger_s):
             if moment is not None:
                 deadline = min(deadline, max(0.0, moment - now))
         if self.runs is not self.local and self.runs.running():
             deadline = min(deadline, 0.005)  # the ensemble's messages have no file descriptor to wait on
         return deadline
 
-    def _wait(self, timeout: float) -> bool:
-        """Sleep until a child exits or a NOTIFY arrives; True if there is new work."""
-        fds = [self.local.wakeup_fd]
-        conn = self._listen
-        if conn is not None:
-            fds.append(conn.fileno())
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a child exits, the database thread has news, or ``timeout`` s have passed."""
         try:
-            readable, _, _ = select.select(fds, [], [], timeout)
+            select.select([self.local.wakeup_fd, self.db.ready_fd], [], [], timeout)
         except InterruptedError:
-            return False
+            return
         self.local.drain_wakeups()
-        if conn is not None and conn.fileno() in readable:
-            try:
-                conn.poll()
-                woke = bool(conn.notifies)
-                conn.notifies.clear()
-                return woke
-            except psycopg2.Error:
-                self._close_listener()  # reopened after the next successful transaction
-        return False
-
-    def _open_listener(self):
-        """A connection of its own that LISTENs for new work (a pooled one could be handed to others)."""
-        url = self.site.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        try:
-            conn = psycopg2.connect(url)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f"LISTEN {RUNNABLE_CHANNEL}")
-            return conn
-        except psycopg2.Error as exc:
-            log.warning("cannot LISTEN for new jobs (%s); polling every %g s", str(exc).strip(), self.config.poll_seconds)
-            return None
-
-    def _close_listener(self) -> None:
-        if self._listen is not None:
-            self._listen.close()
-            self._listen = None
 
     # -- exits ---------------------------------------------------------------------------------
 
@@ -380,8 +332,9 @@ class Launcher:
         fields = dict(outcome.fields)
         if release:
             fields["launcher_id"] = None
+        rescue = lifecycle.rescue_spec(job) if outcome.next == "rescue" else None
         if steps:
-            self.changes.append(Change(job.id, steps, fields))
+            self.db.record(Change(job.id, steps, fields), rescue)
         job.state = final
         if "retry_count" in fields:
             job.retry_count = fields["retry_count"]
@@ -391,8 +344,6 @@ class Launcher:
             self.counts["failed"] += 1
         elif final == S.RESTART_READY:
             self.counts["retried"] += 1
-        if outcome.next == "rescue":
-            self.rescues[job.id] = lifecycle.rescue_spec(job)
         if outcome.next == "post":
             self._start_step("post", job)
         elif release:
@@ -404,7 +355,7 @@ class Launcher:
         """Jobs just acquired: their first steps, and into the queue (or straight to a step)."""
         now = time.time()
         for job_id, reason in broken:
-            self.changes.append(Change(job_id, [Step(S.FAILED, f"cannot build its command: {reason}")], {"launcher_id": None}))
+            self.db.record(Change(job_id, [Step(S.FAILED, f"cannot build its command: {reason}")], {"launcher_id": None}))
         for job in jobs:
             self.held[job.id] = job
             steps, follow = lifecycle.acquired_steps(job)
@@ -445,7 +396,9 @@ class Launcher:
                 waiting.append(job_id)  # let go at the end; another launcher may have the time
                 continue
             if job.argo and (self.argo_until is None or time.monotonic() >= self.argo_until):
-                self.fenced.add(job_id)  # the site's lease ran out: not started here; let go at the next write
+                if job_id not in self.fenced:  # the site's lease ran out: not started here; let go of it
+                    self.fenced.add(job_id)
+                    self.db.release(job_id)
                 waiting.append(job_id)
                 continue
             request = Request(job.id, job.nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
@@ -501,35 +454,6 @@ class Launcher:
 
     # -- the database --------------------------------------------------------------------------
 
-    def _transact(self, want: int, stop_at: float | None, kills: bool, scan: bool) -> int:
-        """Write pending changes, then take up to ``want`` more jobs: one transaction. Returns how many were taken."""
-        changes, rescues = self.changes, self.rescues
-        fit = self.fit
-        if stop_at is not None:
-            fit = dataclasses.replace(fit, minutes_left=max(0.0, (stop_at - time.monotonic()) / 60))
-        fenced = sorted(self.fenced)
-        asked = time.monotonic()
-        with self.site.session() as session:
-            skipped = store.write(session, self.id, changes, rescues) if changes else []
-            if fenced:
-                store.release(session, self.id, fenced, "the site's Argo lease ran out before it could start")
-            lease_left = store.argo_lease_left(session)
-            killed = store.killed(session, self.id) if kills else []
-            if scan:  # before acquiring, so jobs taken back can be run here at once
-                for lost_id, taken in leases.reap_lost(session, self.site.settings.logs_dir, me=self.id):
-                    log.warning("launcher %d was lost; took back %d job(s)", lost_id, len(taken))
-                self.too_big_noted.update(store.note_too_big(session, self.fit, self.too_big_noted))
-            jobs, broken = store.acquire(session, self.id, fit, want) if want > 0 else ([], [])
-        self.changes, self.rescues = [], {}
-        self.argo_until = None if lease_left is None else asked + float(lease_left)
-        if self._listen is None:
-            self._listen = self._open_listener()
-        for job_id in set(skipped) | set(killed) | set(fenced):
-            self._let_go(job_id)
-        self.fenced.difference_update(fenced)
-        self._accept(jobs, broken)
-        return len(jobs) + len(broken)
-
     def _let_go(self, job_id: int) -> None:
         """A job this launcher no longer holds (killed by a user, or taken back): stop and forget it."""
         if job_id in self.running:
@@ -544,33 +468,8 @@ class Launcher:
             self.queue.remove(job_id)
         self.held.pop(job_id, None)
 
-    def _heartbeat(self) -> bool:
-        try:
-            with self.site.session() as session:
-                alive = leases.renew(session, self.id)
-        except (OperationalError, DBAPIError, psycopg2.Error):
-            return False
-        if not alive:
-            raise LeaseLost("another launcher declared this one lost")
-        return True
-
     def _finish(self, reason: str) -> None:
-        for attempt in range(30):
-            try:
-                with self.site.session() as session:
-                    if self.changes:
-                        store.write(session, self.id, self.changes, self.rescues)
-                    leases.end(session, self.id, reason)
-                self.changes = []
-                self.journal.clear()
-                break
-            except (OperationalError, DBAPIError, psycopg2.Error) as exc:
-                self.journal.keep(self.changes, self.rescues)
-                log.warning("cannot write the final states yet (%s); retrying", str(exc).splitlines()[0])
-                time.sleep(min(2.0, 0.1 * 2**attempt))
-        else:
-            log.error("launcher %d: the database stayed away; %d change(s) are left in %s, applied once this launcher is found lost",
-                      self.id, len(self.changes), self.journal.path)  # fmt: skip
+        self.db.stop(reason)  # what is left is written, and the lease ended, by the database thread
         self._close_executors()
         self._progress()
         log.info("launcher %d exits: %s", self.id, reason)

@@ -42,6 +42,7 @@ from balsam.protos import auth_pb2_grpc as arpc
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
+from balsam.site.db.notify import ARGO_CHANNEL, Listener
 from balsam.site.specs import JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 from balsam.site.transfers import SiteLocations
@@ -324,6 +325,9 @@ class ArgoSync:
               channel: grpc.Channel | None = None) -> None:  # fmt: skip
         sent = acked["up"]
         next_beat = 0.0
+        # Woken by the database the moment a job event is kept for us (the job_events_to_argo
+        # trigger NOTIFYs): no poll interval between a job's move and its message.
+        listener = Listener(self.site.engine, [ARGO_CHANNEL])
         try:
             while not done.is_set() and not stop.is_set():
                 if channel is not None:
@@ -342,10 +346,14 @@ class ArgoSync:
                 if envelope.messages:
                     sent = envelope.messages[-1].seq
                     continue  # there may be more: send until the outbox (or the window) is empty
-                done.wait(0.2)
+                # Until something is kept for us, the next heartbeat is due, or (at most 0.5 s) the
+                # stream ends: `done` has no file descriptor to wait on.
+                listener.wait(max(0.0, min(0.5, next_beat - time.monotonic())))
         except Exception:
             log.exception("sending to Argo failed; reconnecting")
             out.put(None)
+        finally:
+            listener.close()
 
     # -- what is sent ----------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from balsam.pgcopy import copy_rows
 from balsam.site import transfer_plan
 from balsam.site.api import Site
 from balsam.site.db import jobstore
+from balsam.site.db.notify import RUNNABLE_CHANNEL, Listener
 from balsam.site.settings import SiteSettings
 from balsam.site.workdir import workdir
 from balsam.states import JobState
@@ -91,18 +92,32 @@ class TransferService:
         self.site_path = site.settings.path
         self.data_dir = site.settings.data_dir
         self._backends: dict[str, Backend] = dict(backends or {})
+        self.wake = threading.Event()  # set when a round is worth running now
         self.locations = SiteLocations(site.settings)
         self.status: dict[str, Any] = {}
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        """Rounds until ``stop``: at once when a job needs files moved (NOTIFY) or a local copy ended,
+        else every ``interval_s`` (Globus tasks are polled)."""
+        listener = Listener(self.site.engine, [RUNNABLE_CHANNEL])
+
+        def listen() -> None:
+            while not stop.is_set():
+                if listener.wait(1.0):
+                    self.wake.set()
+
+        threading.Thread(target=listen, name="transfers-listen", daemon=True).start()
         while not stop.is_set():
+            self.wake.clear()
             try:
                 self.round()
             except Exception:  # the database restarting, a bug: log it, try again next round
                 log.exception("transfer round failed (will retry)")
-            stop.wait(self.settings.interval_s)
+            self.wake.wait(self.settings.interval_s)
+        self.wake.set()
+        listener.close()
         # Copies cut short leave only temporary names; their files are tried again at the next start.
         for backend in self._backends.values():
             close = getattr(backend, "close", None)
@@ -128,7 +143,7 @@ class TransferService:
             if name == "local":
                 from balsam.transfer.local import LocalBackend
 
-                self._backends[name] = LocalBackend(link=self.settings.link)
+                self._backends[name] = LocalBackend(link=self.settings.link, on_done=self.wake.set)
             elif name == "globus":
                 from balsam.transfer.globus import GlobusBackend
 

@@ -24,7 +24,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -62,10 +62,12 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(self, link: bool = True, workers: int = 4) -> None:
+    def __init__(self, link: bool = True, workers: int = 4, on_done: Callable[[], None] | None = None) -> None:
+        """``on_done`` is called (from a worker thread) whenever a task ends: whoever polls may look now."""
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.link = link
+        self.on_done = on_done
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="balsam-transfer")
         self._tasks: dict[str, _Task] = {}
         self._lock = threading.Lock()
@@ -132,6 +134,8 @@ class LocalBackend(Backend):
             end_state, message = "failed", f"local transfer crashed: {type(exc).__name__}: {exc}"
         with self._lock:
             task.state, task.message, task.ended_at = end_state, message, time.monotonic()
+        if self.on_done is not None:
+            self.on_done()
 
     def _move(self, task: _Task, src: str, dst: str) -> None:
         try:

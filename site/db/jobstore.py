@@ -18,6 +18,7 @@ from typing import Any
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows, json_field
 from balsam.resources import Resources
+from balsam.site.db.notify import RUNNABLE_CHANNEL
 from balsam.site.specs import JobSpec, batch_name_index, spec_from_dict, stage_in_items, stage_out_items
 from balsam.states import JobState, Step, check_transition
 from sqlalchemy import text
@@ -38,9 +39,9 @@ _UPDATABLE_TYPES = {
     "batch_job_id": "integer", "launcher_id": "integer",
 }  # fmt: skip
 _UPDATABLE = frozenset(_UPDATABLE_TYPES)
-# Launchers LISTEN on this channel; a NOTIFY is delivered when the transaction commits.
-RUNNABLE_CHANNEL = "balsam_runnable"
-_RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY})
+# Writes that make a job READY or RESTART_READY (launchers may take it) or POSTPROCESSED (the transfer
+# service may have files to stage out) NOTIFY RUNNABLE_CHANNEL.
+_RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY, JobState.POSTPROCESSED})
 
 
 def _resource_columns(r: Resources) -> tuple:
@@ -48,7 +49,7 @@ def _resource_columns(r: Resources) -> tuple:
 
 
 def notify_runnable(session: Session) -> None:
-    """Wake the launchers once this transaction commits: there is new work."""
+    """Wake the launchers once this transaction commits: there is new work (a NOTIFY is delivered at commit)."""
     session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNNABLE_CHANNEL})
 
 

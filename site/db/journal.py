@@ -70,16 +70,19 @@ class Journal:
     """The journal of one launcher: what it appended since its last successful write."""
 
     path: Path
-    written: int = 0  # how many of the pending changes are in the file already
-    rescued: set[int] = field(default_factory=set)
+    _kept: set[int] = field(default_factory=set)  # id() of the changes in the file already
+    _rescued: set[int] = field(default_factory=set)
 
     def keep(self, changes: Sequence[Change], rescues: dict[int, dict[str, Any]]) -> None:
-        append(self.path, changes[self.written:], {k: v for k, v in rescues.items() if k not in self.rescued})
-        self.written = len(changes)
-        self.rescued |= set(rescues)
+        """Append the changes (and rescue specs) not in the file yet; ``changes`` is every one not written."""
+        new = [change for change in changes if id(change) not in self._kept]
+        append(self.path, new, {k: v for k, v in rescues.items() if k not in self._rescued})
+        self._kept.update(id(change) for change in new)
+        self._rescued |= set(rescues)
 
     def clear(self) -> None:
         """Everything in it is in the database now."""
-        self.path.unlink(missing_ok=True)
-        self.written = 0
-        self.rescued = set()
+        if self._kept or self._rescued:
+            self.path.unlink(missing_ok=True)
+        self._kept = set()
+        self._rescued = set()
