@@ -6,8 +6,8 @@ whether a job can start now and gets back the exact hosts, core ids and GPU ids 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Iterable, Protocol
 
 __all__ = ["NodeLike", "Request", "Assignment", "NodePool", "task_environment"]
@@ -71,10 +71,15 @@ class Assignment:
 
 @dataclass
 class _Node:
+    """A node and who holds it. Its occupancy is ``used / per`` of the node, kept as two integers
+    (``per`` a common multiple of the packing counts on it): exact, and an order of magnitude cheaper
+    than Fractions on the launcher's hot path."""
+
     hostname: str
     cores: int
     gpus: int
-    occupancy: Fraction
+    used: int
+    per: int
     busy_cores: set[int]
     busy_gpus: set[int]
 
@@ -84,22 +89,42 @@ class _Node:
     def free_gpu_ids(self) -> list[int]:
         return [g for g in range(self.gpus) if g not in self.busy_gpus]
 
+    @property
+    def empty(self) -> bool:
+        return self.used == 0
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.per
+
+    def room(self) -> float:
+        return 1 - self.used / self.per  # for ordering only
+
     def can_hold(self, request: Request) -> bool:
         """Whether the node, as it stands, has room for one node's worth of `request`."""
-        share = Fraction(1, request.node_packing_count) if request.packed else Fraction(1)
+        k = request.node_packing_count if request.packed else 1
+        # used/per + 1/k <= 1, in integers: used * k + per <= per * k
         return (
-            self.occupancy + share <= 1
+            self.used * k + self.per <= self.per * k
             and self.cores - len(self.busy_cores) >= request.cores_per_node
             and self.gpus - len(self.busy_gpus) >= request.gpus_per_node
         )
 
+    def add(self, k: int, sign: int) -> None:
+        """Take (sign 1) or give back (sign -1) a share of 1/k of the node."""
+        per = math.lcm(self.per, k)
+        self.used = self.used * (per // self.per) + sign * (per // k)
+        self.per = per
+        if self.used == 0:
+            self.per = 1  # start afresh: the common multiple need not grow for the node's whole life
+
 
 @dataclass(frozen=True)
 class _Hold:
-    """What one job holds on one node, so release can undo exactly that."""
+    """What one job holds on one node, so release can undo exactly that: 1/share of it."""
 
     index: int
-    share: Fraction
+    share: int
     cores: frozenset[int]
     gpus: frozenset[int]
 
@@ -118,7 +143,7 @@ class NodePool:
                     f"node {n.hostname!r}: negative cores ({n.cores}) or gpus ({n.gpus})"
                 )
             seen.add(n.hostname)
-            self._nodes.append(_Node(n.hostname, n.cores, n.gpus, Fraction(0), set(), set()))
+            self._nodes.append(_Node(n.hostname, n.cores, n.gpus, 0, 1, set(), set()))
         self._holds: dict[int, list[_Hold]] = {}
 
     def fits_ever(self, request: Request) -> bool:
@@ -140,9 +165,7 @@ class NodePool:
                 return None
             chosen = [index]
         else:
-            free = [
-                i for i, n in enumerate(self._nodes) if n.occupancy == 0 and n.can_hold(request)
-            ]
+            free = [i for i, n in enumerate(self._nodes) if n.empty and n.can_hold(request)]
             if len(free) < request.nodes:
                 return None
             chosen = free[: request.nodes]
@@ -157,7 +180,7 @@ class NodePool:
             ) from None
         for hold in holds:
             node = self._nodes[hold.index]
-            node.occupancy -= hold.share
+            node.add(hold.share, -1)
             node.busy_cores -= hold.cores
             node.busy_gpus -= hold.gpus
 
@@ -169,7 +192,7 @@ class NodePool:
 
     def free_nodes(self) -> int:
         """Nodes with nothing on them, i.e. usable by a whole-node job."""
-        return sum(1 for n in self._nodes if n.occupancy == 0)
+        return sum(1 for n in self._nodes if n.empty)
 
     def free_cores(self) -> int:
         return sum(n.cores - len(n.busy_cores) for n in self._nodes)
@@ -180,19 +203,17 @@ class NodePool:
     def _place_packed(self, request: Request) -> int | None:
         # Best fit among partly used nodes keeps whole nodes free for MPI jobs; ties go to the
         # lowest index so placement is reproducible.
-        partial = [
-            i for i, n in enumerate(self._nodes) if 0 < n.occupancy < 1 and n.can_hold(request)
-        ]
+        partial = [i for i, n in enumerate(self._nodes) if not n.empty and not n.full and n.can_hold(request)]
         if partial:
             return min(partial, key=lambda i: self._room(i) + (i,))
         for i, n in enumerate(self._nodes):
-            if n.occupancy == 0 and n.can_hold(request):
+            if n.empty and n.can_hold(request):
                 return i
         return None
 
-    def _room(self, index: int) -> tuple[Fraction, int, int]:
+    def _room(self, index: int) -> tuple[float, int, int]:
         n = self._nodes[index]
-        return (1 - n.occupancy, n.cores - len(n.busy_cores), n.gpus - len(n.busy_gpus))
+        return (n.room(), n.cores - len(n.busy_cores), n.gpus - len(n.busy_gpus))
 
     def _reserve(self, request: Request, chosen: list[int]) -> Assignment:
         holds: list[_Hold] = []
@@ -203,14 +224,14 @@ class NodePool:
             given_cores = node.free_core_ids()[: request.cores_per_node]
             given_gpus = node.free_gpu_ids()[: request.gpus_per_node]
             if request.packed:
-                share = Fraction(1, request.node_packing_count)
+                share = request.node_packing_count
                 held_cores, held_gpus = frozenset(given_cores), frozenset(given_gpus)
             else:
                 # A whole-node job owns the node: keep every id busy so the free counts do not
                 # advertise cores nobody else may use.
-                share = Fraction(1)
+                share = 1
                 held_cores, held_gpus = frozenset(range(node.cores)), frozenset(range(node.gpus))
-            node.occupancy += share
+            node.add(share, 1)
             node.busy_cores |= held_cores
             node.busy_gpus |= held_gpus
             holds.append(_Hold(i, share, held_cores, held_gpus))
