@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from balsam.errors import BalsamError
+from balsam.inputs import InputError, check_value, has_control, load_json, load_yaml, read_text, yaml_problem
 from balsam.transfer.confine import relative_path_problem
 
 # Names end up in ids like "WF/NAME" and in folder names, so no '/' or ':', and not "." or "..".
@@ -96,32 +97,35 @@ class WorkflowSpec:
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
-    """The workflow in a YAML or JSON file (JSON when it ends in .json); errors name the file."""
+    """The workflow in a YAML or JSON file (JSON when it ends in .json); errors name the file.
+
+    Read through ``balsam.inputs``: a regular file within its size, UTF-8, decoded within the limits.
+    """
     path = Path(path)
     source = str(path)
+    as_json = path.suffix.lower() == ".json"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("no such file", source) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte {exc.start})", source) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read it: {exc.strerror or exc}", source) from None
-    return parse_spec(_decode(text, path.suffix.lower() == ".json", source), source)
+        text = read_text(path, yaml_text=not as_json, where="")
+    except InputError as exc:
+        raise SpecError(exc.reason, source) from None
+    return parse_spec(_decode(text, as_json, source), source)
 
 
 def _decode(text: str, as_json: bool, source: str) -> Any:
     try:
         if as_json:
-            return json.loads(text)
-        # libyaml's loader is many times faster on big specs; both build the same plain types.
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            return load_json(text, "")
+        doc, _node = load_yaml(text, "")
+        check_value(doc)
+        return doc
+    except InputError as exc:
+        raise SpecError(str(exc), source) from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}", source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{where}not valid YAML: {getattr(exc, 'problem', None) or exc}", source) from None
+        line, column, problem = yaml_problem(exc)
+        where = f"line {line}, column {column}: " if line else ""
+        raise SpecError(f"{where}not valid YAML: {problem}", source) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,13 +182,17 @@ def _task_or_problems(doc: Any, where: str) -> tuple[TaskSpec | None, list[str]]
     app = doc.get("app")
     if not isinstance(app, str) or not app:
         found.append(f"app is required: the name of an app, got {_show(app)}")
+    elif len(app) > 200:
+        found.append(f"app name is {len(app)} characters long; at most 200")
+    elif has_control(app):
+        found.append(f"app name must not hold control characters ({_show(app)})")
     params = _params(doc.get("params"), found)
     resources = _resources(doc.get("resources"), found)
     parents = _parents(doc.get("parents"), name, found)
     inputs = _inputs(doc.get("inputs"), found)
     outputs = _outputs(doc.get("outputs"), found)
     site = doc.get("site")
-    if site is not None and (not isinstance(site, str) or not site):
+    if site is not None and (not isinstance(site, str) or not site or has_control(site)):
         found.append(f"site must be the name of a site, got {_show(site)}")
     tags = _tags(doc.get("tags"), found)
     if found:

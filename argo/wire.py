@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from balsam.argo import spec as specs
+from balsam.inputs import load_json
 from balsam.protos import argo_pb2 as pb
 from balsam.states import JobState, from_wire
 
@@ -29,7 +30,7 @@ def task_spec_to_wire(task: specs.TaskSpec) -> pb.TaskSpec:
 def task_spec_from_wire(message: pb.TaskSpec, where: str) -> specs.TaskSpec:
     """Checked exactly as a spec file is (``SpecError`` naming ``where`` and the task)."""
     try:
-        params = json.loads(message.params_json) if message.params_json else {}
+        params = load_json(message.params_json, f"{where} (task {message.name!r}): params_json") if message.params_json else {}
     except json.JSONDecodeError as exc:
         raise specs.SpecError([f"{where} (task {message.name!r}): params_json is not JSON: {exc}"]) from None
     doc: dict[str, Any] = {"name": message.name, "app": message.app, "params": params}

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from balsam.errors import BalsamError
+from balsam.inputs import check_value, has_control, preview
 from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
@@ -131,6 +132,11 @@ class Site:
             raise BalsamError("an app needs a name")
         if len(name) > MAX_NAME:
             raise BalsamError(f"an app name is at most {MAX_NAME} characters long")
+        if has_control(name):
+            raise BalsamError(f"an app name must not hold control characters ({preview(name)})")
+        texts = {"command": command, "env": env or {}, "preprocess": preprocess, "postprocess": postprocess, "image": image,
+                 "description": description}  # fmt: skip
+        check_value(texts, f"app {name!r}")
         template = CommandTemplate.parse(command)
         for what, step in (("preprocess", preprocess), ("postprocess", postprocess)):
             if step is not None:

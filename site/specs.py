@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from balsam.errors import BalsamError
+from balsam.inputs import check_value, check_yaml_size, load_json, load_yaml, read_text, yaml_problem
 from balsam.site.templates import CommandTemplate
 from balsam.transfer.base import Location, TransferError
 from balsam.transfer.confine import relative_path_problem
@@ -87,6 +88,8 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
 
 def check_shape(spec: JobSpec) -> None:
     """Types and ranges of one spec's own fields (what needs no other job and no app)."""
+    # First what JSON can hold within the input limits (balsam.inputs): text, numbers, nesting.
+    check_value({key: getattr(spec, key) for key in FIELDS}, spec.label)
     if not isinstance(spec.app, str) or not spec.app:
         raise BalsamError(f"{spec.label}: app must be a non-empty name")
     for key in ("name", "workflow"):
@@ -241,17 +244,18 @@ def read_job_file(path: Path) -> list[JobSpec]:
 
     The suffix decides (.yaml/.yml, .json, .jsonl/.ndjson); otherwise the first character does:
     ``[`` a JSON document, ``{`` JSON lines, anything else YAML. A YAML or JSON document is a list
-    of jobs or a mapping with a ``jobs`` list.
+    of jobs or a mapping with a ``jobs`` list. The file is read through ``balsam.inputs``: a regular
+    file, within its size, in UTF-8, decoded within the limits.
     """
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise BalsamError(f"cannot read {path}: {exc.strerror}") from None
-    suffix, first = Path(path).suffix.lower(), text.lstrip()[:1]
+    path = Path(path)
+    suffix = path.suffix.lower()
+    text = read_text(path, yaml_text=suffix in (".yaml", ".yml"))
+    first = text.lstrip()[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix not in (".yaml", ".yml", ".json") and first == "{"):
         return _read_json_lines(text, path)
     if suffix == ".json" or (suffix not in (".yaml", ".yml") and first == "["):
         return _read_json_document(text, path)
+    check_yaml_size(text, str(path))  # found to be YAML from its text: YAML's own limit applies too
     return _read_yaml(text, path)
 
 
@@ -265,7 +269,8 @@ def _job_list(data: Any, path: Path) -> list[Any]:
 
 def _read_json_document(text: str, path: Path) -> list[JobSpec]:
     try:
-        data = json.loads(text)
+        # Each job's values are checked with its label (check_shape), so errors name the job.
+        data = load_json(text, str(path), check=False)
     except json.JSONDecodeError as exc:
         raise BalsamError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     return [spec_from_dict(raw, source=f"{path} job {i + 1}") for i, raw in enumerate(_job_list(data, path))]
@@ -277,7 +282,7 @@ def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = load_json(line, f"{path}: line {number}", check=False)
         except json.JSONDecodeError as exc:
             raise BalsamError(f"{path}: line {number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
         specs.append(spec_from_dict(raw, source=f"{path} line {number}"))
@@ -288,15 +293,15 @@ def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
 
 def _read_yaml(text: str, path: Path) -> list[JobSpec]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise BalsamError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        line, _column, problem = yaml_problem(exc)
+        where = f"line {line}: " if line else ""
+        raise BalsamError(f"{path}: {where}not valid YAML: {problem}") from None
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
-        node = next(v for k, v in node.value if k.value == "jobs")
+        node = next((v for k, v in node.value if k.value == "jobs"), None)  # None: 'jobs' came from a merge
     data = _job_list(data, path)
+    lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else [None] * len(data)
     return [
-        spec_from_dict(raw, source=f"{path} line {item.start_mark.line + 1}") for raw, item in zip(data, node.value)
+        spec_from_dict(raw, source=f"{path} line {line}" if line else f"{path} job {i + 1}") for i, (raw, line) in enumerate(zip(data, lines))
     ]
