@@ -17,6 +17,8 @@ from balsam.argo.db.models import Task, TaskEvent, Workflow
 from balsam.argo.sites import ArgoCoordinator
 from balsam.argo.store import BadRequest
 from balsam.argo.wire import state_name, state_number, task_spec_from_wire, timestamp
+from balsam.errors import BalsamError
+from balsam.inputs import has_control, load_json, preview
 from balsam.protos import argo_pb2 as pb
 
 log = logging.getLogger("balsam.argo.servicers")
@@ -60,6 +62,31 @@ def _decode(messages) -> list[specs.TaskSpec]:
     if problems:
         raise specs.SpecError(problems)
     return tasks
+
+
+def _state(number: int, where: str) -> str:
+    try:
+        return state_name(number)
+    except BalsamError:
+        raise BadRequest(f"{where}: {number} is not a job state") from None
+
+
+def _check_registration(request: pb.RegisterRequest) -> None:
+    """What a site may be called and claim (site names are shown by every listing and end up in task ids)."""
+    if not request.name.strip():
+        raise BadRequest("a site needs a name")
+    if len(request.name) > 200 or has_control(request.name):
+        raise BadRequest(f"a site name must not hold control characters and is at most 200 characters long, got {preview(request.name)}")
+    for field in ("nodes", "max_tasks"):
+        if getattr(request, field) < 0:
+            raise BadRequest(f"{field} must be >= 0, got {getattr(request, field)}")
+
+
+def _check_heartbeat(heartbeat: pb.Heartbeat) -> None:
+    """Counts and times a site reports (finite numbers, known enums: checked at the boundary already)."""
+    for field in ("backlog", "running", "queue_wait_s", "nodes"):
+        if getattr(heartbeat, field) < 0:
+            raise BadRequest(f"heartbeat.{field} must be >= 0, got {getattr(heartbeat, field)}")
 
 
 def _caller(context: grpc.ServicerContext) -> Principal | None:
@@ -138,7 +165,7 @@ class Monitor:
         self.coordinator = coordinator
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
-        states = [state_name(s) for s in request.states]
+        states = [_state(number, f"states[{i}]") for i, number in enumerate(request.states)]
         caller = _caller(context)
         projects = None
         if caller is not None:
@@ -192,6 +219,7 @@ class Sites:
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        _check_registration(request)
         if (caller := _caller(context)) is not None:
             caller.require_site(request.name)
         created = self.coordinator.register(request)
@@ -210,7 +238,12 @@ class Sites:
             caller.require_site(site)
         auth = getattr(self.coordinator, "auth", None)
         token = bearer(context)
-        applied_here, last_seq = self.coordinator.hello(site, first.hello.last_applied)
+        # A site cannot have applied what was never sent to it: check before acknowledging (deleting) anything.
+        applied_here, last_seq = self.coordinator.hello(site, 0)
+        if first.hello.last_applied > last_seq:
+            raise BadRequest(f"Hello.last_applied {first.hello.last_applied} is above the highest message sent to site {site!r} ({last_seq})")
+        if first.hello.last_applied:
+            self.coordinator.acknowledge(site, first.hello.last_applied)
         stream = object()
         self._streams[site] = stream
         log.info("site %s connected (it applied %d, we applied %d)", site, first.hello.last_applied, applied_here)
@@ -254,8 +287,12 @@ class Sites:
                         raise envelope
                     busy = True
                     if envelope.ack:
+                        if envelope.ack > max(last_seq, sent):
+                            raise BadRequest(f"ack {envelope.ack} is above the highest message sent to site {site!r} ({max(last_seq, sent)})")
                         self.coordinator.acknowledge(site, envelope.ack)
                     heartbeat = envelope.heartbeat if envelope.HasField("heartbeat") else None
+                    if heartbeat is not None:
+                        _check_heartbeat(heartbeat)
                     if envelope.messages or heartbeat is not None:
                         applied = self.coordinator.apply(site, envelope.messages, heartbeat)
                         if envelope.messages:
@@ -302,7 +339,7 @@ class Triggers:
         # The coordinator's own folders, and workflows of no project: the owner's business.
         _require_trigger_owner(context, "add trigger rules")
         try:
-            params = json.loads(request.params_json) if request.params_json else {}
+            params = load_json(request.params_json, "params_json") if request.params_json else {}
         except json.JSONDecodeError as exc:
             raise BadRequest(f"params_json is not JSON: {exc}") from None
         if not isinstance(params, dict):
