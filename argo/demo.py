@@ -13,15 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
+from rich.text import Text
 
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
 from balsam.argo.server import start_server, stop_server
 from balsam.argo.wire import state_name
 from balsam.postgres import free_port
+from balsam.terminal import Console
 
-console = Console(highlight=False)
+console = Console()
 SITES = ("alpha", "beta")
 # Real programs at every site: python itself, with the parameters as its arguments. Each square
 # leaves its result in a file; the report reads those files (fetched from whichever site made
@@ -37,7 +38,7 @@ REPORT = (
 
 
 def section(title: str) -> None:
-    console.print(f"\n[bold]== {title}[/]")
+    console.print(Text(f"\n== {title}", style="bold"))
 
 
 def workflow_spec(count: int = 6) -> dict:
