@@ -68,6 +68,8 @@ def make_site(root: Path, name: str, address: str, enrol_token: str = ""):
     settings.elastic_queue.max_wall_min = 10
     settings.argo.address = address
     settings.argo.heartbeat_s = 1.0
+    # Both sites share this machine's filesystem: a child reads its parents' files from the other site's data/.
+    settings.transfer.read_roots = [str(root)]
     settings.save()
     if enrol_token:
         enrol(settings, enrol_token)

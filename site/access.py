@@ -54,7 +54,7 @@ from pathlib import Path
 
 from balsam.errors import BalsamError
 from balsam.private_files import check_private
-from balsam.site.settings import CREDENTIALS_ENV, SiteSettings, load_credentials
+from balsam.site.settings import CREDENTIALS_ENV, SETTINGS_FILE, SiteSettings, load_credentials
 from sqlalchemy import Connection, text
 
 KINDS = ("owner", "collaborator", "viewer")
@@ -281,6 +281,30 @@ def secret_files(settings: SiteSettings) -> list[Path]:
     if settings.credentials is not None:
         files.append(settings.credentials.file)
     return files
+
+
+@dataclass(frozen=True)
+class PrivateFolder:
+    kind: str  # "Balsam site" | "Argo coordinator"
+    path: Path
+    readable: str  # what of it others' jobs may read, for the refusal
+
+
+def private_folder(path: Path) -> PrivateFolder | None:
+    """The site or coordinator folder whose private files ``path`` (a real path) is among, if any.
+
+    A site folder is known by its settings file: all of it but its ``data/`` folder is private (the
+    database and its password, settings, credentials, tokens, logs, batch scripts). A coordinator's
+    folder is known by ``argo.toml``: all of it is private (its database, owner token, keys).
+    """
+    for folder in (path, *path.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            if folder / "data" in (path, *path.parents):
+                return None
+            return PrivateFolder("Balsam site", folder, "only its data/ folder may be staged in")
+        if (folder / "argo.toml").is_file():
+            return PrivateFolder("Argo coordinator", folder, "none of it may be staged in")
+    return None
 
 
 def check_site_secrets(settings: SiteSettings) -> None:

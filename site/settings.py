@@ -124,8 +124,10 @@ class TransferSettings:
     verify_checksum: bool = False  # also compare checksums, not only sizes
     link: bool = True  # hard-link local files that are on the same filesystem instead of copying
     interval_s: float = 1.0  # how often the agent looks for work and polls transfer tasks
-    # Extra local folders a stage-out may write into, besides the site's data folder.
+    # Extra local folders a stage-out may write into (and a stage-in read from), besides the site's data folder.
     allowed_roots: list[str] = field(default_factory=list)
+    # Extra local folders a stage-in may read from (only), such as shared inputs or other sites' data folders.
+    read_roots: list[str] = field(default_factory=list)
     # Globus: this site's collection (endpoint) id, and the path at that collection of the site folder
     # (empty: the site folder's own absolute path, as on a collection rooted at /).
     globus_endpoint: str = ""
@@ -146,8 +148,10 @@ class TransferSettings:
         for name in ("verify_checksum", "link"):
             if not isinstance(getattr(self, name), bool):
                 raise BalsamError(f"transfer.{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.allowed_roots, list) or not all(isinstance(r, str) and r.startswith("/") for r in self.allowed_roots):
-            raise BalsamError(f"transfer.allowed_roots must be a list of absolute paths, got {self.allowed_roots!r}")
+        for name in ("allowed_roots", "read_roots"):
+            roots = getattr(self, name)
+            if not isinstance(roots, list) or not all(isinstance(r, str) and r.startswith("/") for r in roots):
+                raise BalsamError(f"transfer.{name} must be a list of absolute paths, got {roots!r}")
         if self.globus_sync_level not in ("exists", "size", "mtime", "checksum"):
             raise BalsamError(f"transfer.globus_sync_level must be one of exists, size, mtime, checksum, got {self.globus_sync_level!r}")
         if self.globus_root and not self.globus_root.startswith("/"):
