@@ -44,11 +44,13 @@ address still comes from the site's ``balsam-site.toml``.
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,6 +283,63 @@ def secret_files(settings: SiteSettings) -> list[Path]:
     if settings.credentials is not None:
         files.append(settings.credentials.file)
     return files
+
+
+# -- the site's folders on disk -------------------------------------------------------------------
+
+# What each kind of site lets others reach (the database, credentials and secret files are
+# owner-only in both, whatever these say: db/ 700, users/ 700, secrets 600):
+#   private (the default): the site folder, data/, logs/ and batch/ are 700, and everything the site's
+#     processes (launchers, their jobs, the agent) create is made under umask 077: job folders,
+#     outputs and logs are the owner's alone;
+#   shared with a group ([site] group): the site folder is 2750 and data/, logs/, batch/ 2770, all of
+#     the group (set-group-id, so what is made inside keeps it), and processes run under umask 007:
+#     members read the settings (when they hold no password), read and write job folders, logs and
+#     batch scripts, since their own launchers run jobs there. Others reach nothing.
+PRIVATE_UMASK = 0o077
+SHARED_UMASK = 0o007
+SHARED_FOLDERS = ("data", "logs", "batch")
+
+
+def site_umask(settings: SiteSettings) -> int:
+    return SHARED_UMASK if settings.group else PRIVATE_UMASK
+
+
+def protect_site(settings: SiteSettings) -> None:
+    """Give the site folder and its shared folders the modes (and group) of the site's sharing.
+
+    Run when a site is made and whenever its agent or a launcher starts, so a site made private
+    stays so and a change of ``[site] group`` takes effect. Only the folders' owner can change
+    them; anyone else (a collaborator's launcher) leaves them as they are.
+    """
+    gid = group_id(settings.group) if settings.group else None
+    for folder in SHARED_FOLDERS:
+        (settings.path / folder).mkdir(exist_ok=True)
+    _set_mode(settings.path, 0o700 if gid is None else 0o2750, gid)
+    for folder in SHARED_FOLDERS:
+        _set_mode(settings.path / folder, 0o700 if gid is None else 0o2770, gid)
+    if gid is not None and settings.settings_file.exists() and not settings.holds_password():
+        _set_mode(settings.settings_file, 0o640, gid)
+
+
+def group_id(group: str) -> int:
+    """The id of a group given by name or number."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            return int(group)
+        raise BalsamError(f"no group named {group!r} on this machine (see `getent group`)") from None
+
+
+def _set_mode(path: Path, mode: int, gid: int | None) -> None:
+    info = os.stat(path)
+    if info.st_uid != os.geteuid():
+        return
+    if gid is not None and info.st_gid != gid:
+        os.chown(path, -1, gid)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 @dataclass(frozen=True)

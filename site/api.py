@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from balsam.errors import BalsamError
 from balsam.inputs import check_value, has_control, preview
+from balsam.site.access import group_id, protect_site
 from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
@@ -61,8 +62,9 @@ class Site:
         return cls(SiteSettings.load(Path(path) if path else find_site()))
 
     @classmethod
-    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local") -> Site:
-        """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``)."""
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "") -> Site:
+        """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``),
+        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``)."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
             raise BalsamError(f"{path} is already a Balsam site")
@@ -73,17 +75,19 @@ class Site:
             raise BalsamError("the site needs a name")
         scheduler_settings = SchedulerSettings(name=scheduler)
         scheduler_settings.check()
+        if group:
+            group_id(group)  # an unknown group fails before anything is made
         created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        settings = SiteSettings(path=path, name=name, scheduler=scheduler_settings)
+        settings = SiteSettings(path=path, name=name, group=group, scheduler=scheduler_settings)
         if db_url:
             settings.database = DatabaseSettings(mode="external", url=db_url)
         try:
-            settings.logs_dir.mkdir()
-            settings.data_dir.mkdir()
+            protect_site(settings)  # private (or the group's) before anything is written inside
             if not db_url:
                 EmbeddedPostgres(settings).create()
             settings.save()
+            protect_site(settings)
             return cls(settings)
         except BaseException:
             # A half-made site is worse than none: stop its server and take back what we made.

@@ -228,6 +228,8 @@ def load_credentials(file: str | Path) -> DbCredentials:
 class SiteSettings:
     path: Path
     name: str
+    # The Unix group the site is shared with ("": private to its owner); see balsam.site.access.protect_site.
+    group: str = ""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     elastic_queue: ElasticQueueSettings = field(default_factory=ElasticQueueSettings)
@@ -270,7 +272,7 @@ class SiteSettings:
     def save(self) -> None:
         db = self.database
         doc = {
-            "site": {"name": self.name},
+            "site": {"name": self.name, **({"group": self.group} if self.group else {})},
             "database": {"mode": db.mode, "url": db.url}
             if db.mode == "external"
             else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
@@ -329,7 +331,10 @@ class SiteSettings:
         except BalsamError as exc:
             raise BalsamError(f"{file}: {exc}") from None
         credentials = load_credentials(os.environ[CREDENTIALS_ENV]) if os.environ.get(CREDENTIALS_ENV) else None
-        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
+        group = site.get("group", "")
+        if not isinstance(group, str):
+            raise BalsamError(f"{file}: site.group must be the name of a group, got {group!r}")
+        return cls(path=path, name=str(site["name"]), group=group, database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
                    transfer=transfer, perf=perf, credentials=credentials)
 
 

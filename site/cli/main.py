@@ -46,9 +46,10 @@ def init(
     name: str | None = typer.Option(None, "--name", help="The site's name (default: the folder's name)."),
     db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
     scheduler: str = typer.Option("local", "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf."),
+    group: str = typer.Option("", "--group", help="Share the site's job folders and logs with this Unix group (default: private to you)."),
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
-    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler) as site:
+    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group) as site:
         settings = site.settings
     console.print(f"created site {settings.name} in {settings.path}")
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")
