@@ -15,6 +15,7 @@ from pathlib import Path
 import tomli_w
 
 from balsam.errors import BalsamError
+from balsam.inputs import read_text
 from balsam.postgres import DatabaseSettings
 from balsam.private_files import check_private
 
@@ -210,12 +211,13 @@ class DbCredentials:
 
 def load_credentials(file: str | Path) -> DbCredentials:
     path = Path(file).expanduser().resolve()
+    if not path.exists():
+        raise BalsamError(f"{CREDENTIALS_ENV}: no credentials file {path}")
+    text = read_text(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(text)
         section = doc["database"]
         creds = DbCredentials(file=path, **section)
-    except FileNotFoundError:
-        raise BalsamError(f"{CREDENTIALS_ENV}: no credentials file {path}") from None
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise BalsamError(f"credentials file {path} is malformed (it needs a [database] with user and password): {exc}") from None
     if not (creds.url or (creds.user and creds.password)):
@@ -312,8 +314,9 @@ class SiteSettings:
         file = path / SETTINGS_FILE
         if not file.is_file():
             raise BalsamError(f"{path} is not a Balsam site (no {SETTINGS_FILE}); create one with `balsam init {path}`")
+        text = read_text(file)
         try:
-            doc = tomllib.loads(file.read_text())
+            doc = tomllib.loads(text)
             site = doc["site"]
             db = DatabaseSettings(**doc.get("database", {}))
             scheduler = _section(SchedulerSettings, doc, "scheduler")

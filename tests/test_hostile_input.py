@@ -293,6 +293,26 @@ def test_a_hostile_option_gets_one_error_line_and_stores_nothing(hostile_site, b
     assert _stored(hostile_site) == before
 
 
+CREDENTIALS_CASES = {  # a collaborator's credentials file (`balsam --db-credentials FILE`), read through the same boundary
+    "fifo": FileCase("alice.toml", fifo, "alice.toml: is a FIFO (named pipe), not a regular file"),
+    "dev-zero": FileCase("alice.toml", lambda path: path.symlink_to("/dev/zero"), "/dev/zero: is a character device, not a regular file"),
+    "binary": FileCase("alice.toml", b"[database]\x00\xff", "alice.toml: holds a NUL byte (byte 10): a binary file, not text"),
+    "utf16": FileCase("alice.toml", '[database]\nuser = "alice"\n'.encode("utf-16"), "alice.toml: is UTF-16 text: save it as UTF-8"),
+    "70MB": FileCase("alice.toml", lambda path: path.write_bytes(b"#" * (70 << 20)), "alice.toml: is 70.0 MiB, more than the 64 MiB"),
+}
+
+
+@pytest.mark.parametrize("case", CREDENTIALS_CASES.values(), ids=CREDENTIALS_CASES.keys())
+def test_a_hostile_credentials_file_gets_one_error_line(hostile_site, balsam, tmp_path, monkeypatch, case):
+    from balsam.site.settings import CREDENTIALS_ENV
+
+    monkeypatch.setenv(CREDENTIALS_ENV, "")  # the option sets it for the process: put it back afterwards
+    path = _make(tmp_path, case, 0)
+    before = _stored(hostile_site)
+    _one_error_line(balsam(["--db-credentials", str(path), "job", "add", "-a", "sim", "-p", "n=1", "-p", "infile=x"]), case.message)
+    assert _stored(hostile_site) == before
+
+
 def test_listings_show_control_characters_escaped_and_never_interpret_markup(hostile_site, balsam):
     """Data is shown, never obeyed: no escape sequence from a job reaches the terminal, and markup is text."""
     hostile = {"n": "\x1b[2J\x1b[31mred", "infile": "[bold]loud[/bold] \x07bell"}
@@ -584,7 +604,7 @@ def test_a_hostile_request_gets_its_status_naming_the_field_and_the_server_keeps
 
 
 def test_the_tables_hold_at_least_150_hostile_inputs():
-    assert len(FILE_CASES) + len(OPTION_CASES) + len(SPEC_CASES) + len(RPC_CASES) >= 150
+    assert len(FILE_CASES) + len(OPTION_CASES) + len(CREDENTIALS_CASES) + len(SPEC_CASES) + len(RPC_CASES) >= 150
 
 
 def test_argo_listings_show_control_characters_escaped_and_never_interpret_markup(coordinator, argo_cli):
