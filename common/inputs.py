@@ -403,22 +403,27 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
         active.add(nid)
         stack.append((node, path, True))
         if isinstance(node, yaml.SequenceNode):
-            stack.extend((child, f"{path}[{i}]", False) for i, child in enumerate(node.value))
-            continue
-        for key, child in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                raise InputError("a key must be text, not a list or mapping", _yaml_at(where, key, path))
-            if key.tag == _STANDARD + "merge":
-                stack.append((child, path, False))
-                continue
-            if key.tag != _STANDARD + "str":
-                if key.tag in _KEY_KINDS:
-                    problem = f"the key {key.value or '~'} is read as {_KEY_KINDS[key.tag]}; keys must be text: quote it"
-                else:
-                    problem = f"the key {key.value!r} is not text"
-                raise InputError(problem, _yaml_at(where, key, path))
-            name = key.value if _plain(key.value) else preview(key.value, 20)
-            stack.append((child, f"{path}.{name}" if path else name, False))
+            children = [(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+        else:
+            children = [(child, _key_path(key, path, where)) for key, child in node.value]
+        # In document order (the stack pops the last first): a shared node is named where it stands first.
+        stack.extend((child, child_path, False) for child, child_path in reversed(children))
+
+
+def _key_path(key: yaml.Node, path: str, where: str) -> str:
+    """The path of a mapping's value under ``key``; refuses keys that are not text."""
+    if not isinstance(key, yaml.ScalarNode):
+        raise InputError("a key must be text, not a list or mapping", _yaml_at(where, key, path))
+    if key.tag == _STANDARD + "merge":  # `<<: *defaults`: its values are the mapping's own
+        return path
+    if key.tag != _STANDARD + "str":
+        if key.tag in _KEY_KINDS:
+            problem = f"the key {key.value or '~'} is read as {_KEY_KINDS[key.tag]}; keys must be text: quote it"
+        else:
+            problem = f"the key {key.value!r} is not text"
+        raise InputError(problem, _yaml_at(where, key, path))
+    name = key.value if _plain(key.value) else preview(key.value, 20)
+    return f"{path}.{name}" if path else name
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
