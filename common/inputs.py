@@ -464,76 +464,91 @@ def _yaml_at(where: str, node: yaml.Node, path: str) -> str:
 def check_message(message: Any, where: str = "") -> None:
     """Refuse a protobuf message holding what no request may: over-long or NUL-holding text, numbers
     that are not finite, enum values that name nothing, sequence numbers beyond ``MAX_SEQ``.
-    Errors name the field ("tasks[3].params_json"), after ``where``."""
+    Errors name the field ("tasks[3].params_json"), after ``where``.
+
+    Every request passes here, so the common case is kept cheap: a field's rule is looked up once
+    per field descriptor, and a path is spelled out only for a refusal.
+    """
     stack = [(message, "")]
     while stack:
         current, prefix = stack.pop()
         for field, value in current.ListFields():
-            kind = _kind(field)
-            if kind is None:
+            kind, repeated, limit = _RULES.get(field) or _rule(field)
+            if kind == "skip":
                 continue
-            name = f"{prefix}.{field.name}" if prefix else field.name
-            if kind == "message":
-                if _repeated(field):
+            if kind == "text":
+                if not repeated:
+                    if len(value) > limit or "\0" in value:
+                        _check_field_text(value, _at_field(where, prefix, field, None), limit)
+                    continue
+                for i, item in enumerate(value):
+                    if len(item) > limit or "\0" in item:
+                        _check_field_text(item, _at_field(where, prefix, field, i), limit)
+            elif kind == "message":
+                name = f"{prefix}.{field.name}" if prefix else field.name
+                if repeated:
                     stack.extend((item, f"{name}[{i}]") for i, item in enumerate(value))
                 else:
                     stack.append((value, name))
-            elif kind == "map":
-                message_values = field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE
+            elif kind == "text-map":
+                for key, item in value.items():
+                    if len(key) > MAX_FIELD_TEXT or "\0" in key or len(item) > MAX_FIELD_TEXT or "\0" in item:
+                        name = f"{prefix}.{field.name}" if prefix else field.name
+                        _check_field_text(key, _join(where, name), MAX_FIELD_TEXT, noun="a key")
+                        _check_field_text(item, _join(where, f"{name}[{key!r}]"), MAX_FIELD_TEXT)
+            elif kind == "map":  # other maps: text keys checked, message values walked
+                name = f"{prefix}.{field.name}" if prefix else field.name
+                messages = field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE
                 for key, item in value.items():
                     if isinstance(key, str):
                         _check_field_text(key, _join(where, name), MAX_FIELD_TEXT, noun="a key")
-                    entry = f"{name}[{key!r}]"
-                    if message_values:
-                        stack.append((item, entry))
-                    elif isinstance(item, str):
-                        _check_field_text(item, _join(where, entry), MAX_FIELD_TEXT)
+                    if messages:
+                        stack.append((item, f"{name}[{key!r}]"))
             else:
-                items = enumerate(value) if _repeated(field) else ((None, value),)
-                for i, item in items:
-                    at = _join(where, name if i is None else f"{name}[{i}]")
-                    if kind == "text":
-                        _check_field_text(item, at, FIELD_TEXT_LIMITS.get(field.name, MAX_FIELD_TEXT))
-                    elif kind == "double":
+                for i, item in enumerate(value) if repeated else ((None, value),):
+                    if kind == "double":
                         if not math.isfinite(item):
-                            raise InputError(f"{item!r} is not a finite number", at)
+                            raise InputError(f"{item!r} is not a finite number", _at_field(where, prefix, field, i))
                     elif kind == "enum":
                         if item not in field.enum_type.values_by_number:
-                            raise InputError(f"{item} is not a {field.enum_type.full_name}", at)
+                            raise InputError(f"{item} is not a {field.enum_type.full_name}", _at_field(where, prefix, field, i))
                     elif item > MAX_SEQ:  # uint64: our sequence numbers
-                        raise InputError(f"{item} is above the largest sequence number ({MAX_SEQ})", at)
+                        raise InputError(f"{item} is above the largest sequence number ({MAX_SEQ})", _at_field(where, prefix, field, i))
+
+
+def _at_field(where: str, prefix: str, field: Any, index: int | None) -> str:
+    name = f"{prefix}.{field.name}" if prefix else field.name
+    return _join(where, name if index is None else f"{name}[{index}]")
 
 
 def _join(where: str, path: str) -> str:
     return f"{where}: {path}" if where else path
 
 
-_KIND_CACHE: dict[Any, str | None] = {}
+_RULES: dict[Any, tuple[str, bool, int]] = {}  # field descriptor -> (kind, repeated, text limit)
 
 
-def _kind(field: Any) -> str | None:
-    kind = _KIND_CACHE.get(field, "?")
-    if kind == "?":
-        t = field.type
-        if t == field.TYPE_MESSAGE:
-            kind = "map" if field.message_type.GetOptions().map_entry else "message"
-        elif t == field.TYPE_STRING:
-            kind = "text"
-        elif t in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
-            kind = "double"
-        elif t == field.TYPE_ENUM:
-            kind = "enum"
-        elif t == field.TYPE_UINT64:
-            kind = "uint64"
-        else:
-            kind = None
-        _KIND_CACHE[field] = kind
-    return kind
-
-
-def _repeated(field: Any) -> bool:
+def _rule(field: Any) -> tuple[str, bool, int]:
+    t = field.type
+    if t == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+        kind = "text-map" if key.type == value.type == field.TYPE_STRING else "map"
+    elif t == field.TYPE_MESSAGE:
+        kind = "message"
+    elif t == field.TYPE_STRING:
+        kind = "text"
+    elif t in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
+        kind = "double"
+    elif t == field.TYPE_ENUM:
+        kind = "enum"
+    elif t == field.TYPE_UINT64:
+        kind = "uint64"
+    else:
+        kind = "skip"
     is_repeated = getattr(field, "is_repeated", None)
-    return bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
+    repeated = bool(is_repeated) if is_repeated is not None else field.label == field.LABEL_REPEATED
+    rule = _RULES[field] = (kind, repeated and not kind.endswith("map"), FIELD_TEXT_LIMITS.get(field.name, MAX_FIELD_TEXT))
+    return rule
 
 
 def _check_field_text(text: str, at: str, limit: int, noun: str = "text") -> None:
