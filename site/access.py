@@ -312,14 +312,16 @@ def protect_site(settings: SiteSettings) -> None:
     stays so and a change of ``[site] group`` takes effect. Only the folders' owner can change
     them; anyone else (a collaborator's launcher) leaves them as they are.
     """
+    if os.stat(settings.path).st_uid != os.geteuid():
+        return  # a collaborator's launcher: the owner's folders are the owner's to set
     gid = group_id(settings.group) if settings.group else None
     for folder in SHARED_FOLDERS:
-        (settings.path / folder).mkdir(exist_ok=True)
-    _set_mode(settings.path, 0o700 if gid is None else 0o2750, gid)
+        (settings.path / folder).mkdir(exist_ok=True)  # batch/ is missing in sites made before it was made at init
+    _set_mode(settings.path, 0o700 if gid is None else 0o2750, gid, settings.group)
     for folder in SHARED_FOLDERS:
-        _set_mode(settings.path / folder, 0o700 if gid is None else 0o2770, gid)
+        _set_mode(settings.path / folder, 0o700 if gid is None else 0o2770, gid, settings.group)
     if gid is not None and settings.settings_file.exists() and not settings.holds_password():
-        _set_mode(settings.settings_file, 0o640, gid)
+        _set_mode(settings.settings_file, 0o640, gid, settings.group)
 
 
 def group_id(group: str) -> int:
@@ -332,12 +334,15 @@ def group_id(group: str) -> int:
         raise BalsamError(f"no group named {group!r} on this machine (see `getent group`)") from None
 
 
-def _set_mode(path: Path, mode: int, gid: int | None) -> None:
+def _set_mode(path: Path, mode: int, gid: int | None, group: str) -> None:
     info = os.stat(path)
     if info.st_uid != os.geteuid():
         return
     if gid is not None and info.st_gid != gid:
-        os.chown(path, -1, gid)
+        try:
+            os.chown(path, -1, gid)
+        except PermissionError:
+            raise BalsamError(f"cannot give {path} to group {group!r}: you are not a member of it (see `id`)") from None
     if stat.S_IMODE(info.st_mode) != mode:
         os.chmod(path, mode)
 
