@@ -215,73 +215,89 @@ def load_json(text: str, where: str, *, check: bool = True) -> Any:
 
 
 def check_value(value: Any, where: str = "", *, max_values: int = MAX_VALUES) -> None:
-    """Refuse anything JSON cannot hold or our limits do not allow, naming its path ("data.x[3]")."""
-    # Iterative, with each entry's parent kept to name the path only when something is refused.
-    stack: list[tuple[Any, tuple | None, Any, int]] = [(value, None, None, 0)]
+    """Refuse anything JSON cannot hold or our limits do not allow, naming its path ("data.x[3]").
+
+    Every job of a bulk request passes here, so plain values are checked in their container's loop
+    and only containers go on the stack; each entry keeps its parent and key, so that a path is
+    spelled out only for a refusal.
+    """
+    if not isinstance(value, dict | list | tuple):
+        _check_plain(value, where, None, None)
+        return
+    stack: list[tuple[Any, tuple | None, Any, int]] = [(value, None, None, 0)]  # (container, parent entry, key, depth)
     count = 0
     while stack:
         entry = stack.pop()
-        item, _, _, depth = entry
-        count += 1
-        kind = type(item)
-        if kind is str:
-            problem = _text_problem(item, MAX_TEXT)
-            if problem:
-                raise _refusal(problem, where, entry)
-        elif item is None or kind is bool:
-            continue
-        elif kind is int:
-            if not -MAX_INT <= item <= MAX_INT:
-                raise InputError(_int_problem(item), _at(where, entry))
-        elif kind is float:
-            if not math.isfinite(item):
-                raise InputError(f"{item!r} is not a finite number (JSON has no NaN or infinity)", _at(where, entry))
-        elif kind is _LongInt:
-            raise InputError(f"a whole number of {item.digits} digits is outside +-(2^63 - 1)", _at(where, entry))
-        elif isinstance(item, dict):
-            if depth >= MAX_DEPTH:
-                raise InputError(f"nested deeper than {MAX_DEPTH} levels", _at(where, entry))
-            for key, child in item.items():
-                if type(key) is not str:
-                    raise InputError(f"a key must be text, not {type(key).__name__} {key!r}"[:200], _at(where, entry))
-                problem = _text_problem(key, MAX_TEXT, noun="a key")
-                if problem:
-                    raise _refusal(problem, where, entry)
-                stack.append((child, entry, key, depth + 1))
-        elif isinstance(item, list | tuple):
-            if depth >= MAX_DEPTH:
-                raise InputError(f"nested deeper than {MAX_DEPTH} levels", _at(where, entry))
-            stack.extend((child, entry, i, depth + 1) for i, child in enumerate(item))
-        else:
-            raise InputError(f"{kind.__name__} is not a JSON value", _at(where, entry))
+        container, _, _, depth = entry
+        if depth >= MAX_DEPTH:
+            raise InputError(f"nested deeper than {MAX_DEPTH} levels", _at(where, entry))
+        keyed = isinstance(container, dict)
+        for key, child in container.items() if keyed else enumerate(container):
+            count += 1
+            if keyed and (type(key) is not str or len(key) > MAX_TEXT or not key.isascii()):
+                _check_key(key, where, entry)
+            kind = type(child)
+            if kind is str:
+                if len(child) > MAX_TEXT or not child.isascii():
+                    _check_plain(child, where, entry, key)
+            elif kind is int:
+                if not -MAX_INT <= child <= MAX_INT:
+                    _check_plain(child, where, entry, key)
+            elif kind is float or kind is _LongInt:
+                _check_plain(child, where, entry, key)
+            elif isinstance(child, dict | list | tuple):
+                if child:  # an empty one holds nothing to check
+                    stack.append((child, entry, key, depth + 1))
+            elif child is not None and kind is not bool:
+                raise InputError(f"{kind.__name__} is not a JSON value", _at(where, (child, entry, key, 0)))
         if count > max_values:
             raise InputTooLarge(f"holds more than {max_values} values", where)
 
 
+def _check_key(key: Any, where: str, entry: tuple) -> None:
+    if type(key) is not str:
+        raise InputError(f"a key must be text, not {type(key).__name__} {key!r}"[:200], _at(where, entry))
+    found = _text_problem(key, MAX_TEXT, noun="a key")
+    if found:
+        raise found[0](found[1], _at(where, entry))
+
+
+def _check_plain(item: Any, where: str, parent: tuple | None, key: Any) -> None:
+    """One text or number; ``parent`` (the entry of its container, None for a whole value) and ``key`` name it."""
+    kind = type(item)
+    found = None
+    if kind is str:
+        found = _text_problem(item, MAX_TEXT)
+    elif kind is int and not -MAX_INT <= item <= MAX_INT:
+        found = InputError, _int_problem(item)
+    elif kind is float and not math.isfinite(item):
+        found = InputError, f"{item!r} is not a finite number (JSON has no NaN or infinity)"
+    elif kind is _LongInt:
+        found = InputError, f"a whole number of {item.digits} digits is outside +-(2^63 - 1)"
+    if found:
+        raise found[0](found[1], where if parent is None else _at(where, (item, parent, key, 0)))
+
+
 def check_text(value: str, where: str, limit: int = MAX_TEXT) -> None:
     """One text value: its length and that it is valid Unicode."""
-    problem = _text_problem(value, limit)
-    if problem:
-        raise (InputTooLarge if "characters;" in problem else InputError)(problem, where)
+    found = _text_problem(value, limit)
+    if found:
+        raise found[0](found[1], where)
 
 
-def _text_problem(text: str, limit: int, noun: str = "text") -> str | None:
+def _text_problem(text: str, limit: int, noun: str = "text") -> tuple[type[InputError], str] | None:
+    """What is wrong with a text value, as the kind of refusal and its message; None if nothing is."""
     if len(text) > limit:
-        return _too_long(text, limit, noun)
+        return InputTooLarge, _too_long(text, limit, noun)
     at = _surrogate_at(text)
     if at >= 0:
         what = "a key that is not valid text" if noun == "a key" else "not valid text"
-        return f"{what}: a lone surrogate ({text[at]!r} at character {at + 1}), which is not Unicode (invalid UTF-8?)"
+        return InputError, f"{what}: a lone surrogate ({text[at]!r} at character {at + 1}), which is not Unicode (invalid UTF-8?)"
     return None
 
 
 def _too_long(text: str, limit: int, noun: str) -> str:
     return f"{noun} of {len(text)} characters; at most {limit} (it starts {text[:10]!r}...)"
-
-
-def _refusal(problem: str, where: str, entry: tuple) -> InputError:
-    kind = InputTooLarge if " characters; at most " in problem else InputError
-    return kind(problem, _at(where, entry))
 
 
 def _int_problem(value: int) -> str:

@@ -89,7 +89,7 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
 def check_shape(spec: JobSpec) -> None:
     """Types and ranges of one spec's own fields (what needs no other job and no app)."""
     # First what JSON can hold within the input limits (balsam.inputs): text, numbers, nesting.
-    check_value({key: getattr(spec, key) for key in FIELDS}, spec.label)
+    check_value(vars(spec), spec.label)
     if not isinstance(spec.app, str) or not spec.app:
         raise BalsamError(f"{spec.label}: app must be a non-empty name")
     for key in ("name", "workflow"):
