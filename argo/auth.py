@@ -39,6 +39,9 @@ log = logging.getLogger("balsam.argo.auth")
 ROLES = ("owner", "collaborator", "viewer")
 PREFIX = {"user": "argo-u-", "site": "argo-s-", "enrol": "argo-e-"}
 OWNER_TOKEN_FILE = "owner-token"
+# The user of that token, the server's own owner. No other token may take its name: revoking or
+# "demoting" a user of that name would otherwise reach the server's own owner token too.
+OWNER = "owner"
 
 
 class Unauthenticated(BalsamError):
@@ -215,6 +218,8 @@ class Authenticator:
         if role not in ROLES:
             raise BalsamError(f"role {role!r} must be one of {', '.join(ROLES)}")
         _check_name(name, "user")
+        if name == OWNER:
+            raise PermissionDenied(f"{OWNER!r} is the server's own owner (its token is DATA/{OWNER_TOKEN_FILE}); give the new user another name")
         if role == "collaborator" and not projects:
             raise BalsamError("a collaborator needs at least one project (--project)")
         return self.issue("user", name, role, sorted(set(projects)), ttl_s or self.policy.user_token_ttl_s)
@@ -245,6 +250,8 @@ class Authenticator:
         return self.issue(principal.kind, principal.name, principal.role, principal.projects, ttl)
 
     def revoke(self, kind: str, name: str) -> int:
+        if kind == "user" and name == OWNER:
+            raise PermissionDenied(f"the server's own owner ({OWNER!r}, DATA/{OWNER_TOKEN_FILE}) cannot be revoked")
         kinds = ["site", "enrol"] if kind == "site" else [kind]
         with self._sessions.begin() as session:
             count = session.execute(
@@ -268,7 +275,7 @@ class Authenticator:
             except Unauthenticated:
                 pass
             log.warning("%s held no valid owner token: making a new one", path)
-        token, _ = self.issue("user", "owner", "owner", (), None)
+        token, _ = self.issue("user", OWNER, "owner", (), None)
         write_private(path, token + "\n")
         return path
 

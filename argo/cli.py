@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from balsam import __version__
+from balsam import __version__, terminal
 from balsam.errors import BalsamError
+from balsam.inputs import check_argv
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
+# What the coordinator's data holds is shown, never obeyed: controls escaped, no markup (balsam.terminal).
+console = terminal.Console()
+err_console = terminal.Console(stderr=True)
 
 cli = typer.Typer(help="Argo: the coordinator of workflows across Balsam sites.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)  # fmt: skip
@@ -35,12 +35,7 @@ cli.add_typer(site_cli, name="site")
 
 
 def _table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column not in ("MESSAGE", "APPS"))
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+    terminal.print_table(console, columns, rows, ("MESSAGE", "APPS"), title)
 
 
 def _json(value: Any) -> None:
@@ -470,9 +465,10 @@ def _version(version: bool = typer.Option(False, "--version", help="Print the ve
 
 def main() -> None:
     try:
+        check_argv(sys.argv[1:])
         cli()
     except BalsamError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        terminal.print_error(err_console, str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -18,6 +18,7 @@ import tomli_w
 
 from balsam.argo.auth import AuthPolicy
 from balsam.errors import BalsamError
+from balsam.inputs import read_text
 from balsam.postgres import DatabaseSettings
 from balsam.private_files import check_private, write_private
 
@@ -47,7 +48,7 @@ def client_config() -> dict:
         return {}
     try:
         check_private(path)  # it may hold a token
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise BalsamError(f"{path} is malformed: {exc}") from None
 
@@ -153,8 +154,11 @@ class ServerSettings:
     @classmethod
     def load(cls, data: Path) -> ServerSettings:
         data = Path(data).expanduser().resolve()
+        if not (data / SETTINGS_FILE).exists():
+            raise BalsamError(f"{data} holds no Argo server (no {SETTINGS_FILE}); start one with `argo server start --data {data}`")
+        text = read_text(data / SETTINGS_FILE)
         try:
-            doc = tomllib.loads((data / SETTINGS_FILE).read_text())
+            doc = tomllib.loads(text)
             policy = CoordinatorPolicy(**doc.get("coordinator", {}))
             policy.check()
             auth = AuthPolicy(**doc.get("auth", {}))
@@ -163,7 +167,5 @@ class ServerSettings:
             return cls(data=data, address=str(doc["address"]), database=DatabaseSettings(**doc["database"]), coordinator=policy,
                        auth=auth, tls_dir=str(tls.get("dir", "")), mtls=bool(tls.get("mtls", False)),
                        insecure=bool(tls.get("insecure", False)))  # fmt: skip
-        except FileNotFoundError:
-            raise BalsamError(f"{data} holds no Argo server (no {SETTINGS_FILE}); start one with `argo server start --data {data}`") from None
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{data / SETTINGS_FILE} is malformed: {exc}") from None

@@ -13,15 +13,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
+from rich.text import Text
 
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
 from balsam.argo.server import start_server, stop_server
 from balsam.wire.convert import state_name
 from balsam.postgres import free_port
+from balsam.terminal import Console
 
-console = Console(highlight=False)
+console = Console()
 SITES = ("alpha", "beta")
 # Real programs at every site: python itself, with the parameters as its arguments. Each square
 # leaves its result in a file; the report reads those files (fetched from whichever site made
@@ -37,7 +38,7 @@ REPORT = (
 
 
 def section(title: str) -> None:
-    console.print(f"\n[bold]== {title}[/]")
+    console.print(Text(f"\n== {title}", style="bold"))
 
 
 def workflow_spec(count: int = 6) -> dict:
@@ -67,6 +68,8 @@ def make_site(root: Path, name: str, address: str, enrol_token: str = "", apps: 
     settings.elastic_queue.max_wall_min = 10
     settings.argo.address = address
     settings.argo.heartbeat_s = 1.0
+    # Both sites share this machine's filesystem: a child reads its parents' files from the other site's data/.
+    settings.transfer.read_roots = [str(root)]
     settings.save()
     if enrol_token:
         enrol(settings, enrol_token)

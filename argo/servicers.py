@@ -15,6 +15,7 @@ from balsam.argo.auth import Principal, bearer
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
 from balsam.errors import BadRequest, SpecError
+from balsam.inputs import has_control, preview
 from balsam.protos import argo_pb2 as pb
 from balsam.taskspec import TaskSpec
 from balsam.wire.convert import params_from_json, resources_given, state_from_wire, state_number, task_spec_from_wire
@@ -34,6 +35,17 @@ def _decode(messages) -> list[TaskSpec]:
     if problems:
         raise SpecError(problems)
     return tasks
+
+
+def _check_registration(request: pb.RegisterRequest) -> None:
+    """What a site may be called and claim (site names are shown by every listing and end up in task ids)."""
+    if not request.name.strip():
+        raise BadRequest("a site needs a name")
+    if len(request.name) > 200 or has_control(request.name):
+        raise BadRequest(f"a site name must not hold control characters and is at most 200 characters long, got {preview(request.name)}")
+    for field in ("nodes", "max_tasks"):
+        if getattr(request, field) < 0:
+            raise BadRequest(f"{field} must be >= 0, got {getattr(request, field)}")
 
 
 def _caller(context: grpc.ServicerContext) -> Principal | None:
@@ -162,6 +174,7 @@ class SitesService:
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterReply:
+        _check_registration(request)
         if (caller := _caller(context)) is not None:
             caller.require_site(request.name)
         created = self.sites.register(request)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from balsam.errors import SpecError, describe
+from balsam.inputs import InputError, check_value, load_json, load_yaml, read_text, yaml_problem
 from balsam.taskspec import TaskSpec, name_problem, sequence, split_reference, suggest, task_or_problems
 
 MAX_TASKS = 1_000_000
@@ -35,32 +36,35 @@ class WorkflowSpec:
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
-    """The workflow in a YAML or JSON file (JSON when it ends in .json); errors name the file."""
+    """The workflow in a YAML or JSON file (JSON when it ends in .json); errors name the file.
+
+    Read through ``balsam.inputs``: a regular file within its size, UTF-8, decoded within the limits.
+    """
     path = Path(path)
     source = str(path)
+    as_json = path.suffix.lower() == ".json"
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("no such file", source) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text (byte {exc.start})", source) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read it: {exc.strerror or exc}", source) from None
-    return parse_spec(_decode(text, path.suffix.lower() == ".json", source), source)
+        text = read_text(path, yaml_text=not as_json, where="")
+    except InputError as exc:
+        raise SpecError(exc.reason, source) from None
+    return parse_spec(_decode(text, as_json, source), source)
 
 
 def _decode(text: str, as_json: bool, source: str) -> Any:
     try:
         if as_json:
-            return json.loads(text)
-        # libyaml's loader is many times faster on big specs; both build the same plain types.
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            return load_json(text, "")
+        doc, _node = load_yaml(text, "")
+        check_value(doc)
+        return doc
+    except InputError as exc:
+        raise SpecError(str(exc), source) from None
     except json.JSONDecodeError as exc:
         raise SpecError(f"line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}", source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{where}not valid YAML: {getattr(exc, 'problem', None) or exc}", source) from None
+        line, column, problem = yaml_problem(exc)
+        where = f"line {line}, column {column}: " if line else ""
+        raise SpecError(f"{where}not valid YAML: {problem}", source) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,6 +70,8 @@ class SyncEndpoint:
             if afresh:
                 self._afresh(session, row)
                 site_applied = 0
+            if site_applied > row.last_seq:  # checked before anything is acknowledged (deleted)
+                raise BadRequest(f"Hello.last_applied {site_applied} is above the highest message sent to site {site!r} ({row.last_seq})")
             if row.status == "down":
                 graph.site_event(session, site, f"site {site} is up again")
             if row.status != "stalled":
@@ -102,6 +104,8 @@ class SyncEndpoint:
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered")
+            if seq > row.last_seq:
+                raise BadRequest(f"ack {seq} is above the highest message sent to site {site!r} ({row.last_seq})")
             before = row.confirmed
             if row.status == "stalled" and seq > row.acked:
                 row.status = "up"
@@ -211,8 +215,9 @@ class SyncEndpoint:
 
 
 def _check_heartbeat(beat: pb.Heartbeat) -> None:
-    if beat.backlog < 0 or beat.running < 0 or beat.nodes < 0:
-        raise BadRequest("heartbeat: backlog, running and nodes must not be negative")
+    for field in ("backlog", "running", "nodes"):
+        if getattr(beat, field) < 0:
+            raise BadRequest(f"heartbeat.{field} must be >= 0, got {getattr(beat, field)}")
     if not _usable(beat.queue_wait_s):
         raise BadRequest(f"heartbeat: queue_wait_s must be a finite number >= 0, got {beat.queue_wait_s!r}")
     if not _usable(beat.launchers_end_s) or beat.launchers_end_s > 10 * 365 * 86400:

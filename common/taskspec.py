@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from balsam.errors import SpecError, describe
+from balsam.inputs import has_control
 from balsam.resources import DEFAULT, FIELDS as RESOURCE_FIELDS
 from balsam.resources import Resources, resources_from
 from balsam.paths import relative_path_problem
@@ -64,13 +65,17 @@ def task_or_problems(doc: Any, where: str) -> tuple[TaskSpec | None, list[str]]:
     app = doc.get("app")
     if not isinstance(app, str) or not app:
         found.append(f"app is required: the name of an app, got {describe(app)}")
+    elif len(app) > 200:
+        found.append(f"app name is {len(app)} characters long; at most 200")
+    elif has_control(app):
+        found.append(f"app name must not hold control characters ({describe(app)})")
     params = _params(doc.get("params"), found)
     resources = _resources(doc.get("resources"), found)
     parents = _parents(doc.get("parents"), name, found)
     inputs = _inputs(doc.get("inputs"), found)
     outputs = _outputs(doc.get("outputs"), found)
     site = doc.get("site")
-    if site is not None and (not isinstance(site, str) or not site):
+    if site is not None and (not isinstance(site, str) or not site or has_control(site)):
         found.append(f"site must be the name of a site, got {describe(site)}")
     tags = _tags(doc.get("tags"), found)
     if found:

@@ -29,6 +29,7 @@ __all__ = ["Task", "TaskExit", "LocalExecutor", "prepare", "tail"]
 
 TAIL_BYTES = 4000
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_OUTPUT_MODE = 0o666  # narrowed by the launcher's umask: the site's sharing (balsam.site.access) decides
 # Threads are made as tasks need them and reused after; this only bounds a runaway.
 MAX_THREADS = 4096
 
@@ -101,8 +102,8 @@ class LocalExecutor:
         started = handed
         try:
             os.makedirs(task.cwd, exist_ok=True)
-            out = os.open(task.stdout, _OUTPUT_FLAGS, 0o644)
-            err = os.open(task.stderr, _OUTPUT_FLAGS, 0o644)
+            out = os.open(task.stdout, _OUTPUT_FLAGS, _OUTPUT_MODE)
+            err = os.open(task.stderr, _OUTPUT_FLAGS, _OUTPUT_MODE)
             proc = subprocess.Popen(
                 task.argv, cwd=task.cwd, env={**os.environ, **task.env}, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=err, start_new_session=True, close_fds=True,
@@ -172,7 +173,7 @@ def prepare(cwd: str, *outputs: str) -> None:
     """
     os.makedirs(cwd, exist_ok=True)
     for path in outputs:
-        os.close(os.open(path, _OUTPUT_FLAGS, 0o644))
+        os.close(os.open(path, _OUTPUT_FLAGS, _OUTPUT_MODE))
 
 
 def _killpg(pid: int, signum: int) -> bool:

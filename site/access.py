@@ -44,17 +44,19 @@ address still comes from the site's ``balsam-site.toml``.
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from balsam.errors import BalsamError
 from balsam.private_files import check_private
-from balsam.site.settings import CREDENTIALS_ENV, SiteSettings, load_credentials
+from balsam.site.settings import CREDENTIALS_ENV, SETTINGS_FILE, SiteSettings, load_credentials
 from sqlalchemy import Connection, text
 
 KINDS = ("owner", "collaborator", "viewer")
@@ -281,6 +283,92 @@ def secret_files(settings: SiteSettings) -> list[Path]:
     if settings.credentials is not None:
         files.append(settings.credentials.file)
     return files
+
+
+# -- the site's folders on disk -------------------------------------------------------------------
+
+# What each kind of site lets others reach (the database, credentials and secret files are
+# owner-only in both, whatever these say: db/ 700, users/ 700, secrets 600):
+#   private (the default): the site folder, data/, logs/ and batch/ are 700, and everything the site's
+#     processes (launchers, their jobs, the agent) create is made under umask 077: job folders,
+#     outputs and logs are the owner's alone;
+#   shared with a group ([site] group): the site folder is 2750 and data/, logs/, batch/ 2770, all of
+#     the group (set-group-id, so what is made inside keeps it), and processes run under umask 007:
+#     members read the settings (when they hold no password), read and write job folders, logs and
+#     batch scripts, since their own launchers run jobs there. Others reach nothing.
+PRIVATE_UMASK = 0o077
+SHARED_UMASK = 0o007
+SHARED_FOLDERS = ("data", "logs", "batch")
+
+
+def site_umask(settings: SiteSettings) -> int:
+    return SHARED_UMASK if settings.group else PRIVATE_UMASK
+
+
+def protect_site(settings: SiteSettings) -> None:
+    """Give the site folder and its shared folders the modes (and group) of the site's sharing.
+
+    Run when a site is made and whenever its agent or a launcher starts, so a site made private
+    stays so and a change of ``[site] group`` takes effect. Only the folders' owner can change
+    them; anyone else (a collaborator's launcher) leaves them as they are.
+    """
+    if os.stat(settings.path).st_uid != os.geteuid():
+        return  # a collaborator's launcher: the owner's folders are the owner's to set
+    gid = group_id(settings.group) if settings.group else None
+    for folder in SHARED_FOLDERS:
+        (settings.path / folder).mkdir(exist_ok=True)  # batch/ is missing in sites made before it was made at init
+    _set_mode(settings.path, 0o700 if gid is None else 0o2750, gid, settings.group)
+    for folder in SHARED_FOLDERS:
+        _set_mode(settings.path / folder, 0o700 if gid is None else 0o2770, gid, settings.group)
+    if gid is not None and settings.settings_file.exists() and not settings.holds_password():
+        _set_mode(settings.settings_file, 0o640, gid, settings.group)
+
+
+def group_id(group: str) -> int:
+    """The id of a group given by name or number."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            return int(group)
+        raise BalsamError(f"no group named {group!r} on this machine (see `getent group`)") from None
+
+
+def _set_mode(path: Path, mode: int, gid: int | None, group: str) -> None:
+    info = os.stat(path)
+    if info.st_uid != os.geteuid():
+        return
+    if gid is not None and info.st_gid != gid:
+        try:
+            os.chown(path, -1, gid)
+        except PermissionError:
+            raise BalsamError(f"cannot give {path} to group {group!r}: you are not a member of it (see `id`)") from None
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+@dataclass(frozen=True)
+class PrivateFolder:
+    kind: str  # "Balsam site" | "Argo coordinator"
+    path: Path
+    readable: str  # what of it others' jobs may read, for the refusal
+
+
+def private_folder(path: Path) -> PrivateFolder | None:
+    """The site or coordinator folder whose private files ``path`` (a real path) is among, if any.
+
+    A site folder is known by its settings file: all of it but its ``data/`` folder is private (the
+    database and its password, settings, credentials, tokens, logs, batch scripts). A coordinator's
+    folder is known by ``argo.toml``: all of it is private (its database, owner token, keys).
+    """
+    for folder in (path, *path.parents):
+        if (folder / SETTINGS_FILE).is_file():
+            if folder / "data" in (path, *path.parents):
+                return None
+            return PrivateFolder("Balsam site", folder, "only its data/ folder may be staged in")
+        if (folder / "argo.toml").is_file():
+            return PrivateFolder("Argo coordinator", folder, "none of it may be staged in")
+    return None
 
 
 def check_site_secrets(settings: SiteSettings) -> None:

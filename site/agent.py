@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from balsam import daemon
 from balsam.errors import BalsamError
 from balsam.site import elastic
-from balsam.site.access import check_site_secrets
+from balsam.site.access import check_site_secrets, protect_site, site_umask
 from balsam.site.api import Site
 from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
 from balsam.site.db import leases
@@ -358,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = SiteSettings.load(args.site)
     try:
         check_site_secrets(settings)  # a password others can read is one given away: do not serve it
+        protect_site(settings)
     except BalsamError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
     def serve(stop: threading.Event, ready) -> None:
+        os.umask(site_umask(settings))  # what the agent writes (staged files, logs) is as private as the site
         with Site(settings) as site:
             agent = Agent(site)
             ready()  # only now: a pid in the file means an agent that is up and connected

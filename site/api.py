@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from balsam.errors import BalsamError
 from balsam.resources import FIELDS as RESOURCE_FIELDS
 from balsam.resources import resources_from
+from balsam.inputs import check_value, has_control, preview
+from balsam.site.access import group_id, protect_site
 from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
@@ -63,8 +65,9 @@ class Site:
         return cls(SiteSettings.load(Path(path) if path else find_site()))
 
     @classmethod
-    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local") -> Site:
-        """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``)."""
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "") -> Site:
+        """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``),
+        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``)."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
             raise BalsamError(f"{path} is already a Balsam site")
@@ -75,17 +78,19 @@ class Site:
             raise BalsamError("the site needs a name")
         scheduler_settings = SchedulerSettings(name=scheduler)
         scheduler_settings.check()
+        if group:
+            group_id(group)  # an unknown group fails before anything is made
         created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        settings = SiteSettings(path=path, name=name, scheduler=scheduler_settings)
+        settings = SiteSettings(path=path, name=name, group=group, scheduler=scheduler_settings)
         if db_url:
             settings.database = DatabaseSettings(mode="external", url=db_url)
         try:
-            settings.logs_dir.mkdir()
-            settings.data_dir.mkdir()
+            protect_site(settings)  # private (or the group's) before anything is written inside
             if not db_url:
                 EmbeddedPostgres(settings).create()
             settings.save()
+            protect_site(settings)
             return cls(settings)
         except BaseException:
             # A half-made site is worse than none: stop its server and take back what we made.
@@ -134,6 +139,11 @@ class Site:
             raise BalsamError("an app needs a name")
         if len(name) > MAX_NAME:
             raise BalsamError(f"an app name is at most {MAX_NAME} characters long")
+        if has_control(name):
+            raise BalsamError(f"an app name must not hold control characters ({preview(name)})")
+        texts = {"command": command, "env": env or {}, "preprocess": preprocess, "postprocess": postprocess, "image": image,
+                 "description": description}  # fmt: skip
+        check_value(texts, f"app {name!r}")
         template = CommandTemplate.parse(command)
         for what, step in (("preprocess", preprocess), ("postprocess", postprocess)):
             if step is not None:
@@ -303,6 +313,7 @@ class Site:
             for merged in ("params", "tags"):
                 if merged in changes:
                     changes[merged] = {**getattr(current, merged), **changes[merged]}
+            check_value(changes, current.label)  # the input boundary first, as for a new job
             asked = {key: changes.pop(key) for key in RESOURCE_FIELDS if key in changes}
             resources, problems = resources_from({**current.resources.given(), **asked})
             if problems:

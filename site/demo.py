@@ -9,13 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+from rich.text import Text
+
 from balsam.site.api import Site
 from balsam.site.cli.output import console, print_table
 from balsam.site.postgres import EmbeddedPostgres
 
 
 def section(title: str) -> None:
-    console.print(f"\n[bold]== {title}[/]")
+    console.print(Text(f"\n== {title}", style="bold"))
 
 
 def _new_folder() -> Path:

@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from balsam.errors import BalsamError
+from balsam.inputs import preview
 from balsam.site.perfmodel import Model, Run, TooLittleData, fit, node_ladder, numeric
 from balsam.site.settings import SiteSettings
 
@@ -222,4 +223,4 @@ def parse_auto(value: str | None, option: str, kind: type) -> int | float | str 
         return kind(value.strip())
     except ValueError:
         what = "a whole number" if kind is int else "a number of minutes"
-        raise BalsamError(f"{option} must be {what} or 'auto', got {value!r}") from None
+        raise BalsamError(f"{option} must be {what} or 'auto', got {preview(value)}") from None

@@ -34,6 +34,8 @@ class Directives:
     queue: str | None = None
 
 
+SCRIPT_HEAD = 1 << 20  # bytes of a script read for its directives
+
 # (prefix, option) -> field. PBS resources come as -l key=value lists, handled apart.
 _OPTIONS = {
     ("#SBATCH", "-N"): "nodes", ("#SBATCH", "--nodes"): "nodes", ("#SBATCH", "-t"): "minutes",
@@ -137,7 +139,8 @@ def submit(
     if script.is_file():
         argv[0] = str(script.resolve())  # the job runs in its own folder; keep the path valid there
         try:
-            directives = read_directives(script.read_text(errors="replace"))
+            with open(script, "rb") as handle:  # directives are at the top: a large program is not read whole
+                directives = read_directives(handle.read(SCRIPT_HEAD).decode(errors="replace"))
         except OSError as exc:
             raise BalsamError(f"cannot read script {script}: {exc}") from None
     nodes = nodes if nodes is not None else directives.nodes or 1

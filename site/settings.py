@@ -15,6 +15,7 @@ from pathlib import Path
 import tomli_w
 
 from balsam.errors import BalsamError
+from balsam.inputs import read_text
 from balsam.postgres import DatabaseSettings
 from balsam.private_files import check_private
 
@@ -136,8 +137,10 @@ class TransferSettings:
     verify_checksum: bool = False  # also compare checksums, not only sizes
     link: bool = True  # hard-link local files that are on the same filesystem instead of copying
     interval_s: float = 1.0  # how often the agent looks for work and polls transfer tasks
-    # Extra local folders a stage-out may write into, besides the site's data folder.
+    # Extra local folders a stage-out may write into (and a stage-in read from), besides the site's data folder.
     allowed_roots: list[str] = field(default_factory=list)
+    # Extra local folders a stage-in may read from (only), such as shared inputs or other sites' data folders.
+    read_roots: list[str] = field(default_factory=list)
     # Globus: this site's collection (endpoint) id, and the path at that collection of the site folder
     # (empty: the site folder's own absolute path, as on a collection rooted at /).
     globus_endpoint: str = ""
@@ -158,8 +161,10 @@ class TransferSettings:
         for name in ("verify_checksum", "link"):
             if not isinstance(getattr(self, name), bool):
                 raise BalsamError(f"transfer.{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.allowed_roots, list) or not all(isinstance(r, str) and r.startswith("/") for r in self.allowed_roots):
-            raise BalsamError(f"transfer.allowed_roots must be a list of absolute paths, got {self.allowed_roots!r}")
+        for name in ("allowed_roots", "read_roots"):
+            roots = getattr(self, name)
+            if not isinstance(roots, list) or not all(isinstance(r, str) and r.startswith("/") for r in roots):
+                raise BalsamError(f"transfer.{name} must be a list of absolute paths, got {roots!r}")
         if self.globus_sync_level not in ("exists", "size", "mtime", "checksum"):
             raise BalsamError(f"transfer.globus_sync_level must be one of exists, size, mtime, checksum, got {self.globus_sync_level!r}")
         if self.globus_root and not self.globus_root.startswith("/"):
@@ -218,12 +223,13 @@ class DbCredentials:
 
 def load_credentials(file: str | Path) -> DbCredentials:
     path = Path(file).expanduser().resolve()
+    if not path.exists():
+        raise BalsamError(f"{CREDENTIALS_ENV}: no credentials file {path}")
+    text = read_text(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(text)
         section = doc["database"]
         creds = DbCredentials(file=path, **section)
-    except FileNotFoundError:
-        raise BalsamError(f"{CREDENTIALS_ENV}: no credentials file {path}") from None
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise BalsamError(f"credentials file {path} is malformed (it needs a [database] with user and password): {exc}") from None
     if not (creds.url or (creds.user and creds.password)):
@@ -236,6 +242,8 @@ def load_credentials(file: str | Path) -> DbCredentials:
 class SiteSettings:
     path: Path
     name: str
+    # The Unix group the site is shared with ("": private to its owner); see balsam.site.access.protect_site.
+    group: str = ""
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     elastic_queue: ElasticQueueSettings = field(default_factory=ElasticQueueSettings)
@@ -278,7 +286,7 @@ class SiteSettings:
     def save(self) -> None:
         db = self.database
         doc = {
-            "site": {"name": self.name},
+            "site": {"name": self.name, **({"group": self.group} if self.group else {})},
             "database": {"mode": db.mode, "url": db.url}
             if db.mode == "external"
             else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
@@ -318,8 +326,9 @@ class SiteSettings:
         file = path / SETTINGS_FILE
         if not file.is_file():
             raise BalsamError(f"{path} is not a Balsam site (no {SETTINGS_FILE}); create one with `balsam init {path}`")
+        text = read_text(file)
         try:
-            doc = tomllib.loads(file.read_text())
+            doc = tomllib.loads(text)
             site = doc["site"]
             db = DatabaseSettings(**doc.get("database", {}))
             scheduler = _section(SchedulerSettings, doc, "scheduler")
@@ -337,7 +346,10 @@ class SiteSettings:
         except BalsamError as exc:
             raise BalsamError(f"{file}: {exc}") from None
         credentials = load_credentials(os.environ[CREDENTIALS_ENV]) if os.environ.get(CREDENTIALS_ENV) else None
-        return cls(path=path, name=str(site["name"]), database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
+        group = site.get("group", "")
+        if not isinstance(group, str):
+            raise BalsamError(f"{file}: site.group must be the name of a group, got {group!r}")
+        return cls(path=path, name=str(site["name"]), group=group, database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
                    transfer=transfer, perf=perf, credentials=credentials)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from balsam.errors import BalsamError
+from balsam.inputs import check_value, check_yaml_size, load_json, load_yaml, read_text, yaml_problem
 from balsam.resources import DEFAULT as DEFAULT_RESOURCES
 from balsam.resources import FIELDS as RESOURCE_FIELDS
 from balsam.resources import Resources, resources_from
@@ -73,17 +74,22 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
     if "app" not in raw:
         raise BalsamError(f"a job needs an app{where}")
     values = {key: value for key, value in raw.items() if key not in RESOURCE_FIELDS}
-    resources, problems = resources_from({key: raw[key] for key in RESOURCE_FIELDS if key in raw})
     spec = JobSpec(**values, source=source)
+    # First what JSON can hold within the input limits (balsam.inputs): text, numbers, nesting.
+    check_value(raw, spec.label)
+    resources, problems = resources_from({key: raw[key] for key in RESOURCE_FIELDS if key in raw})
     if problems:
         raise BalsamError(f"{spec.label}: {problems[0]}")
     spec.resources = resources
-    check_shape(spec)
+    check_shape(spec, values_checked=True)
     return spec
 
 
-def check_shape(spec: JobSpec) -> None:
-    """Types and ranges of one spec's own fields (what needs no other job and no app)."""
+def check_shape(spec: JobSpec, values_checked: bool = False) -> None:
+    """Types and ranges of one spec's own fields (what needs no other job and no app);
+    ``values_checked``: they passed the input boundary already."""
+    if not values_checked:  # first what JSON can hold within the input limits (balsam.inputs)
+        check_value({key: value for key, value in vars(spec).items() if key != "resources"}, spec.label)
     if not isinstance(spec.app, str) or not spec.app:
         raise BalsamError(f"{spec.label}: app must be a non-empty name")
     for key in ("name", "workflow"):
@@ -235,17 +241,18 @@ def read_job_file(path: Path) -> list[JobSpec]:
 
     The suffix decides (.yaml/.yml, .json, .jsonl/.ndjson); otherwise the first character does:
     ``[`` a JSON document, ``{`` JSON lines, anything else YAML. A YAML or JSON document is a list
-    of jobs or a mapping with a ``jobs`` list.
+    of jobs or a mapping with a ``jobs`` list. The file is read through ``balsam.inputs``: a regular
+    file, within its size, in UTF-8, decoded within the limits.
     """
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise BalsamError(f"cannot read {path}: {exc.strerror}") from None
-    suffix, first = Path(path).suffix.lower(), text.lstrip()[:1]
+    path = Path(path)
+    suffix = path.suffix.lower()
+    text = read_text(path, yaml_text=suffix in (".yaml", ".yml"))
+    first = text.lstrip()[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix not in (".yaml", ".yml", ".json") and first == "{"):
         return _read_json_lines(text, path)
     if suffix == ".json" or (suffix not in (".yaml", ".yml") and first == "["):
         return _read_json_document(text, path)
+    check_yaml_size(text, str(path))  # found to be YAML from its text: YAML's own limit applies too
     return _read_yaml(text, path)
 
 
@@ -259,7 +266,8 @@ def _job_list(data: Any, path: Path) -> list[Any]:
 
 def _read_json_document(text: str, path: Path) -> list[JobSpec]:
     try:
-        data = json.loads(text)
+        # Each job's values are checked with its label (check_shape), so errors name the job.
+        data = load_json(text, str(path), check=False)
     except json.JSONDecodeError as exc:
         raise BalsamError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     return [spec_from_dict(raw, source=f"{path} job {i + 1}") for i, raw in enumerate(_job_list(data, path))]
@@ -271,7 +279,7 @@ def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            raw = load_json(line, f"{path}: line {number}", check=False)
         except json.JSONDecodeError as exc:
             raise BalsamError(f"{path}: line {number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
         specs.append(spec_from_dict(raw, source=f"{path} line {number}"))
@@ -282,15 +290,15 @@ def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
 
 def _read_yaml(text: str, path: Path) -> list[JobSpec]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise BalsamError(f"{path}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        line, _column, problem = yaml_problem(exc)
+        where = f"line {line}: " if line else ""
+        raise BalsamError(f"{path}: {where}not valid YAML: {problem}") from None
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
-        node = next(v for k, v in node.value if k.value == "jobs")
+        node = next((v for k, v in node.value if k.value == "jobs"), None)  # None: 'jobs' came from a merge
     data = _job_list(data, path)
+    lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else [None] * len(data)
     return [
-        spec_from_dict(raw, source=f"{path} line {item.start_mark.line + 1}") for raw, item in zip(data, node.value)
+        spec_from_dict(raw, source=f"{path} line {line}" if line else f"{path} job {i + 1}") for i, (raw, line) in enumerate(zip(data, lines))
     ]

@@ -3,10 +3,19 @@
 The template is split into arguments first (shell-like quoting), then each placeholder is filled
 inside its own argument. The result is an argument vector that is executed without a shell, so a
 parameter value like ``; rm -rf ~`` reaches the program as one literal argument.
+
+One program does interpret an argument as commands: a shell run with ``-c`` (``sh -c 'SCRIPT'``,
+also through ``/usr/bin/env``, ``nice`` or any other wrapper, and by absolute path). Where a
+template does that, the placeholders inside SCRIPT are filled with the values shell-quoted
+(``shlex.quote``), so ``x; touch F`` is the one word ``'x; touch F'`` there, never a second
+command. Quoting is only sound where the placeholder stands outside the script's own quotes and
+escapes: a template with ``'{k}'``, ``"{k}"`` or ``\\{k}`` in such a script is refused when the app is
+added, asking for the bare ``{k}``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import string
@@ -17,11 +26,18 @@ from balsam.errors import BalsamError
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+# Shells that take a script with -c. Their basename is matched, so /bin/sh and /usr/bin/env bash count.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash"})
+# Shell options that take the next argument as their value (so it is not the script).
+_OPTION_ARGUMENTS = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
+
+
 @dataclass(frozen=True)
 class CommandTemplate:
     text: str
     args: tuple[str, ...]
     placeholders: tuple[str, ...]  # in order of first appearance
+    script: int | None = None  # the index of the argument that a shell runs as commands (`sh -c SCRIPT`)
 
     @classmethod
     def parse(cls, text: str) -> CommandTemplate:
@@ -36,7 +52,11 @@ class CommandTemplate:
             for name in _placeholders_of(arg, text):
                 if name not in names:
                     names.append(name)
-        return cls(text=text, args=args, placeholders=tuple(names))
+        found = shell_script(args)
+        if found is not None:
+            shell, script = found
+            _check_script(args[script], os.path.basename(args[shell]), text)
+        return cls(text=text, args=args, placeholders=tuple(names), script=found[1] if found else None)
 
     def check_parameters(self, params: dict[str, object], app_name: str) -> None:
         """Every placeholder has a value and every parameter names a placeholder."""
@@ -51,9 +71,74 @@ class CommandTemplate:
             raise BalsamError(f"placeholder {{{missing[0]}}} of app {app_name!r} has no value")
 
     def render(self, params: dict[str, object]) -> list[str]:
-        """The argument vector with every placeholder filled by the string form of its value."""
+        """The argument vector with every placeholder filled by the string form of its value
+        (shell-quoted inside a shell's script)."""
         values = {k: _as_text(v) for k, v in params.items()}
-        return [arg.format_map(values) for arg in self.args]
+        argv = [arg.format_map(values) for arg in self.args]
+        if self.script is not None:
+            argv[self.script] = self.args[self.script].format_map({k: shlex.quote(v) for k, v in values.items()})
+        return argv
+
+
+def shell_script(args: tuple[str, ...] | list[str]) -> tuple[int, int] | None:
+    """(the shell, its script): indices in ``args``, if the template runs a shell with -c.
+
+    The first argument named like a shell decides (whatever wraps it: env, nice, timeout...);
+    its options are skipped, and with -c among them the first other argument is the script.
+    """
+    for i, arg in enumerate(args):
+        if os.path.basename(arg) not in SHELLS:
+            continue
+        commands, j = False, i + 1
+        while j < len(args) and args[j].startswith(("-", "+")) and args[j] not in ("-", "+"):
+            option = args[j]
+            if option == "--":
+                j += 1
+                break
+            if option.startswith("-") and not option.startswith("--") and "c" in option[1:]:
+                commands = True
+            j += 2 if option in _OPTION_ARGUMENTS else 1
+        return (i, j) if commands and j < len(args) else None
+    return None
+
+
+def _check_script(script: str, shell: str, template: str) -> None:
+    """Refuse placeholders that quoting cannot keep a single word: inside the script's own quotes
+    (the quote we add would close theirs) or right after a backslash (which would escape our quote)."""
+    quote = ""  # the quoting we are in: "", "'", '"' or "$'" (bash's ANSI-C quotes, where \' escapes)
+    i = 0
+    while i < len(script):
+        c = script[i]
+        if script.startswith(("{{", "}}"), i):  # a literal brace of the template
+            i += 2
+            continue
+        if c == "{":
+            name = script[i + 1 : script.index("}", i)]
+            if quote:
+                raise BalsamError(
+                    f"placeholder {{{name}}} is inside quotes in the script of {shell} -c ({template!r}): write it bare, "
+                    f"as {{{name}}}: Balsam quotes its value for the shell"
+                )
+            i += len(name) + 2
+            continue
+        if quote == "'":
+            quote = "" if c == "'" else quote
+        elif c == "\\":
+            if script.startswith("{", i + 1) and not script.startswith("{{", i + 1):
+                name = script[i + 2 : script.index("}", i)]
+                raise BalsamError(f"placeholder {{{name}}} follows a backslash in the script of {shell} -c ({template!r}): write it bare")
+            i += 2
+            continue
+        elif quote == "$'":
+            quote = "" if c == "'" else quote
+        elif quote == '"':
+            quote = "" if c == '"' else quote
+        elif c == "$" and script.startswith("'", i + 1):
+            quote, i = "$'", i + 2
+            continue
+        elif c in "'\"":
+            quote = c
+        i += 1
 
 
 def _placeholders_of(arg: str, template: str) -> list[str]:

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from balsam.errors import BalsamError
 from balsam.pgcopy import copy_rows
 from balsam.site import transfer_plan
+from balsam.site.access import private_folder
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.notify import RUNNABLE_CHANNEL, Listener
@@ -40,7 +41,7 @@ from balsam.site.settings import SiteSettings
 from balsam.site.workdir import workdir
 from balsam.states import JobState
 from balsam.transfer.base import Backend, Item, Location, TaskStatus, TransferError
-from balsam.transfer.confine import resolve_inside
+from balsam.transfer.confine import resolve_inside, shown_path
 
 log = logging.getLogger("balsam.site.transfers")
 S = JobState
@@ -161,7 +162,7 @@ class TransferService:
             dest_path = resolve_inside(folder / item["dest"], [folder], "stage-in destination")
             source = self.locations.to_local(Location.parse(item["source"]))
             if source.scheme == "file":
-                return "local", source, Location.local(str(dest_path))
+                return "local", Location.local(str(self.readable(source.path))), Location.local(str(dest_path))
             return "globus", source, self.locations.as_globus(dest_path)
         source_path = resolve_inside(folder / item["source"], [folder], "stage-out source")
         dest = self.locations.to_local(Location.parse(item["dest"]))
@@ -169,6 +170,21 @@ class TransferService:
             roots = [self.data_dir, *self.settings.allowed_roots]
             return "local", Location.local(str(source_path)), Location.local(str(resolve_inside(dest.path, roots, "stage-out destination")))
         return "globus", self.locations.as_globus(source_path), dest
+
+    def readable(self, path: str) -> Path:
+        """A local stage-in source, confined as destinations are: its real path inside ``data/``, one of
+        ``transfer.allowed_roots`` or one of ``transfer.read_roots``, and never the private files of a
+        site (this one's or another's: database, settings, credentials, tokens, logs) or of an Argo
+        coordinator."""
+        roots = [self.data_dir, *self.settings.allowed_roots, *self.settings.read_roots]
+        real = resolve_inside(path, roots, "stage-in source", access="read from")
+        owner = private_folder(real)
+        if owner is not None:
+            raise TransferError(
+                f"stage-in source {shown_path(path, real)} is a private file of the {owner.kind} in {owner.path} "
+                f"({owner.readable}); jobs may not read it"
+            )
+        return real
 
     # -- 1. jobs that wait for files become items ----------------------------------------------
 

@@ -96,6 +96,7 @@ class Federation:
         settings.argo.address = address or self.address
         settings.argo.heartbeat_s = 0.5
         settings.argo.queue_wait_s = 5.0
+        settings.transfer.read_roots = [str(self.root)]  # the other sites' outputs, on this one filesystem
         settings.save()
         self.sites[name] = site
         self.enrol(name)

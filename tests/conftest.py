@@ -13,6 +13,7 @@ import shlex
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def pg_server(tmp_path_factory) -> Iterator[PgServer]:
         server.stop()
 
 
-@pytest.fixture
-def db_url(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, migrated database of its own for one test."""
+@contextmanager
+def fresh_database(pg_server: PgServer) -> Iterator[str]:
+    """The URL of a new, migrated database on the session's server, dropped at the end."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     conn = pg_server.admin()
     try:
@@ -81,9 +82,16 @@ def db_url(pg_server: PgServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
-    """A site folder on its own database, with BALSAM_SITE pointing at it."""
-    s = Site.init(tmp_path / "site", name="testsite", db_url=db_url)
+def db_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@contextmanager
+def active_site(path: Path, db_url: str) -> Iterator[Site]:
+    """A new site folder on ``db_url``, with BALSAM_SITE pointing at it while it is in use."""
+    s = Site.init(path, name="testsite", db_url=db_url)
     old = os.environ.get("BALSAM_SITE")
     os.environ["BALSAM_SITE"] = str(s.settings.path)
     try:
@@ -97,6 +105,13 @@ def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
             os.environ["BALSAM_SITE"] = old
 
 
+@pytest.fixture
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    """A site folder on its own database, with BALSAM_SITE pointing at it."""
+    with active_site(tmp_path / "site", db_url) as s:
+        yield s
+
+
 @dataclass
 class CliResult:
     code: int
@@ -104,16 +119,13 @@ class CliResult:
     err: str
 
 
-@pytest.fixture
-def balsam(capsys, monkeypatch):
-    """Run the `balsam` CLI in this process, as a user would type it: balsam("job ls --json")."""
-
+def _in_process(prog: str, main, capsys, monkeypatch):
     def run(command: str | list[str]) -> CliResult:
         args = shlex.split(command) if isinstance(command, str) else command
         capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["balsam", *args])
+        monkeypatch.setattr(sys, "argv", [prog, *args])
         try:
-            balsam_main()
+            main()
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -121,6 +133,20 @@ def balsam(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def balsam(capsys, monkeypatch):
+    """Run the `balsam` CLI in this process, as a user would type it: balsam("job ls --json")."""
+    return _in_process("balsam", balsam_main, capsys, monkeypatch)
+
+
+@pytest.fixture
+def argo_cli(capsys, monkeypatch):
+    """Run the `argo` CLI in this process, as a user would type it: argo_cli("tasks 3 --address ...")."""
+    from balsam.argo.cli import main as argo_main
+
+    return _in_process("argo", argo_main, capsys, monkeypatch)
 
 
 def balsam_script() -> str:

@@ -129,6 +129,25 @@ def test_a_revoked_token_stops_working_at_once(tls):
     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_the_owner_cannot_be_demoted_or_revoked_through_a_user_of_the_same_name(tls, argo_cli):
+    """`argo user add owner --role viewer` and `argo user revoke owner` would reach the server's own
+    owner token (user 'owner'): both are refused, and the owner's token keeps working."""
+    where = ["--data", str(tls.data)]
+    demoted = argo_cli(["user", "add", "owner", "--role", "viewer", *where])
+    assert demoted.code == 1 and demoted.out == ""
+    assert demoted.err == "error: 'owner' is the server's own owner (its token is DATA/owner-token); give the new user another name\n"
+    revoked = argo_cli(["user", "revoke", "owner", *where])
+    assert revoked.code == 1 and revoked.err == "error: the server's own owner ('owner', DATA/owner-token) cannot be revoked\n"
+    with pytest.raises(ArgoError) as refused:
+        tls.owner.revoke_user("owner")
+    assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
+    with client(tls, tls.owner_token()) as owner:  # a fresh client: nothing cached
+        assert owner.whoami() == {**owner.whoami(), "name": "owner", "role": "owner"}
+        assert owner.list() is not None
+    # Other users of the owner role are still the owner's to manage.
+    assert tls.owner.add_user("deputy", "owner")["token"] and tls.owner.revoke_user("deputy") == 1
+
+
 SPEC = {"name": "w", "tasks": [{"name": "a", "app": "sim"}]}
 
 

@@ -37,7 +37,8 @@ def embedded_site(tmp_path, balsam):
 def test_init_makes_the_folder_and_keeps_jobs_across_a_restart(embedded_site, balsam, monkeypatch):
     path = embedded_site
     monkeypatch.setenv("BALSAM_SITE", str(path))
-    assert {p.name for p in path.iterdir()} == {SETTINGS_FILE, "logs", "data", "db"}
+    assert {p.name for p in path.iterdir()} == {SETTINGS_FILE, "logs", "data", "batch", "db"}
+    assert {_mode(p) for p in (path, path / "logs", path / "data", path / "batch")} == {0o700}  # private by default
     settings = SiteSettings.load(path)
     assert settings.name == "mysite" and settings.database.mode == "embedded"
     assert _mode(path / "db") == 0o700 and _mode(path / "db" / "password") == 0o600

@@ -349,3 +349,90 @@ def test_a_collaborators_launcher_runs_jobs_with_its_own_role(site, users, tmp_p
     assert out.read_text().split() == ["1", "2"]
     with site.session() as session:
         assert session.execute(text_("SELECT count(*) FROM launchers")).scalar_one() == 1
+
+
+# -- the site's folders on disk: private by default, or shared with a group -------------------------
+
+
+def _as_other(*command, groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+    """Run a command as another local user (nobody), a member of ``groups`` only."""
+    ids = ["--reuid=65534", "--regid=65534", f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"]
+    return subprocess.run(["setpriv", *ids, "--", *map(str, command)], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def open_parent():
+    """A folder every local user may enter (pytest's own temporary folders are its user's alone)."""
+    if os.geteuid() != 0:
+        pytest.skip("acting as another local user (setpriv) needs root, as in CI")
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="balsam-privacy-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ran_a_job(site):
+    from balsam.site.workdir import workdir
+
+    site.add_app("hello", "sh -c 'echo made by the job > note.txt; echo out'")
+    job = site.add_job("hello")
+    result = subprocess.run([balsam_script(), "launcher", "--until-idle"], env=launcher_env(site), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert site.job(job.id).state == "JOB_FINISHED"
+    return workdir(site.settings.data_dir, "default", job.id)
+
+
+def test_a_site_is_private_to_its_owner_by_default(db_url, open_parent):
+    """Another local user lists nothing and reads nothing: not the job folders, outputs, logs or settings."""
+    with Site.init(open_parent / "site", name="private", db_url=db_url) as site:
+        folder = _ran_a_job(site)
+        settings = site.settings
+        assert {_mode(p) for p in (settings.path, settings.data_dir, settings.logs_dir, settings.batch_dir)} == {0o700}
+        # What the launcher and the job itself made, under the site's umask.
+        for made in (folder, folder / "job.out", folder / "note.txt", settings.logs_dir / "launcher.log"):
+            assert _mode(made) & 0o077 == 0, made
+        for command in (["ls", settings.path], ["ls", settings.data_dir], ["cat", folder / "job.out"], ["cat", folder / "note.txt"],
+                        ["cat", settings.logs_dir / "launcher.log"], ["cat", settings.settings_file]):  # fmt: skip
+            denied = _as_other(*command)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, (command, denied)
+
+
+def test_a_shared_site_gives_its_group_the_job_folders_and_logs_and_nothing_else(db_url, open_parent):
+    import grp
+
+    from balsam.private_files import write_private
+
+    users_gid = grp.getgrnam("users").gr_gid
+    with Site.init(open_parent / "site", name="shared", db_url=db_url, group="users") as site:
+        folder = _ran_a_job(site)
+        settings = site.settings
+        write_private(settings.argo_credential_file, "argo-s-secret")
+        assert SiteSettings.load(settings.path).group == "users"
+        assert _mode(settings.path) == 0o2750 and {_mode(p) for p in (settings.data_dir, settings.logs_dir, settings.batch_dir)} == {0o2770}
+        assert {os.stat(p).st_gid for p in (settings.path, settings.data_dir, folder, folder / "job.out")} == {users_gid}
+
+        def member(*command):
+            return _as_other(*command, groups=(users_gid,))
+
+        assert member("cat", folder / "job.out").stdout == "out\n"
+        assert member("cat", folder / "note.txt").stdout == "made by the job\n"
+        assert "job" in member("ls", folder).stdout and member("cat", settings.logs_dir / "launcher.log").returncode == 0
+        assert member("touch", folder / "by-a-member").returncode == 0  # a member's own launcher writes there too
+        # Secrets stay the owner's: this settings file holds the database password, the credential is 600.
+        for secret in (settings.settings_file, settings.argo_credential_file):
+            denied = member("cat", secret)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, secret
+        outsider = _as_other("ls", settings.data_dir)
+        assert outsider.returncode != 0 and "Permission denied" in outsider.stderr
+
+
+def test_an_unknown_group_is_refused_before_anything_is_made(db_url, tmp_path):
+    from balsam.errors import BalsamError
+
+    with pytest.raises(BalsamError, match="no group named 'no-such-group-here'"):
+        Site.init(tmp_path / "site", db_url=db_url, group="no-such-group-here")
+    assert not (tmp_path / "site").exists()

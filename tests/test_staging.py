@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -42,6 +44,8 @@ def state(site, job_id: int) -> S:
 @pytest.fixture
 def service(site):
     site.settings.transfer.retry_delay_s = 0.05
+    # The test's own folder holds the files jobs stage in (and the site folder, whose private files stay refused).
+    site.settings.transfer.read_roots = [str(site.settings.path.parent)]
     return TransferService(site)
 
 
@@ -165,9 +169,61 @@ def test_destinations_reaching_out_through_links_or_paths_fail_the_job_before_an
     assert (outside / "x").read_text() == "result"
 
 
+def test_stage_in_sources_are_confined_and_never_a_sites_or_coordinators_private_files(site, service, tmp_path):
+    """A job may name any file as an input; the agent copies only what the site's settings allow, and
+    never the secrets of this site, another site or a coordinator, whatever link or path leads there."""
+    from balsam.private_files import write_private
+
+    settings = site.settings
+    write_private(settings.argo_credential_file, "the site's Argo credential")
+    other = tmp_path / "other-site"  # another site's folder beside this one
+    (other / "logs").mkdir(parents=True)
+    (other / "balsam-site.toml").write_text('[site]\nname = "other"\n')
+    (other / "logs" / "agent.log").write_text("other site's log")
+    (other / "data").mkdir()
+    (other / "data" / "result.txt").write_text("shared result")
+    coordinator = tmp_path / "argo"
+    coordinator.mkdir()
+    (coordinator / "argo.toml").write_text("")
+    write_private(coordinator / "owner-token", "argo-u-secret")
+    outside = Path(tempfile.mkdtemp(prefix="balsam-outside-"))  # not under any allowed root
+    (outside / "x.dat").write_text("not for jobs")
+    (tmp_path / "link-to-settings").symlink_to(settings.settings_file)
+    (settings.data_dir / "innocent.txt").symlink_to("../argo-credential.json")  # inside data/ by its name only
+    (tmp_path / "ok.dat").write_text("fine")
+    site.add_app("cat", "cat {f}")
+    refused = {
+        "settings": (settings.settings_file, "is a private file of the Balsam site in"),
+        "credential": (settings.argo_credential_file, "is a private file of the Balsam site in"),
+        "link": (tmp_path / "link-to-settings", "(which resolves to " + str(settings.settings_file) + ") is a private file"),
+        "link-in-data": (settings.data_dir / "innocent.txt", "is a private file of the Balsam site"),
+        "other-site-log": (other / "logs" / "agent.log", f"is a private file of the Balsam site in {other} (only its data/ folder"),
+        "owner-token": (coordinator / "owner-token", f"is a private file of the Argo coordinator in {coordinator} (none of it"),
+        "outside": (outside / "x.dat", "is outside the folders this site may read from"),
+        "etc": (Path("/etc/hostname"), "is outside the folders this site may read from"),
+    }
+    jobs = {name: site.add_job("cat", {"f": "x"}, inputs={"x": f"file://{source}"}).id for name, (source, _) in refused.items()}
+    allowed = {name: site.add_job("cat", {"f": "x"}, inputs={"x": source.as_uri()}).id
+               for name, source in (("data", other / "data" / "result.txt"), ("root", tmp_path / "ok.dat"))}  # fmt: skip
+    rounds(service, lambda: all(state(site, j) == S.FAILED for j in jobs.values()) and all(state(site, j) == S.STAGED_IN for j in allowed.values()))
+    for name, (source, reason) in refused.items():
+        event = site.history(jobs[name])[-1]
+        assert event.to_state == "FAILED" and "stage-in failed for 1 of 1 file(s): x: stage-in source" in event.message, name
+        assert reason in event.message, (name, event.message)
+        assert not (workdir(settings.data_dir, "default", jobs[name]) / "x").exists()
+    assert (workdir(settings.data_dir, "default", allowed["data"]) / "x").read_text() == "shared result"
+    assert (workdir(settings.data_dir, "default", allowed["root"]) / "x").read_text() == "fine"
+    # Without the extra root, only the site's data/ folder remains readable.
+    settings.transfer.read_roots = []
+    job = site.add_job("cat", {"f": "x"}, inputs={"x": (tmp_path / "ok.dat").as_uri()}).id
+    rounds(service, lambda: state(site, job) == S.FAILED)
+    assert f"is outside the folders this site may read from ({settings.data_dir.resolve()})" in site.history(job)[-1].message
+
+
 def test_transfer_slots_bound_the_tasks_in_flight_and_batching_fills_them(site, tmp_path):
     site.settings.transfer.slots = 2
     site.settings.transfer.max_items = 3
+    site.settings.transfer.read_roots = [str(tmp_path)]
     service = TransferService(site)
     site.add_app("cat", "cat {f}")
     src = tmp_path / "f.dat"

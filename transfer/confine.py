@@ -2,8 +2,9 @@
 
 Two checks, for two moments: ``balsam.paths.relative_path_problem`` refuses a name that could reach
 outside a job's folder by its spelling alone (absolute, ``..``), when the job is created, before
-anything is stored; ``resolve_inside`` refuses a destination whose real path (symbolic links followed) lands
-outside its root, when the transfer is about to be made, since links can appear after creation.
+anything is stored; ``resolve_inside`` refuses a path (a destination to write, or a source to read)
+whose real path (symbolic links followed) lands outside its roots, when the transfer is about to be
+made, since links can appear after creation.
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ from pathlib import Path
 from balsam.transfer.base import TransferError
 
 
-def resolve_inside(path: str | Path, roots: Iterable[str | Path], what: str = "destination") -> Path:
+def resolve_inside(path: str | Path, roots: Iterable[str | Path], what: str = "destination", access: str = "write to") -> Path:
     """``path`` with its symbolic links resolved, if it lies inside one of ``roots``; else TransferError.
 
     The path itself need not exist yet (a file about to be written): its deepest existing folder
-    is resolved, so a link anywhere on the way that points out is caught.
+    is resolved, so a link anywhere on the way that points out is caught. ``access`` words the
+    refusal: "write to" for destinations, "read from" for sources.
     """
     real = Path(os.path.realpath(path))
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     if any(real == root or root in real.parents for root in real_roots):
         return real
     allowed = ", ".join(str(root) for root in real_roots)
-    shown = f"{path} (which resolves to {real})" if str(real) != str(path) else str(path)
-    raise TransferError(f"{what} {shown} is outside the folders this site may write to ({allowed})")
+    raise TransferError(f"{what} {shown_path(path, real)} is outside the folders this site may {access} ({allowed})")
+
+
+def shown_path(path: str | Path, real: Path) -> str:
+    """``path`` as given, and where it really leads when that differs."""
+    return f"{path} (which resolves to {real})" if str(real) != str(path) else str(path)

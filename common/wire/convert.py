@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from balsam.errors import BadRequest, BalsamError, SpecError
+from balsam.inputs import load_json
 from balsam.protos import argo_pb2 as pb
 from balsam.resources import FIELDS as RESOURCE_FIELDS
 from balsam.resources import Resources, resources_from
@@ -70,8 +71,8 @@ def params_from_json(text: str, where: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        params = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        params = load_json(text, f"{where}: params_json")  # bounded: depth, sizes, numbers (balsam.inputs)
+    except json.JSONDecodeError as exc:
         raise SpecError([f"{where}: params_json is not JSON: {exc}"]) from None
     if not isinstance(params, dict):
         raise SpecError([f"{where}: params_json must be a JSON object"])

@@ -37,7 +37,7 @@ def add(
             launch=launch,
         )  # fmt: skip
     params = ", ".join(created.parameters) or "none"
-    console.print(f"added app [bold]{created.name}[/] (parameters: {params})")
+    console.print(f"added app {created.name} (parameters: {params})")
 
 
 @app.command("ls")
@@ -115,7 +115,7 @@ def model(
                     "efficiency": table, "plot": str(path)})  # fmt: skip
         return
     form = "T(n) = s + p/n" if fitted.feature is None else f"T(n) = s + p*{fitted.feature}/n"
-    console.print(f"app [bold]{name}[/]: {form}, n = nodes")
+    console.print(f"app {name}: {form}, n = nodes")
     console.print(f"  serial s = {fitted.serial_s:.4g} s, parallel p = {fitted.parallel_s:.4g} s"
                   + (f" per unit of {fitted.feature}" if fitted.feature else ""))  # fmt: skip
     console.print(f"  fitted to {fitted.runs} run(s) on node counts {', '.join(map(str, fitted.node_counts))}"

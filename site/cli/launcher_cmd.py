@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from balsam.errors import BalsamError
+from balsam.site.access import protect_site, site_umask
 from balsam.site.api import Site
 from balsam.site.cli.common import SiteOption
 from balsam.site.batch import BATCH_JOB_VARIABLE
@@ -45,6 +46,9 @@ def launcher(
     except ValueError as exc:
         raise BalsamError(str(exc)) from None
     with Site.open(site) as opened:
+        # Job folders, outputs and logs as private as the site (or its group's): the jobs inherit the umask.
+        protect_site(opened.settings)
+        os.umask(site_umask(opened.settings))
         _log_to(opened.settings.logs_dir, logging.DEBUG if verbose else logging.INFO)
         code = run_launcher(opened, config, mpi)
     raise typer.Exit(code)

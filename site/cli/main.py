@@ -13,12 +13,14 @@ from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
 from balsam.errors import BalsamError
+from balsam.inputs import check_argv
 from balsam.site.access import refusal_message
 from balsam.site.api import Site
 from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
 from balsam.site.cli import trigger_cmds
 from balsam.site.cli.output import console, err_console
 from balsam.site.settings import CREDENTIALS_ENV
+from balsam.terminal import print_error
 
 cli = typer.Typer(
     help="Balsam: a site's job database, apps, jobs and workflows.",
@@ -44,11 +46,12 @@ def init(
     name: str | None = typer.Option(None, "--name", help="The site's name (default: the folder's name)."),
     db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
     scheduler: str = typer.Option("local", "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf."),
+    group: str = typer.Option("", "--group", help="Share the site's job folders and logs with this Unix group (default: private to you)."),
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
-    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler) as site:
+    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group) as site:
         settings = site.settings
-    console.print(f"created site [bold]{settings.name}[/] in {settings.path}")
+    console.print(f"created site {settings.name} in {settings.path}")
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")
 
 
@@ -81,19 +84,20 @@ def _version(
 
 def main() -> None:
     try:
+        check_argv(sys.argv[1:])  # one check for every option: text that no database or message can carry
         cli()
     except BalsamError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        print_error(err_console, str(exc))
         sys.exit(1)
     except (DBAPIError, psycopg2.Error) as exc:
         # Validation should have caught it first; still one line, not a traceback.
         orig = getattr(exc, "orig", None) or exc
-        reason = str(orig).strip().splitlines()[0]
+        reason = (str(orig).strip().splitlines() or [""])[0]
         if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
             # Not a bug but the rights of this login: say whose, and what it may do.
-            err_console.print(f"[bold red]error:[/] {refusal_message(reason)}", soft_wrap=True)
+            print_error(err_console, refusal_message(reason))
         else:
-            err_console.print(f"[bold red]error:[/] the database refused the request: {reason}", soft_wrap=True)
+            print_error(err_console, f"the database refused the request: {reason}")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

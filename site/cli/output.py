@@ -8,14 +8,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
+from balsam import terminal
 from balsam.site.db.models import App, Job, JobEvent
 
-# Piped output is for reading or grepping, not for an 80-column terminal: do not fold it.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
+# What data holds is shown, never obeyed: controls escaped, no markup (balsam.terminal).
+console = terminal.Console()
+err_console = terminal.Console(stderr=True)
 # Free-text columns wrap; every other column keeps its values whole.
 _WRAPPING = frozenset({"PARAMS", "TAGS", "MESSAGE", "COMMAND", "VALUE", "ENV", "DESCRIPTION"})
 
@@ -31,12 +29,7 @@ def _json_default(value: Any) -> Any:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column, no_wrap=column not in _WRAPPING)
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    console.print(table)
+    terminal.print_table(console, columns, rows, _WRAPPING, title)
 
 
 def compact(mapping: dict[str, Any]) -> str:
