@@ -139,7 +139,9 @@ def test_a_site_cut_off_from_the_coordinator_catches_up_when_the_network_returns
     fed.add_site("alpha", address=proxy.address)
     with fed.client() as client:
         wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "alpha up")
-        workflow_id = client.submit(spec(fed, "cut", 4, seconds=1.0, report_site="alpha"))
+        # Long enough that the first four cannot end and be reported before the cut, however late
+        # this test sees the first one start.
+        workflow_id = client.submit(spec(fed, "cut", 4, seconds=4.0, report_site="alpha"))
         wait_for(lambda: len(client.tasks(workflow_id)) and all(t["site"] for t in client.tasks(workflow_id)[:4]), 30, "placement")
         wait_for(lambda: len(fed.runs()) >= 1, 60, "a task to start")
         proxy.cut()
