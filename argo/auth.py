@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import grpc
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
@@ -34,6 +34,9 @@ from balsam.argo.db.models import AuthToken
 from balsam.errors import BalsamError
 from balsam.private_files import check_private, write_private
 from balsam.protos import auth_pb2 as apb
+
+if TYPE_CHECKING:
+    from balsam.argo.rpc import Call
 
 log = logging.getLogger("balsam.argo.auth")
 ROLES = ("owner", "collaborator", "viewer")
@@ -60,9 +63,9 @@ def new_token(kind: str) -> str:
     return PREFIX[kind] + secrets.token_urlsafe(32)
 
 
-def bearer(context: grpc.ServicerContext) -> str:
-    """The bearer token of a call's metadata ('' when there is none)."""
-    for key, value in context.invocation_metadata() or ():
+def bearer(metadata) -> str:
+    """The bearer token of a call's metadata, its (key, value) pairs ('' when there is none)."""
+    for key, value in metadata or ():
         if key == "authorization":
             scheme, _, token = str(value).partition(" ")
             return token.strip() if scheme.lower() == "bearer" else ""
@@ -291,11 +294,6 @@ def _json(value) -> str:
     return json.dumps(value)
 
 
-def principal(context: grpc.ServicerContext) -> Principal:
-    """The authenticated caller of this call (set by ``balsam.argo.rpc``)."""
-    return context.argo_principal  # type: ignore[attr-defined]
-
-
 def _token_reply(token: str, expires: float | None, kind: str, name: str) -> apb.Token:
     reply = apb.Token(token=token, kind=kind, name=name)
     if expires is not None:
@@ -309,39 +307,39 @@ class AuthService:
     def __init__(self, authenticator: Authenticator) -> None:
         self.auth = authenticator
 
-    def AddUser(self, request: apb.AddUserRequest, context: grpc.ServicerContext) -> apb.Token:
-        principal(context).require_owner("add users")
+    def AddUser(self, request: apb.AddUserRequest, call: Call) -> apb.Token:
+        call.principal.require_owner("add users")
         token, expires = self.auth.add_user(request.name, request.role, list(request.projects), request.ttl_s)
         log.info("user %r added (%s, projects %s)", request.name, request.role, list(request.projects))
         return _token_reply(token, expires, "user", request.name)
 
-    def RevokeUser(self, request: apb.RevokeRequest, context: grpc.ServicerContext) -> apb.RevokeReply:
-        principal(context).require_owner("revoke users")
+    def RevokeUser(self, request: apb.RevokeRequest, call: Call) -> apb.RevokeReply:
+        call.principal.require_owner("revoke users")
         return apb.RevokeReply(revoked=self.auth.revoke("user", request.name))
 
-    def EnrolSite(self, request: apb.EnrolSiteRequest, context: grpc.ServicerContext) -> apb.Token:
-        principal(context).require_owner("enrol sites")
+    def EnrolSite(self, request: apb.EnrolSiteRequest, call: Call) -> apb.Token:
+        call.principal.require_owner("enrol sites")
         token, expires = self.auth.enrolment(request.name)
         log.info("enrolment token made for site %r", request.name)
         return _token_reply(token, expires, "enrol", request.name)
 
-    def RevokeSite(self, request: apb.RevokeRequest, context: grpc.ServicerContext) -> apb.RevokeReply:
-        principal(context).require_owner("revoke sites")
+    def RevokeSite(self, request: apb.RevokeRequest, call: Call) -> apb.RevokeReply:
+        call.principal.require_owner("revoke sites")
         return apb.RevokeReply(revoked=self.auth.revoke("site", request.name))
 
-    def Enrol(self, request: apb.EnrolRequest, context: grpc.ServicerContext) -> apb.Token:
-        caller = principal(context)
+    def Enrol(self, request: apb.EnrolRequest, call: Call) -> apb.Token:
+        caller = call.principal
         token, expires = self.auth.enrol(caller, request.site)
         log.info("site %r enrolled", caller.name)
         return _token_reply(token, expires, "site", caller.name)
 
-    def Refresh(self, request: apb.RefreshRequest, context: grpc.ServicerContext) -> apb.Token:
-        caller = principal(context)
+    def Refresh(self, request: apb.RefreshRequest, call: Call) -> apb.Token:
+        caller = call.principal
         token, expires = self.auth.refresh(caller)
         return _token_reply(token, expires, caller.kind, caller.name)
 
-    def WhoAmI(self, request: apb.WhoAmIRequest, context: grpc.ServicerContext) -> apb.Identity:
-        caller = principal(context)
+    def WhoAmI(self, request: apb.WhoAmIRequest, call: Call) -> apb.Identity:
+        caller = call.principal
         reply = apb.Identity(kind=caller.kind, name=caller.name, role=caller.role, projects=list(caller.projects))
         if caller.expires_at is not None:
             reply.expires_at.FromSeconds(int(caller.expires_at))

@@ -90,12 +90,18 @@ class CoordinatorPolicy:
     site_timeout_s: float = 60.0
     placement_interval_s: float = 1.0  # placement also runs at once after a submission or a finish
     max_place_per_round: int = 50_000
+    # Threads doing the database work of calls; an idle stream holds none (balsam.argo.rpc).
+    rpc_workers: int = 16
+    # Response streams (argo watch, a dashboard's feed, a site's sync) one caller may hold open at once.
+    max_streams_per_caller: int = 64
 
     def check(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise BalsamError(f"coordinator.{f.name} must be a positive number, got {value!r}")
+            if f.type == "int" and not isinstance(value, int):
+                raise BalsamError(f"coordinator.{f.name} must be a whole number, got {value!r}")
 
 
 @dataclass

@@ -1,13 +1,15 @@
 """The coordinator's database and the signal that something in it changed, shared by its parts.
 
 All writes go through the one server process, so watchers, site streams and the placement loop wait
-on in-process events instead of polling the database: ``notify`` after a commit wakes them.
+on in-process signals instead of polling the database: ``notify`` after a commit wakes them. The
+streams wait on the server's event loop (``wakened``), holding no thread while nothing happens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
@@ -18,11 +20,10 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        # ``version`` counts changes; ``changed`` wakes those waiting for the next one.
-        self.changed = threading.Condition()
-        self.version = 0
         self.placement_wanted = threading.Event()
-        self.wakers: set[threading.Event] = set()  # one per site stream, set on every change
+        self._lock = threading.Lock()
+        self._wakers: set[Callable[[], None]] = set()
+        self.version = 0  # counts changes: whoever saw a number knows whether anything changed since
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -31,17 +32,30 @@ class Database:
 
     def notify(self, place: bool = False) -> None:
         """Something changed (committed): wake watchers and site streams, and placement if ``place``."""
-        with self.changed:
+        with self._lock:
             self.version += 1
-            self.changed.notify_all()
-        for wake in list(self.wakers):
-            wake.set()
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
         if place:
             self.placement_wanted.set()
 
-    def wait_for_change(self, seen: int, timeout: float) -> int:
-        """Wait up to ``timeout`` s for a change after version ``seen``; the version now."""
-        with self.changed:
-            if self.version == seen:
-                self.changed.wait(timeout)
-            return self.version
+    @contextmanager
+    def wakened(self) -> Iterator[asyncio.Event]:
+        """An event of the running loop, set on every change (whichever thread commits it) while in the block."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+        with self._lock:
+            self._wakers.add(wake)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                self._wakers.discard(wake)

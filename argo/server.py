@@ -9,6 +9,7 @@ fell silent as down, so their tasks are placed again.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from balsam import daemon
@@ -26,7 +28,7 @@ from balsam.argo.auth import Authenticator, AuthService
 from balsam.argo.config import ServerSettings, plaintext_refusal
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.engine import cluster, connect
-from balsam.argo.rpc import service_handler
+from balsam.argo.rpc import StreamLimit, service_handler
 from balsam.errors import BalsamError
 from balsam.private_files import check_private, read_private
 from balsam.protos import argo_pb2 as pb
@@ -52,38 +54,69 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=settings.mtls)
 
 
-def build_server(coordinator: Coordinator, address: str, max_workers: int = 64,
-                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:  # fmt: skip
-    """A started server on ``address`` (port 0: any free one); returns it and its port.
+class RpcServer:
+    """The gRPC server, started: ``grpc.aio`` on an event loop in a thread of its own, the blocking
+    work of calls in a pool of ``workers`` threads (``balsam.argo.rpc``), at most ``max_streams``
+    response streams open per caller.
 
     With ``coordinator.auth``, every call of our services must carry a valid token (health and
-    reflection need none)."""
-    auth = coordinator.auth
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"), options=OPTIONS)
-    implementations = {"Workflows": servicers.WorkflowsService, "Monitor": servicers.MonitorService, "Sites": servicers.SitesService,
-                       "Triggers": servicers.TriggersService}  # fmt: skip
-    names = []
-    for name in SERVICES:
-        descriptor = pb.DESCRIPTOR.services_by_name[name]
-        server.add_generic_rpc_handlers((service_handler(descriptor, implementations[name](coordinator), auth),))
-        names.append(descriptor.full_name)
-    if auth is not None:
-        descriptor = apb.DESCRIPTOR.services_by_name["Auth"]
-        server.add_generic_rpc_handlers((service_handler(descriptor, AuthService(auth), auth),))
-        names.append(descriptor.full_name)
-    checker = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    for name in ("", *names):
-        checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise BalsamError(f"cannot listen on {address}: {exc}") from None
-    if port == 0:
-        raise BalsamError(f"cannot listen on {address} (in use, or not an address of this host)")
-    server.start()
-    return server, port
+    reflection need none). ``port`` is the port it listens on (asked for as 0: any free one)."""
+
+    def __init__(self, coordinator: Coordinator, address: str, credentials: grpc.ServerCredentials | None = None,
+                 workers: int = 16, max_streams: int = 64) -> None:  # fmt: skip
+        self.pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc")
+        self.streams = StreamLimit(max_streams)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
+        self._thread.start()
+        try:
+            self.port = self._on_loop(self._start(coordinator, address, credentials))
+        except BaseException:
+            self._close()
+            raise
+
+    def _on_loop(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _start(self, coordinator: Coordinator, address: str, credentials: grpc.ServerCredentials | None) -> int:
+        auth = coordinator.auth
+        self._server = server = grpc.aio.server(options=OPTIONS)
+        implementations = {"Workflows": servicers.WorkflowsService, "Monitor": servicers.MonitorService,
+                           "Sites": servicers.SitesService, "Triggers": servicers.TriggersService}  # fmt: skip
+        names = []
+        for name in SERVICES:
+            descriptor = pb.DESCRIPTOR.services_by_name[name]
+            server.add_generic_rpc_handlers((service_handler(descriptor, implementations[name](coordinator), self.pool, auth, self.streams),))
+            names.append(descriptor.full_name)
+        if auth is not None:
+            descriptor = apb.DESCRIPTOR.services_by_name["Auth"]
+            server.add_generic_rpc_handlers((service_handler(descriptor, AuthService(auth), self.pool, auth, self.streams),))
+            names.append(descriptor.full_name)
+        checker = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        for name in ("", *names):
+            await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        try:
+            port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise BalsamError(f"cannot listen on {address}: {exc}") from None
+        if port == 0:
+            raise BalsamError(f"cannot listen on {address} (in use, or not an address of this host)")
+        await server.start()
+        return port
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Refuse new calls, give those under way ``grace`` seconds, then end them."""
+        try:
+            self._on_loop(self._server.stop(grace))
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threading.Event) -> None:
@@ -123,8 +156,9 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     # it, its launchers have stopped starting Argo tasks.
     coordinator = Coordinator(engine, auth, lease_s=settings.coordinator.site_timeout_s)
     coordinator.sites.forgive_downtime()
-    server, port = build_server(coordinator, settings.address, credentials=credentials)
-    log.info("Argo server listening on %s (port %d), data in %s", settings.address, port, settings.data)
+    policy = settings.coordinator
+    server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)
+    log.info("Argo server listening on %s (port %d), data in %s", settings.address, server.port, settings.data)
     loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
     loop.start()
     # Filesystem triggers (argo/triggers.py): folders on this host whose new files become tasks.
@@ -136,7 +170,7 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     try:
         stop.wait()
     finally:
-        server.stop(grace=2).wait()
+        server.stop(grace=2)
         coordinator.db.placement_wanted.set()
         loop.join(timeout=10)
         engine.dispose()

@@ -140,7 +140,8 @@ class SyncEndpoint:
             _check_heartbeat(heartbeat)
         released = False
         with self.db.session() as session:
-            graph.lock_graph(session)
+            if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
+                graph.lock_graph(session)
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered")
@@ -163,7 +164,8 @@ class SyncEndpoint:
             if new:
                 row.last_applied = new[-1].seq
             row.last_seen_at = func.now()
-            if row.status == "down":
+            came_back = row.status == "down"
+            if came_back:
                 row.status = "up"
                 graph.site_event(session, site, f"site {site} is up again")
             grant = None
@@ -172,8 +174,8 @@ class SyncEndpoint:
                 row.lease_until = func.now() + timedelta(seconds=self.lease_s)
                 grant = pb.LeaseGrant(heartbeat=heartbeat.number, seconds=self.lease_s)
             last = row.last_applied
-        if new:
-            self.db.notify(place=released)
+        if new or came_back:
+            self.db.notify(place=released or came_back)
         return last, grant
 
     @staticmethod

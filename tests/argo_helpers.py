@@ -119,7 +119,11 @@ class Federation:
         return agent_pid(self.sites[name].settings)
 
     def kill_site(self, name: str) -> list[int]:
-        """SIGKILL the site's agent and everything it started (launchers, their jobs); its database stays."""
+        """SIGKILL the site's agent and everything it started (launchers, their jobs); its database stays.
+
+        Only this site's processes: told apart by its folder (the agent's and launchers' ``--site``,
+        the jobs' ``BALSAM_SITE``), never by its name, which other tests running at the same time
+        on this machine may give their sites too."""
         path = str(self.sites[name].settings.path)
         victims = []
         for pid in _pids():
@@ -127,11 +131,11 @@ class Federation:
                 continue
             try:
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            mine = f"BALSAM_SITE_NAME={name}".encode() in environ
-            if (mine or f"--site {path}" in cmdline) and "postgres" not in cmdline:
+            started_for_it = any(a == "--site" and b == path for a, b in zip(argv, argv[1:]))
+            if (started_for_it or f"BALSAM_SITE={path}".encode() in environ) and not any("postgres" in a for a in argv[:1]):
                 victims.append(pid)
         for pid in victims:
             try:

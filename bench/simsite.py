@@ -1,0 +1,154 @@
+"""A simulated site: the coordinator's real sync protocol, without a database or launchers.
+
+For measuring the coordinator at scales one machine cannot run for real (hundreds of sites) and for
+tests of its serving (idle streams must not starve heartbeats). It enrols with a one-time token,
+registers, and keeps one Sync stream: Hello, a heartbeat every ``heartbeat_s`` (timed until the
+coordinator's lease grant answers it), acknowledgements of what it receives, and, for each
+assignment once it is confirmed, the job events a real site sends (CREATED ... RUNNING, then after
+``run_s`` RUN_DONE ... JOB_FINISHED), numbered and resent from the last number acknowledged.
+It does not reconnect: a stream that ends is an error the caller sees (``failure``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from balsam.protos import argo_pb2 as pb
+from balsam.protos import argo_pb2_grpc as rpc
+from balsam.protos import auth_pb2 as apb
+from balsam.protos import auth_pb2_grpc as arpc
+from balsam.states import JobState as S
+from balsam.wire.channel import OPTIONS, bearer
+
+START = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING]
+END = [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED]
+
+
+def site_token(address: str, enrolment: str, name: str) -> str:
+    """Exchange a one-time enrolment token (``argo site enrol NAME``) for the site's own."""
+    with grpc.insecure_channel(address, options=OPTIONS) as channel:
+        return arpc.AuthStub(channel).Enrol(apb.EnrolRequest(site=name), metadata=bearer(enrolment), timeout=30).token
+
+
+class SimulatedSite:
+    def __init__(self, address: str, name: str, token: str, nodes: int = 64, heartbeat_s: float = 1.0, run_s: float = 0.0,
+                 apps: tuple[str, ...] = ("run",)) -> None:  # fmt: skip
+        self.name, self.nodes, self.heartbeat_s, self.run_s, self.apps = name, nodes, heartbeat_s, run_s, apps
+        self.metadata = bearer(token)
+        self.channel = grpc.insecure_channel(address, options=OPTIONS)
+        self.heartbeat_latencies: list[float] = []  # seconds from a heartbeat sent to its lease grant
+        self.assigned: dict[str, pb.Assignment] = {}
+        self.finished: list[str] = []
+        self.failure: str = ""
+        self._out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._beats: dict[int, float] = {}
+        self._outbox: list[pb.SiteMessage] = []  # sent, not yet acknowledged
+        self._seq = 0
+        self._applied = 0  # the highest coordinator message applied
+        self._confirmed = 0
+        self._waiting: list[tuple[int, str]] = []  # (assignment number, task) not confirmed yet
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        rpc.SitesStub(self.channel).Register(pb.RegisterRequest(name=self.name, apps=list(self.apps), nodes=self.nodes,
+                                                                scheduler="simulated"), metadata=self.metadata, timeout=30)  # fmt: skip
+        self._responses = rpc.SitesStub(self.channel).Sync(self._requests(), metadata=self.metadata)
+        for target, name in ((self._read, "read"), (self._beat, "beat")):
+            thread = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._out.put(None)
+        self._responses.cancel()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.channel.close()
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def _requests(self) -> Iterator[pb.SiteEnvelope]:
+        yield pb.SiteEnvelope(hello=pb.Hello(site=self.name))
+        while (envelope := self._out.get()) is not None:
+            yield envelope
+
+    def _beat(self) -> None:
+        number = 0
+        while not self._stop.wait(self.heartbeat_s):
+            number += 1
+            with self._lock:
+                running = len(self.assigned) - len(self.finished)
+                self._beats[number] = time.perf_counter()
+            self._out.put(pb.SiteEnvelope(heartbeat=pb.Heartbeat(running=running, nodes=self.nodes, number=number)))
+
+    def _read(self) -> None:
+        try:
+            for envelope in self._responses:
+                now = time.perf_counter()
+                if envelope.HasField("lease"):
+                    with self._lock:
+                        sent = self._beats.pop(envelope.lease.heartbeat, None)
+                    if sent is not None:
+                        self.heartbeat_latencies.append(now - sent)
+                if envelope.ack:
+                    with self._lock:
+                        self._outbox = [m for m in self._outbox if m.seq > envelope.ack]
+                if envelope.confirmed:
+                    self._confirm(envelope.confirmed)
+                if envelope.messages:
+                    self._receive(envelope.messages)
+        except grpc.RpcError as exc:
+            if not self._stop.is_set():
+                self.failure = f"{exc.code().name}: {exc.details()}"
+        else:
+            if not self._stop.is_set():
+                self.failure = "the coordinator ended the stream"
+
+    def _receive(self, messages) -> None:
+        for message in messages:
+            if message.seq <= self._applied:
+                continue
+            self._applied = message.seq
+            if message.HasField("assign"):
+                task = message.assign.task_id
+                self.assigned[task] = message.assign
+                self._waiting.append((message.seq, task))
+        self._out.put(pb.SiteEnvelope(ack=self._applied))
+
+    def _confirm(self, confirmed: int) -> None:
+        self._confirmed = max(self._confirmed, confirmed)
+        ready = [task for seq, task in self._waiting if seq <= self._confirmed]
+        self._waiting = [(seq, task) for seq, task in self._waiting if seq > self._confirmed]
+        if ready:
+            self._report(ready, START)
+            if self.run_s:
+                threading.Timer(self.run_s, self._end, args=(ready,)).start()
+            else:
+                self._end(ready)
+
+    def _end(self, tasks: list[str]) -> None:
+        self._report(tasks, END)
+        with self._lock:
+            self.finished.extend(tasks)
+
+    def _report(self, tasks: list[str], path: list[S]) -> None:
+        messages = []
+        with self._lock:
+            for task in tasks:
+                attempt = self.assigned[task].attempt
+                for before, after in zip(path, path[1:]):
+                    self._seq += 1
+                    event = pb.TaskEvent(task_id=task, attempt=attempt, job_id=self._seq, from_state=before.number, to_state=after.number)
+                    event.at.GetCurrentTime()
+                    messages.append(pb.SiteMessage(seq=self._seq, event=event))
+            self._outbox.extend(messages)
+        for start in range(0, len(messages), 500):
+            self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))
