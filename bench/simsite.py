@@ -4,14 +4,15 @@ For measuring the coordinator at scales one machine cannot run for real (hundred
 tests of its serving (idle streams must not starve heartbeats). It enrols with a one-time token,
 registers, and keeps one Sync stream: Hello, a heartbeat every ``heartbeat_s`` (timed until the
 coordinator's lease grant answers it), acknowledgements of what it receives, and, for each
-assignment once it is confirmed, the job events a real site sends (CREATED ... RUNNING, then after
-``run_s`` RUN_DONE ... JOB_FINISHED), numbered and resent from the last number acknowledged.
+assignment once it is confirmed, the job events a real site sends (CREATED ... RUNNING, then after a
+runtime drawn uniformly from 0.5-1.5 x ``run_s``, RUN_DONE ... JOB_FINISHED), numbered.
 It does not reconnect: a stream that ends is an error the caller sees (``failure``).
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,12 @@ class SimulatedSite:
         self.heartbeat_latencies: list[float] = []  # seconds from a heartbeat sent to its lease grant
         self.assigned: dict[str, pb.Assignment] = {}
         self.finished: list[str] = []
+        self.events_sent = 0
+        self.first_event_at = self.last_ack_at = 0.0  # perf_counter times: the rate the coordinator applied our events
+        # Seconds from our reporting tasks finished (room made) to the next assignment, while tasks were
+        # still to come: how long placement left our room empty.
+        self.refill_gaps: list[float] = []
+        self._room_made_at = 0.0
         self.failure: str = ""
         self._out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -101,6 +108,7 @@ class SimulatedSite:
                 if envelope.ack:
                     with self._lock:
                         self._outbox = [m for m in self._outbox if m.seq > envelope.ack]
+                        self.last_ack_at = now
                 if envelope.confirmed:
                     self._confirm(envelope.confirmed)
                 if envelope.messages:
@@ -113,6 +121,12 @@ class SimulatedSite:
                 self.failure = "the coordinator ended the stream"
 
     def _receive(self, messages) -> None:
+        with self._lock:
+            if any(m.HasField("assign") for m in messages):
+                self.last_assign_at = time.perf_counter()
+                if self._room_made_at:
+                    self.refill_gaps.append(self.last_assign_at - self._room_made_at)
+                    self._room_made_at = 0.0
         for message in messages:
             if message.seq <= self._applied:
                 continue
@@ -130,7 +144,7 @@ class SimulatedSite:
         if ready:
             self._report(ready, START)
             if self.run_s:
-                threading.Timer(self.run_s, self._end, args=(ready,)).start()
+                threading.Timer(random.uniform(0.5, 1.5) * self.run_s, self._end, args=(ready,)).start()
             else:
                 self._end(ready)
 
@@ -138,6 +152,7 @@ class SimulatedSite:
         self._report(tasks, END)
         with self._lock:
             self.finished.extend(tasks)
+            self._room_made_at = self._room_made_at or time.perf_counter()
 
     def _report(self, tasks: list[str], path: list[S]) -> None:
         messages = []
@@ -150,5 +165,7 @@ class SimulatedSite:
                     event.at.GetCurrentTime()
                     messages.append(pb.SiteMessage(seq=self._seq, event=event))
             self._outbox.extend(messages)
+            self.first_event_at = self.first_event_at or time.perf_counter()
+            self.events_sent += len(messages)
         for start in range(0, len(messages), 500):
             self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))

@@ -1,0 +1,328 @@
+"""Benchmark: one coordinator serving many sites, many tasks and many watchers. Prints figures only.
+
+    python bench/federation_scale.py [--sites 10] [--tasks 100000] [--workflows 10] [--watchers 100]
+                                     [--run-s 0.2] [--nodes 64] [--smoke]
+
+Real: the coordinator (its own process, gRPC server and PostgreSQL, as in production), its tokens,
+its placement, its sync endpoint, its Watch streams and unary calls.
+Simulated: the sites (bench/simsite.py). Each is a real gRPC client speaking the real sync protocol
+(enrolment, Register, Hello, heartbeats, acknowledgements, confirmations, job events numbered and
+resent), with ``--nodes`` slots and an executor that reports each confirmed task RUNNING, then after a
+runtime drawn from 0.5-1.5 x ``--run-s`` finished: no site database, no launchers, no files. The
+watchers are real Watch streams held by a process of their own (one viewer of each workflow's
+project, each stream seeing its project's finished tasks, as a dashboard does).
+
+Printed, a line each, then one line of all figures:
+  submit_s          ``--tasks`` independent tasks in ``--workflows`` workflows, submitted one after another
+  place_per_s       tasks assigned to sites per second, first submit to last assignment
+  refill_p99_ms     a site's room (tasks reported finished) to its next assignment, while tasks remained
+  events_per_s      job events applied by the coordinator per second (sent by all sites; acknowledged)
+  watch_lag_p99_ms  an event's time (at its site) to its arrival at a watcher
+  unary_p99_ms      the owner's ListSites and Workflows.List, called throughout
+  coordinator_rss_mb  the server process's resident memory, highest seen (and at each quarter done)
+  db_mb             the coordinator database's size at the end
+Raw baselines, in the same run: a bare COPY of as many task rows into a scratch table of the
+coordinator's database, and the message rate of a bare gRPC server stream on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from simsite import SimulatedSite, site_token  # noqa: E402
+
+from balsam.argo.client import ArgoClient
+from balsam.argo.config import ServerSettings
+from balsam.argo.db.engine import database_url
+from balsam.argo.server import start_server, stop_server
+from balsam.postgres import free_port
+from balsam.protos import argo_pb2 as pb
+from balsam.protos import argo_pb2_grpc as rpc
+from balsam.wire.channel import OPTIONS, bearer
+
+# The watchers: COUNT streams over the given viewer tokens, round robin; each counts its finished
+# tasks and the lag of each. Once stdin closes, waits (a minute at most) for EXPECTED finished tasks
+# in all, then prints one JSON line.
+WATCHERS = """
+import asyncio, json, sys, time
+import grpc
+from balsam.protos import argo_pb2 as pb, argo_pb2_grpc as rpc, states_pb2
+from balsam.wire.channel import OPTIONS, bearer
+address, count, expected, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+lags, received = [], [0]
+
+async def watch(stub, token):
+    stream = stub.Watch(pb.WatchRequest(states=[states_pb2.JOB_FINISHED]), metadata=bearer(token))
+    async for event in stream:
+        received[0] += 1
+        if event.task_id:
+            lags.append(time.time() - event.at.ToMicroseconds() / 1e6)
+
+async def main():
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
+        stub = rpc.MonitorStub(channel)
+        tasks = [asyncio.create_task(watch(stub, tokens[i % len(tokens)])) for i in range(count)]
+        await asyncio.sleep(1.0 + count / 500)  # the streams are open once their calls are sent (a Watch says nothing until an event)
+        print("open", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        end = time.monotonic() + 60
+        while len(lags) < expected and time.monotonic() < end:  # the last events may still be on their way
+            await asyncio.sleep(0.1)
+        failed = [t for t in tasks if t.done() and t.exception() is not None]
+        for t in tasks:
+            t.cancel()
+        lags.sort()
+        p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
+        print(json.dumps({"received": received[0], "lag_p50": p(0.5), "lag_p99": p(0.99), "lag_max": lags[-1] if lags else 0.0,
+                          "failed": [repr(t.exception()) for t in failed[:3]], "streams_failed": len(failed)}), flush=True)
+
+asyncio.run(main())
+"""
+
+# A bare gRPC server stream: one message after another, for SECONDS, then the count.
+BARE_STREAM = """
+import sys, time
+from concurrent import futures
+import grpc
+from balsam.protos import argo_pb2 as pb
+
+def serve_events(request, context):
+    event = pb.Event(id=1, task_id="w/t000001", workflow_id=1, site="s1", from_state=1, to_state=2, message="")
+    event.at.GetCurrentTime()
+    end = time.monotonic() + float(request.decode())
+    while time.monotonic() < end:
+        yield event
+
+handler = grpc.method_handlers_generic_handler("bare.Bare", {"Stream": grpc.unary_stream_rpc_method_handler(
+    serve_events, request_deserializer=bytes, response_serializer=pb.Event.SerializeToString)})
+server = grpc.server(futures.ThreadPoolExecutor(2))
+server.add_generic_rpc_handlers([handler])
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()
+server.stop(0)
+"""
+
+
+def p99(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else values[0]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bare_stream_rate(seconds: float = 2.0) -> float:
+    """Messages per second of a bare gRPC server stream (a server process, this process reading)."""
+    server = subprocess.Popen([sys.executable, "-c", BARE_STREAM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
+            stream = channel.unary_stream("/bare.Bare/Stream", request_serializer=bytes, response_deserializer=pb.Event.FromString)
+            started = time.perf_counter()
+            count = sum(1 for _ in stream(str(seconds).encode(), timeout=seconds + 30))
+            return count / (time.perf_counter() - started)
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def bare_copy_s(settings: ServerSettings, tasks: int) -> float:
+    """A COPY of ``tasks`` task-like rows into a scratch table of the coordinator's database: the storage floor."""
+    rows = io.StringIO("".join(f"w/t{i:07d}\t1\tt{i:07d}\trun\t{{}}\n" for i in range(tasks)))
+    engine = create_engine(database_url(ServerSettings.load(settings.data)))
+    try:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("CREATE TEMPORARY TABLE scratch (id text, workflow_id bigint, name text, app text, params jsonb)")
+            started = time.perf_counter()
+            cursor.copy_expert("COPY scratch FROM STDIN", rows)
+            raw.commit()
+            return time.perf_counter() - started
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
+
+
+def db_mb(settings: ServerSettings) -> float:
+    engine = create_engine(database_url(ServerSettings.load(settings.data)))
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT pg_database_size(current_database())")).scalar_one() / 2**20
+    finally:
+        engine.dispose()
+
+
+class UnaryProbe(threading.Thread):
+    """The owner's calls, one every 0.1 s, for as long as the run lasts: their latencies."""
+
+    def __init__(self, address: str, owner: str) -> None:
+        super().__init__(daemon=True, name="unary-probe")
+        self.channel = grpc.insecure_channel(address, options=OPTIONS)
+        self.metadata = bearer(owner)
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        calls = [(rpc.MonitorStub(self.channel).ListSites, pb.ListSitesRequest()), (rpc.WorkflowsStub(self.channel).List, pb.ListWorkflowsRequest())]
+        i = 0
+        while not self.stop.wait(0.1):
+            i += 1
+            method, request = calls[i % 2]
+            started = time.perf_counter()
+            try:
+                method(request, metadata=self.metadata, timeout=30)
+            except grpc.RpcError as exc:
+                self.errors.append(f"{exc.code().name}: {exc.details()}")
+                continue
+            self.latencies.append(time.perf_counter() - started)
+
+
+def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float) -> dict[str, float]:
+    root = Path(tempfile.mkdtemp(prefix="balsam-federation-"))
+    address = f"127.0.0.1:{free_port()}"
+    settings = ServerSettings(data=root / "argo", address=address)
+    settings.coordinator.max_streams_per_caller = watchers + 10
+    pid = start_server(settings)
+    fleet: list[SimulatedSite] = []
+    holder = None
+    probe = None
+    figures: dict[str, float] = {}
+    try:
+        owner = (settings.data / "owner-token").read_text().strip()
+        raw_stream = bare_stream_rate()
+        raw_copy = bare_copy_s(settings, tasks)
+        with ArgoClient(address, token=owner) as admin:
+            for i in range(sites):
+                name = f"s{i:03d}"
+                site = SimulatedSite(address, name, site_token(address, admin.enrol_site(name)["token"], name), nodes=nodes, run_s=run_s)
+                site.start()
+                fleet.append(site)
+            viewers = [admin.add_user(f"viewer{k}", "viewer", [f"p{k}"])["token"] for k in range(workflows)]
+        probe = UnaryProbe(address, owner)
+        probe.start()
+        if watchers:
+            holder = subprocess.Popen([sys.executable, "-c", WATCHERS, address, str(watchers), str(watchers * (tasks // workflows)), *viewers], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)  # fmt: skip
+            if holder.stdout.readline().strip() != "open":
+                raise RuntimeError("the watch streams did not open")
+        per = tasks // workflows
+        started = time.perf_counter()
+        with ArgoClient(address, token=owner, timeout_s=600) as client:
+            ids = [client.submit({"name": f"w{k}", "tasks": [{"name": f"t{i:07d}", "app": "run"} for i in range(per)]}, project=f"p{k}")
+                   for k in range(workflows)]  # fmt: skip
+        submit_s = time.perf_counter() - started
+        print(f"  submitted {per * workflows} tasks in {workflows} workflows: {submit_s:.1f} s"
+              f" ({per * workflows / submit_s:,.0f} tasks/s; raw COPY of as many rows {raw_copy:.2f} s)", flush=True)  # fmt: skip
+        total = per * workflows
+        rss_seen: list[float] = []
+        quarters: list[tuple[int, float]] = []
+        deadline = time.monotonic() + timeout_s
+        done = 0
+        last_print = time.monotonic()
+        while done < total:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {total} tasks finished in {timeout_s:.0f} s")
+            failed = [f"{s.name}: {s.failure}" for s in fleet if s.failure]
+            if failed:
+                raise RuntimeError(f"site streams failed: {failed[:3]}")
+            time.sleep(0.5)
+            rss_seen.append(rss_mb(pid))
+            done = sum(len(s.finished) for s in fleet)
+            while len(quarters) < 4 and done >= total * (len(quarters) + 1) / 4:
+                quarters.append((done, rss_seen[-1]))
+            if time.monotonic() - last_print > 10:
+                last_print = time.monotonic()
+                print(f"    {done} of {total} finished, coordinator RSS {rss_seen[-1]:.0f} MB", flush=True)
+        with ArgoClient(address, token=owner) as client:
+            while (ended := {client.status(i)["status"] for i in ids}) != {"finished"} and time.monotonic() < deadline:
+                time.sleep(0.2)  # the last events may still be on their way to the coordinator
+        last_assigned = max(s.last_assign_at for s in fleet)
+        place_per_s = total / (last_assigned - started)
+        events = sum(s.events_sent for s in fleet)
+        first = min(s.first_event_at for s in fleet if s.first_event_at)
+        events_per_s = events / (max(s.last_ack_at for s in fleet) - first)
+        refills = [g for s in fleet for g in s.refill_gaps]
+        beats = [b for s in fleet for b in s.heartbeat_latencies]
+        probe.stop.set()
+        probe.join(timeout=10)
+        watched = {}
+        if holder is not None:
+            holder.stdin.close()
+            watched = json.loads(holder.stdout.readline())
+            holder.wait(timeout=30)
+            holder = None
+        figures = {
+            "sites": sites, "tasks": total, "submit_s": submit_s, "place_per_s": place_per_s, "refill_p99_ms": p99(refills) * 1000,
+            "events_per_s": events_per_s, "watch_lag_p99_ms": watched.get("lag_p99", 0.0) * 1000, "unary_p99_ms": p99(probe.latencies) * 1000,
+            "coordinator_rss_mb": max(rss_seen), "db_mb": db_mb(settings), "raw_copy_s": raw_copy, "raw_stream_per_s": raw_stream,
+        }  # fmt: skip
+        print(f"  workflows ended: {', '.join(sorted(ended))}")
+        print(f"  placement: {place_per_s:,.0f} tasks/s; a site's room to its next assignment: median"
+              f" {statistics.median(refills) * 1000 if refills else 0:.0f} ms, p99 {p99(refills) * 1000:.0f} ms ({len(refills)} refills)")  # fmt: skip
+        print(f"  sync: {events:,} job events applied at {events_per_s:,.0f}/s; heartbeats answered p99 {p99(beats) * 1000:.0f} ms")
+        if watchers:
+            print(f"  watch: {watchers} streams received {watched['received']:,} events; lag median {watched['lag_p50'] * 1000:.0f} ms,"
+                  f" p99 {watched['lag_p99'] * 1000:.0f} ms, max {watched['lag_max'] * 1000:.0f} ms; {watched['streams_failed']} streams failed"
+                  f" {watched['failed']}; raw: a bare gRPC stream carries {raw_stream:,.0f} events/s")  # fmt: skip
+        print(f"  unary calls: median {statistics.median(probe.latencies) * 1000:.1f} ms, p99 {p99(probe.latencies) * 1000:.1f} ms"
+              f" ({len(probe.latencies)} calls, {len(probe.errors)} failed)")  # fmt: skip
+        print(f"  coordinator RSS: highest {max(rss_seen):.0f} MB; at each quarter done: "
+              + ", ".join(f"{d} done {m:.0f} MB" for d, m in quarters) + f"; database {figures['db_mb']:.0f} MB")
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()), flush=True)
+        return figures
+    finally:
+        if probe is not None:
+            probe.stop.set()
+        if holder is not None:
+            holder.kill()
+        for site in fleet:
+            site.stop()
+        stop_server(settings.data)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sites", type=int, default=10)
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--workflows", type=int, default=10)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--run-s", type=float, default=0.2, help="the mean simulated runtime of a task")
+    parser.add_argument("--nodes", type=int, default=64, help="slots of each simulated site")
+    parser.add_argument("--timeout", type=float, default=3600, help="give up if the tasks have not all finished by then")
+    parser.add_argument("--smoke", action="store_true", help="a small size, for the tests")
+    args = parser.parse_args()
+    if args.smoke:
+        args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.timeout = 3, 300, 2, 4, 0.05, 300
+    print(f"federation: {args.sites} simulated sites x {args.nodes} slots, {args.tasks} tasks in {args.workflows} workflows,"
+          f" {args.watchers} watchers, runtime ~{args.run_s} s; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    run(args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.nodes, args.timeout)
+
+
+if __name__ == "__main__":
+    main()
