@@ -150,5 +150,6 @@ class SimulatedSite:
                     event.at.GetCurrentTime()
                     messages.append(pb.SiteMessage(seq=self._seq, event=event))
             self._outbox.extend(messages)
-        for start in range(0, len(messages), 500):
-            self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))
+            # Queued under the lock: reports of two timers at once must reach the stream in number order.
+            for start in range(0, len(messages), 500):
+                self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))
