@@ -33,5 +33,6 @@ setup(
         "balsam.site.db": ["migrations/script.py.mako"],
         "balsam.argo.db": ["migrations/script.py.mako"],
         "balsam.protos": ["*.proto", "*.pyi"],
+        "balsam.argo.web": ["templates/*.html", "static/*"],
     },
 )

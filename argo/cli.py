@@ -82,6 +82,7 @@ def server_start(
     mtls: bool | None = typer.Option(None, "--mtls/--no-mtls", help="Require client certificates signed by DIR/ca.pem."),
     insecure: bool | None = typer.Option(None, "--insecure/--no-insecure", help="Allow plain text on a non-loopback address."),
     token_ttl: float | None = typer.Option(None, "--token-ttl", help="Lifetime of site credentials in seconds (default 86400)."),
+    web: str | None = typer.Option(None, "--web", help="Serve the web dashboard on HOST:PORT ('off': none; default: 127.0.0.1 at the gRPC port + 1)."),
 ) -> None:
     """Start the coordinator in the background (creating its database on first use).
 
@@ -114,17 +115,29 @@ def server_start(
         settings.insecure = insecure
     if token_ttl is not None:
         settings.auth.site_token_ttl_s = token_ttl
+    if web is not None:
+        settings.web = web.strip()
     settings.coordinator.check()
     settings.auth.check()
     if settings.mtls and not settings.tls_dir:
         raise BalsamError("--mtls needs --tls-dir")
     from balsam.argo.config import plaintext_refusal
 
+    from balsam.argo.web.serve import web_address
+
     refusal = plaintext_refusal(settings.address, bool(settings.tls_dir), settings.insecure)
+    if not refusal and web_address(settings):
+        refusal = plaintext_refusal(web_address(settings), bool(settings.tls_dir), settings.insecure)
+        refusal = refusal and f"the dashboard (--web): {refusal}"
     if refusal:
         raise BalsamError(refusal)
     pid = start_server(settings)
     console.print(f"Argo server started (pid {pid}) on {settings.address}{' with TLS' if settings.tls_dir else ''}; data in {folder}")
+    from balsam.argo.server import WEB_URL_FILE
+
+    url_file = folder / WEB_URL_FILE
+    if url_file.exists():
+        console.print(f"web dashboard: {url_file.read_text().strip()} (sign in with a token, e.g. the owner's)")
     console.print(f"the owner's token is in {settings.owner_token_file} (mode 600)")
     console.print(f"clients find it with --address {settings.address} or ARGO_ADDRESS={settings.address}")
 
@@ -150,7 +163,11 @@ def server_status(data: Path | None = DataOption, as_json: bool = JsonOption) ->
     folder = (data or default_data_dir()).expanduser().resolve()
     settings = ServerSettings.load(folder)
     pid = server_pid(folder)
-    report = {"data": str(folder), "address": settings.address, "running": pid is not None, "pid": pid, "serving": False}
+    from balsam.argo.server import WEB_URL_FILE
+
+    url_file = folder / WEB_URL_FILE
+    web = url_file.read_text().strip() if pid and url_file.exists() else None
+    report = {"data": str(folder), "address": settings.address, "running": pid is not None, "pid": pid, "serving": False, "web": web}
     if pid:
         with ArgoClient(_reachable(settings.address), ca_file=settings.ca_file, token="") as client:
             report["serving"] = client.healthy()

@@ -114,6 +114,8 @@ class ServerSettings:
     tls_dir: str = ""  # server.pem, server.key, ca.pem (`argo certs init`); empty: plain text
     mtls: bool = False  # require a client certificate signed by ca.pem
     insecure: bool = False  # plain text on a non-loopback address, explicitly
+    # The web dashboard's HOST:PORT; '' : loopback at the port after gRPC's; "off": none (docs/web.md).
+    web: str = ""
 
     @property
     def owner_token_file(self) -> Path:
@@ -149,6 +151,7 @@ class ServerSettings:
             "coordinator": asdict(self.coordinator),
             "auth": asdict(self.auth),
             "tls": {"dir": self.tls_dir, "mtls": self.mtls, "insecure": self.insecure},
+            "web": {"address": self.web},
         }
         self.data.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
@@ -172,6 +175,6 @@ class ServerSettings:
             tls = doc.get("tls", {})
             return cls(data=data, address=str(doc["address"]), database=DatabaseSettings(**doc["database"]), coordinator=policy,
                        auth=auth, tls_dir=str(tls.get("dir", "")), mtls=bool(tls.get("mtls", False)),
-                       insecure=bool(tls.get("insecure", False)))  # fmt: skip
+                       insecure=bool(tls.get("insecure", False)), web=str(doc.get("web", {}).get("address", "")))  # fmt: skip
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{data / SETTINGS_FILE} is malformed: {exc}") from None

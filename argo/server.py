@@ -142,6 +142,32 @@ def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threadi
         wanted.wait(policy.placement_interval_s)
 
 
+def start_web(coordinator: Coordinator, auth: Authenticator, settings: ServerSettings):
+    """The web dashboard beside the gRPC server (``balsam.argo.web``), or None when it is off.
+
+    An address given (``--web``) that cannot be served stops the server with that error; the
+    default one (the port after gRPC's) may be taken by something else: then a warning, and gRPC
+    serves alone."""
+    from balsam.argo.web.serve import WebServer, web_address
+
+    address = web_address(settings)
+    if not address:
+        return None
+    try:
+        web = WebServer(coordinator, auth, settings, address)
+    except BalsamError as exc:
+        if settings.web:
+            raise
+        log.warning("%s; the dashboard is off (give --web HOST:PORT to choose its address)", exc)
+        return None
+    (settings.data / WEB_URL_FILE).write_text(web.url + "\n")
+    log.info("web dashboard on %s", web.url)
+    return web
+
+
+WEB_URL_FILE = "web-url"  # where the running server's dashboard is (read by `argo server start` and status)
+
+
 def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     refusal = plaintext_refusal(settings.address, bool(settings.tls_dir), settings.insecure)
     if refusal:
@@ -149,6 +175,13 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     credentials = server_credentials(settings)  # before the database: a bad key fails fast
     if settings.owner_token_file.exists():
         check_private(settings.owner_token_file)
+    from balsam.argo.web.serve import web_address
+
+    if web_address(settings):
+        refusal = plaintext_refusal(web_address(settings), bool(settings.tls_dir), settings.insecure)
+        if refusal:
+            raise BalsamError(f"the dashboard (--web): {refusal}")
+    (settings.data / WEB_URL_FILE).unlink(missing_ok=True)
     engine = connect(settings)
     auth = Authenticator(engine, settings.auth)
     auth.ensure_owner_token(settings.data)
@@ -159,6 +192,7 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     policy = settings.coordinator
     server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, server.port, settings.data)
+    web = start_web(coordinator, auth, settings)
     loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
     loop.start()
     # Filesystem triggers (argo/triggers.py): folders on this host whose new files become tasks.
@@ -170,6 +204,8 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     try:
         stop.wait()
     finally:
+        if web is not None:
+            web.stop()
         server.stop(grace=2)
         coordinator.db.placement_wanted.set()
         loop.join(timeout=10)

@@ -79,7 +79,7 @@ class WorkflowsService:
             messages.extend(chunk.tasks)
             if len(messages) > specs.MAX_TASKS:
                 raise SpecError([f"a workflow may hold at most {specs.MAX_TASKS} tasks"])
-        workflow_id, count = self.store.submit(name, _decode(messages), project=project or "")
+        workflow_id, count = self.store.submit(name, _decode(messages), project=project or "", submitted_by=caller.name if caller else "")
         log.info("workflow %d (%s) submitted by %s: %d tasks", workflow_id, name, caller or "anyone", count)
         return pb.SubmitReply(workflow_id=workflow_id, task_count=count)
 

@@ -38,7 +38,7 @@ class WorkflowStore:
     def apps_by_site(self, session: Session) -> dict[str, list[str]]:
         return {row.name: list(row.apps) for row in session.execute(text("SELECT name, apps FROM sites"))}
 
-    def submit(self, name: str, tasks: Sequence[TaskSpec], project: str = "") -> tuple[int, int]:
+    def submit(self, name: str, tasks: Sequence[TaskSpec], project: str = "", submitted_by: str = "") -> tuple[int, int]:
         """Validate the whole graph against the registered sites, then store it; (workflow id, task count)."""
         if not NAME_PATTERN.fullmatch(name or ""):
             raise SpecError([f"workflow name {name!r} must be 1-200 letters, digits, '_', '.' or '-'"])
@@ -46,7 +46,7 @@ class WorkflowStore:
             raise SpecError([f"workflow {name!r} has no tasks"])
         with self.session() as session:
             specs.validate(tasks, self.apps_by_site(session))
-            workflow = Workflow(name=name, status="running", project=project)
+            workflow = Workflow(name=name, status="running", project=project, submitted_by=submitted_by)
             session.add(workflow)
             session.flush()
             taskstore.insert(session, workflow.id, tasks, existing={})
@@ -147,7 +147,7 @@ class WorkflowStore:
             if task is None:
                 raise NotFound(f"no task {task_id!r} (task ids look like WORKFLOW/NAME, e.g. 3/produce)")
             parents = session.scalars(select(TaskParent.parent_id).where(TaskParent.child_id == task_id)).all()
-            return task, list(parents), self._attempts(session, TaskEvent.task_id == task_id).get(task_id, [])
+            return task, list(parents), self.attempts_where(session, TaskEvent.task_id == task_id).get(task_id, [])
 
     def tasks(self, workflow_id: int) -> list[tuple[Task, list[str], list[timeline.AttemptTimes]]]:
         """Every task of the workflow, with its parents and its attempts with their times."""
@@ -160,11 +160,16 @@ class WorkflowStore:
                 select(TaskParent.child_id, TaskParent.parent_id).join(Task, Task.id == TaskParent.child_id).where(Task.workflow_id == workflow_id)
             ):
                 parents.setdefault(child, []).append(parent)
-            attempts = self._attempts(session, TaskEvent.workflow_id == workflow_id)
+            attempts = self.attempts_where(session, TaskEvent.workflow_id == workflow_id)
             return [(task, sorted(parents.get(task.id, [])), attempts.get(task.id, [])) for task in tasks]
 
+    @classmethod
+    def attempts_of(cls, session: Session, task_ids: Sequence[str]) -> dict[str, list[timeline.AttemptTimes]]:
+        """The attempts of these tasks (one index probe per task: ``ix_task_events_task``)."""
+        return cls.attempts_where(session, TaskEvent.task_id.in_(list(task_ids))) if task_ids else {}
+
     @staticmethod
-    def _attempts(session: Session, which) -> dict[str, list[timeline.AttemptTimes]]:
+    def attempts_where(session: Session, which) -> dict[str, list[timeline.AttemptTimes]]:
         """Task id -> its attempts, from the events that time them (``balsam.argo.timeline``)."""
         rows = session.execute(
             select(TaskEvent.task_id, TaskEvent.attempt, TaskEvent.move, TaskEvent.site, TaskEvent.from_state, TaskEvent.to_state,

@@ -167,5 +167,6 @@ class SimulatedSite:
             self._outbox.extend(messages)
             self.first_event_at = self.first_event_at or time.perf_counter()
             self.events_sent += len(messages)
-        for start in range(0, len(messages), 500):
-            self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))
+            # Queued under the lock: reports of two timers at once must reach the stream in number order.
+            for start in range(0, len(messages), 500):
+                self._out.put(pb.SiteEnvelope(messages=messages[start:start + 500]))

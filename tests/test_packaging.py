@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # notice a folder dropped from it. The modules inside each folder are read from the source tree.
 FOLDERS = {"common": "balsam", "protos": "balsam.protos", "site": "balsam.site",
            "launcher": "balsam.launcher", "transfer": "balsam.transfer", "argo": "balsam.argo"}  # fmt: skip
-DATA_FILES = ["balsam/site/db/migrations/script.py.mako"]
+DATA_FILES = ["balsam/site/db/migrations/script.py.mako", "balsam/argo/web/templates/workflow.html", "balsam/argo/web/static/app.js",
+              "balsam/argo/web/static/style.css"]
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -40,6 +40,8 @@ class Workflow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Who may see it: the owner and the users of this project ('' : the owner only).
     project: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Who submitted it (the user's name; '' : unknown, or a server without tokens); migration 0008.
+    submitted_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
     __table_args__ = (CheckConstraint(f"status IN {WORKFLOW_STATUSES}", name="workflow_status"),)
 
@@ -125,7 +127,11 @@ class TaskEvent(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     move: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
-    __table_args__ = (Index("ix_task_events_workflow", "workflow_id", "id"),)
+    __table_args__ = (
+        Index("ix_task_events_workflow", "workflow_id", "id"),
+        # A task's history (its page, its attempts) without a scan of every event (migration 0008).
+        Index("ix_task_events_task", "task_id", "id"),
+    )
 
 
 class Site(Base):
