@@ -85,8 +85,6 @@ class Site:
         scheduler_settings.check()
         if group:
             group_id(group)  # an unknown group fails before anything is made
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
         settings = SiteSettings(path=path, name=name, group=group, scheduler=scheduler_settings)
         if db_url:
             if listen or allow or plaintext or pg_bin:
@@ -95,6 +93,8 @@ class Site:
         elif listen or allow or plaintext or pg_bin:
             # Checked before anything is made: binaries without SSL for a network address are refused here.
             plan_listen(settings.database, listen or settings.database.host, list(allow), plaintext, pg_bin)
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
         try:
             protect_site(settings)  # private (or the group's) before anything is written inside
             if not db_url:
