@@ -72,6 +72,7 @@ class NetnsBed:
         self.hosts_file = self.folder / "hosts"
         self.agent = self.folder / "rsh-agent"
         self.started_in: float | None = None
+        self.env: dict[str, str] = {}  # what every shell on the bed's hosts has set (e.g. SLURM_CONF): tests add to it
         self._processes: list[subprocess.Popen] = []
 
     @property
@@ -112,11 +113,13 @@ class NetnsBed:
     def _start_holder(self, host: Host) -> None:
         ready = self.folder / f"{host.name}.ready"
         # Inside: its own UTS and mount namespaces; the host's name, and /etc/hosts naming the bed's hosts.
+        # Entered with nsenter, not `ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup from slurmd.
         script = (
             f"mount --bind {self.hosts_file} /etc/hosts && hostname {host.name} && touch {ready} && exec sleep infinity"
         )
         host.holder = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, "unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c", script],
+            ["nsenter", f"--net=/run/netns/{host.netns}", "unshare", "--uts", "--mount", "--propagation", "private",
+             "sh", "-c", script],
             stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 10
@@ -124,7 +127,7 @@ class NetnsBed:
             if host.holder.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"host {host.name} of the test bed did not come up")
             time.sleep(0.01)
-        # `ip netns exec` execs unshare, which execs sh, which execs sleep: the holder's pid is the host's.
+        # nsenter execs unshare, which execs sh, which execs sleep: the holder's pid is the host's.
 
     def _write_agent(self) -> None:
         """Open MPI's launch agent: ``rsh-agent HOST COMMAND...`` runs COMMAND on HOST, as ssh would."""

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from netns_bed import LOGIN_ADDRESS, NetnsBed, netns_available
+from slurm_cluster import SlurmCluster, slurm_available
 
 from balsam.postgres import _bundled_bin_dir
+from balsam.site.settings import SiteSettings
 
 BIN = Path(sys.executable).parent
 BALSAM = str(BIN / "balsam")
@@ -41,21 +43,44 @@ def bed(tmp_path_factory):
         bed.stop()
 
 
+@pytest.fixture(scope="module")
+def slurm(bed, tmp_path_factory):
+    """Slurm on the bed: slurmctld on the login host, one slurmd on each compute host."""
+    reason = slurm_available()
+    if reason:
+        if os.environ.get("BALSAM_REQUIRE_SLURM") == "1":
+            pytest.fail(f"BALSAM_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    cluster = SlurmCluster(
+        tmp_path_factory.mktemp("slurm"), controller=("login", LOGIN_ADDRESS),
+        nodes={name: bed.hosts[name].address for name in bed.computes}, on_host=lambda name: bed.hosts[name].prefix(),
+    )  # fmt: skip
+    try:
+        cluster.start()
+        bed.env["SLURM_CONF"] = str(cluster.conf_path)
+        print(f"Slurm on the bed up in {cluster.started_in:.1f} s")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def host_env(bed: NetnsBed, site: Path, **extra: str) -> dict[str, str]:
-    """What a user's shell on a host of the bed has: this install first on PATH, the site, Open MPI's launch agent."""
+    """What a user's shell on a host of the bed has: this install first on PATH, the site, Slurm's
+    configuration (once the bed's Slurm is up), Open MPI's launch agent."""
     return {
         **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "BALSAM_SITE": str(site),
         # The bed has no sshd on the compute hosts: Open MPI (PRRTE) enters a host's namespaces instead.
-        "PRTE_MCA_plm_ssh_agent": str(bed.agent), **extra,
+        "PRTE_MCA_plm_ssh_agent": str(bed.agent), **bed.env, **extra,
     }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def site(bed, tmp_path_factory):
+def site(bed, slurm, tmp_path_factory):
     """A site made on the login host, its database listening on the login host's address with TLS."""
     path = tmp_path_factory.mktemp("sites") / "room"
     began = time.monotonic()
-    bed.run("login", [BALSAM, "init", str(path), "--listen", LOGIN_ADDRESS], env=host_env(bed, path), timeout=180)
+    bed.run("login", [BALSAM, "init", str(path), "--listen", LOGIN_ADDRESS, "--scheduler", "slurm"],
+            env=host_env(bed, path), timeout=180)  # fmt: skip
     print(f"site with a TLS database made in {time.monotonic() - began:.1f} s (the bed started in {bed.started_in:.2f} s)")
     try:
         yield path
@@ -63,10 +88,10 @@ def site(bed, tmp_path_factory):
         bed.run("login", [BALSAM, "site", "stop"], env=host_env(bed, path), check=False, timeout=120)
 
 
-def on_site(bed: NetnsBed, host: str, site: Path, code: str, *args: str) -> object:
+def on_site(bed: NetnsBed, host: str, site: Path, code: str, *args: str, timeout: float = 120) -> object:
     """Run Python ``code`` on ``host`` with ``site`` = the opened Site; what it prints, read as JSON."""
     script = f"import json, sys\nfrom balsam.site.api import Site\nsite = Site.open({str(site)!r})\n{code}"
-    out = bed.run(host, [PYTHON, "-c", script, *args], env=host_env(bed, site), timeout=120).stdout
+    out = bed.run(host, [PYTHON, "-c", script, *args], env=host_env(bed, site), timeout=timeout).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -125,23 +150,35 @@ def node_file(folder: Path, hosts: list[str]) -> Path:
 # -- the database, reached from a compute host ------------------------------------------------------
 
 
-def test_launcher_on_a_compute_host_runs_200_jobs_over_tls(bed, site, tmp_path):
-    """(a) 200 jobs by a launcher on c1, against the login host's database; two connections at most."""
+def wait_jobs(bed: NetnsBed, site: Path, workflow: str, done: int, timeout: float = LAUNCHER_TIMEOUT) -> dict[str, int]:
+    """Wait, on the login host, until ``done`` jobs of ``workflow`` have ended (or the time is up); their states."""
+    code = (
+        "import time\nend = time.monotonic() + float(sys.argv[3])\n"
+        "while True:\n    counts = site.count_jobs(workflow=sys.argv[1])\n"
+        "    if sum(counts.get(s, 0) for s in ('JOB_FINISHED', 'FAILED')) >= int(sys.argv[2]) or time.monotonic() > end:\n"
+        "        break\n    time.sleep(0.5)\nprint(json.dumps(counts))"
+    )
+    return on_site(bed, "login", site, code, workflow, str(done), str(timeout), timeout=timeout + 60)
+
+
+def test_launcher_in_a_slurm_batch_job_runs_200_jobs_over_tls(bed, slurm, site, tmp_path):
+    """(a) 200 jobs by a launcher in a Slurm batch job on a compute host, against the login host's database."""
     on_site(bed, "login", site, "site.add_app('where', 'hostname')\nprint(json.dumps(site.add_jobs("
             "[{'app': 'where', 'workflow': 'many', 'name': str(i)} for i in range(200)])[:1]))")  # fmt: skip
     watch = ConnectionWatch(bed, site, tmp_path)
     began = time.monotonic()
-    run_launcher(bed, "c1", site, "--job-mode", "serial", "--workflow", "many")
+    bed.run("login", [BALSAM, "submit-launch", "-n", "1", "-t", "10", "--job-mode", "serial", "--until-idle"], env=host_env(bed, site))
+    counts = wait_jobs(bed, site, "many", 200)
     took = time.monotonic() - began
     most = watch.most()
-    counts = on_site(bed, "c2", site, "print(json.dumps(site.count_jobs(workflow='many')))")
     assert counts == {"JOB_FINISHED": 200}
     outputs = job_outputs(site, "many")
-    assert len(outputs) == 200 and {text.strip() for text in outputs.values()} == {"c1"}
-    c1 = bed.hosts["c1"].address
-    assert 1 <= most.get(c1, 0) <= 2, f"connections seen per client address: {most}"
-    print(f"200 jobs on c1 in {took:.1f} s; most connections at once per address: {most}")
-    # Every connection from the compute host was encrypted: the server says so for the launcher's kind too.
+    hosts = {text.strip() for text in outputs.values()}
+    assert len(outputs) == 200 and len(hosts) == 1 and hosts <= set(bed.computes), hosts
+    address = bed.hosts[hosts.pop()].address
+    assert 1 <= most.get(address, 0) <= 2, f"connections seen per client address: {most}"
+    print(f"200 jobs through a Slurm batch job in {took:.1f} s (submission included); most connections at once: {most}")
+    # The connections from a compute host are encrypted, the server says.
     ssl = on_site(bed, "c1", site, "from sqlalchemy import text\nwith site.session() as s:\n"
                   "    print(json.dumps(s.execute(text('SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).one()._asdict()))")  # fmt: skip
     assert ssl["ssl"] is True and ssl["version"].startswith("TLSv1.")
@@ -233,21 +270,20 @@ def test_plain_text_when_asked_warns_at_every_start(bed, tmp_path):
 # -- jobs across hosts ------------------------------------------------------------------------------
 
 
-def test_serial_ensemble_across_three_compute_hosts(bed, site, tmp_path):
-    """(c) one launcher, nodes c1 c2 c3: jobs run on every host; only rank 0 (c1) connects to the database."""
-    on_site(bed, "login", site, "site.add_app('where2', 'sh -c \"hostname; sleep 0.2\"')\nprint(json.dumps(site.add_jobs("
+def test_serial_ensemble_across_three_compute_hosts(bed, slurm, site, tmp_path):
+    """(c) one launcher in a 3-node Slurm batch job: jobs run on every host; only rank 0 connects to the database."""
+    on_site(bed, "login", site, "site.add_app('where2', 'sh -c \"hostname; sleep 0.3\"')\nprint(json.dumps(site.add_jobs("
             "[{'app': 'where2', 'workflow': 'spread', 'name': str(i)} for i in range(36)])[:1]))")  # fmt: skip
     watch = ConnectionWatch(bed, site, tmp_path)
-    run_launcher(bed, "c1", site, "--job-mode", "serial", "--workflow", "spread",
-                 PBS_NODEFILE=str(node_file(tmp_path, ["c1", "c2", "c3"])))  # fmt: skip
+    bed.run("login", [BALSAM, "submit-launch", "-n", "3", "-t", "10", "--job-mode", "serial", "--until-idle"], env=host_env(bed, site))
+    counts = wait_jobs(bed, site, "spread", 36)
     most = watch.most()
-    counts = on_site(bed, "login", site, "print(json.dumps(site.count_jobs(workflow='spread')))")
     assert counts == {"JOB_FINISHED": 36}
     hosts = sorted(text.strip() for text in job_outputs(site, "spread").values())
-    assert set(hosts) == {"c1", "c2", "c3"}, hosts
-    addresses = {bed.hosts[h].address: h for h in ("c1", "c2", "c3")}
-    assert 1 <= most.get(bed.hosts["c1"].address, 0) <= 2, most
-    assert not [addresses[a] for a in most if a in addresses and addresses[a] != "c1"], f"worker ranks connected: {most}"
+    assert set(hosts) == set(bed.computes), hosts
+    computes = {bed.hosts[h].address: h for h in bed.computes}
+    connected = {computes[a]: n for a, n in most.items() if a in computes}
+    assert len(connected) == 1 and 1 <= max(connected.values()) <= 2, f"connections from compute hosts: {connected}"
     print("jobs per host:", {h: hosts.count(h) for h in sorted(set(hosts))}, "connections:", most)
 
 
@@ -269,3 +305,32 @@ def test_mpi_job_with_ranks_on_two_compute_hosts(bed, site, tmp_path):
     lines = output.split("\n")
     ranks = sorted(line.split() for line in lines if line.strip())
     assert ranks == [["0", "c1", "2"], ["1", "c2", "2"]], lines
+
+
+def test_elastic_queue_runs_multi_node_batch_jobs(bed, slurm, site, tmp_path):
+    """(d) the agent on the login host submits 2-node batch jobs for a backlog of 2-node jobs, which run on two hosts."""
+    env = host_env(bed, site)
+    on_site(bed, "login", site, "site.add_app('pair', 'hostname')\nprint(json.dumps(site.add_jobs("
+            "[{'app': 'pair', 'workflow': 'pairs', 'name': str(i), 'nodes': 2, 'wall_time_min': 1} for i in range(4)])[:1]))")  # fmt: skip
+    settings = SiteSettings.load(site)
+    limits = settings.elastic_queue
+    limits.enabled, limits.job_mode, limits.min_nodes, limits.max_nodes = True, "mpi", 2, 2
+    limits.min_wall_min, limits.interval_s, limits.linger_s = 5, 1.0, 0.0
+    settings.save()
+    bed.run("login", [BALSAM, "site", "start"], env=env)
+    try:
+        counts = wait_jobs(bed, site, "pairs", 4)
+        batch = on_site(bed, "login", site, "from sqlalchemy import text\nwith site.session() as s:\n    print(json.dumps("
+                        "[list(r) for r in s.execute(text(\"SELECT origin, nodes FROM batch_jobs WHERE origin = 'elastic'\"))]))")  # fmt: skip
+    finally:
+        bed.run("login", [BALSAM, "site", "stop"], env=env)
+        settings = SiteSettings.load(site)
+        settings.elastic_queue.enabled = False
+        settings.save()
+        bed.run("login", [BALSAM, "site", "start", "--db-only"], env=env)
+    assert counts == {"JOB_FINISHED": 4}
+    assert batch and all(nodes == 2 for _, nodes in batch), batch
+    for output in job_outputs(site, "pairs").values():
+        # srun starts one copy per node of the job: two different compute hosts.
+        hosts = output.split()
+        assert len(hosts) == 2 and len(set(hosts)) == 2 and set(hosts) <= set(bed.computes), output
