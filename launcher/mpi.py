@@ -188,7 +188,10 @@ def render_ensemble(flavour: str, hosts: list[str], argv: list[str], env: dict[s
     slots = ",".join(f"{host}:{2 if i == 0 else 1}" for i, host in enumerate(hosts))
     ranks = str(len(hosts) + 1)
     if flavour == "openmpi":
-        args = [str(flags.get("executable", "mpirun")), "-n", ranks, "--host", slots, "--map-by", "slot", "--bind-to", "none"]
+        # OVERSUBSCRIBE: a batch job may grant one slot per node (Slurm's `sbatch -N 3`), and mpirun would
+        # then refuse the first host's second rank; that rank is the launcher's loop, which mostly waits.
+        args = [str(flags.get("executable", "mpirun")), "-n", ranks, "--host", slots, "--map-by", "slot:OVERSUBSCRIBE",
+                "--bind-to", "none"]  # fmt: skip
         for name, value in env.items():
             args += ["-x", f"{name}={value}"]
         if flags.get("allow_run_as_root"):

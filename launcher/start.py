@@ -50,6 +50,8 @@ def _start_ensemble(site: Site, config: LauncherConfig, hosts: list[str]) -> int
     argv = [sys.executable, "-m", "mpi4py", "-m", "balsam.site.cli.main", "launcher", *config.as_args()]
     command = render_ensemble(flavour, hosts, argv, env, **flags)
     log.info("serial mode on %d nodes: starting the ensemble: %s", len(hosts), " ".join(command))
+    # Rank 0 makes the launcher's two connections; this process, which only waits, keeps none.
+    site.engine.dispose()
     return subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
 
 
@@ -94,6 +96,29 @@ def run_launcher(site: Site, config: LauncherConfig, mpi_flavour: str | None = N
     return Launcher(site, config, nodes, ctx).run()
 
 
+def ensemble_rank() -> int | None:
+    """This process's rank in a serial ensemble this launcher started under mpirun (None: not one)."""
+    if os.environ.get(ENSEMBLE_VARIABLE) != "1":
+        return None
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def run_ensemble_worker() -> int:
+    """Ranks 1..N of a serial ensemble: serve one node each, with no database connection of their own."""
+    from mpi4py import MPI
+
+    from balsam.launcher.ensemble import worker_main
+
+    # A task that uses MPI itself (a Python job importing mpi4py) would take these for its own
+    # and wait for the rest of our ensemble; without them it starts as a singleton.
+    for name in [n for n in os.environ if n.startswith(("OMPI_", "PMIX_", "PRTE_")) and not n.startswith("OMPI_MCA_")]:
+        del os.environ[name]
+    worker_main(MPI.COMM_WORLD)
+    return 0
+
+
 def _run_serial_ensemble(site: Site, config: LauncherConfig, nodes: list[Node], host: str) -> int:
     """Rank 0 runs the loop; ranks 1..N each serve one node.
 
@@ -104,16 +129,9 @@ def _run_serial_ensemble(site: Site, config: LauncherConfig, nodes: list[Node], 
         return _start_ensemble(site, config, [n.hostname for n in nodes])
     from mpi4py import MPI
 
-    from balsam.launcher.ensemble import EnsembleExecutor, worker_main
+    from balsam.launcher.ensemble import EnsembleExecutor
 
     comm = MPI.COMM_WORLD
-    if comm.Get_rank() != 0:
-        # A task that uses MPI itself (a Python job importing mpi4py) would take these for its own
-        # and wait for the rest of our ensemble; without them it starts as a singleton.
-        for name in [n for n in os.environ if n.startswith(("OMPI_", "PMIX_", "PRTE_")) and not n.startswith("OMPI_MCA_")]:
-            del os.environ[name]
-        worker_main(comm)
-        return 0
     ctx = RunContext(
         site_path=str(site.settings.path), launcher_id=0, local_host=host,
         container_runtime=containers.find_runtime(), node_workers=True,

@@ -32,7 +32,7 @@ from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
-from balsam.postgres import DatabaseSettings
+from balsam.postgres import DatabaseSettings, plan_listen
 from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, find_site
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
@@ -52,22 +52,27 @@ HELD_STATES = frozenset(
 class Site:
     """One site: its settings and a connection to its database."""
 
-    def __init__(self, settings: SiteSettings) -> None:
+    def __init__(self, settings: SiteSettings, launcher: bool = False) -> None:
+        """``launcher``: the connection budget of a launcher (one pooled connection; wait while the database is full)."""
         self.settings = settings
-        self.engine = connect(settings)
+        self.engine = connect(settings, launcher=launcher)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # -- opening and creating ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path | None = None) -> Site:
+    def open(cls, path: str | Path | None = None, launcher: bool = False) -> Site:
         """The site at ``path``, else the active one (``$BALSAM_SITE`` or the folder around the cwd)."""
-        return cls(SiteSettings.load(Path(path) if path else find_site()))
+        return cls(SiteSettings.load(Path(path) if path else find_site()), launcher=launcher)
 
     @classmethod
-    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "") -> Site:
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "",
+             listen: str | None = None, allow: list[str] = (), plaintext: bool = False, pg_bin: str | None = None) -> Site:  # fmt: skip
         """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``),
-        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``)."""
+        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``).
+
+        ``listen``: the address the cluster listens on (default loopback); see ``balsam.postgres.plan_listen``
+        for TLS, ``allow`` (networks that may log in), ``plaintext`` and ``pg_bin``."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
             raise BalsamError(f"{path} is already a Balsam site")
@@ -80,11 +85,16 @@ class Site:
         scheduler_settings.check()
         if group:
             group_id(group)  # an unknown group fails before anything is made
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
         settings = SiteSettings(path=path, name=name, group=group, scheduler=scheduler_settings)
         if db_url:
+            if listen or allow or plaintext or pg_bin:
+                raise BalsamError("--listen, --allow, --plaintext and --pg-bin are for the site's own database, not one at --db-url")
             settings.database = DatabaseSettings(mode="external", url=db_url)
+        elif listen or allow or plaintext or pg_bin:
+            # Checked before anything is made: binaries without SSL for a network address are refused here.
+            plan_listen(settings.database, listen or settings.database.host, list(allow), plaintext, pg_bin)
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
         try:
             protect_site(settings)  # private (or the group's) before anything is written inside
             if not db_url:

@@ -289,7 +289,7 @@ class SiteSettings:
             "site": {"name": self.name, **({"group": self.group} if self.group else {})},
             "database": {"mode": db.mode, "url": db.url}
             if db.mode == "external"
-            else {"mode": db.mode, "host": db.host, "port": db.port, "user": db.user, "name": db.name},
+            else {k: v for k, v in asdict(db).items() if k != "url"},
             "scheduler": asdict(self.scheduler),
             "elastic_queue": asdict(self.elastic_queue),
             "argo": asdict(self.argo),
@@ -330,7 +330,8 @@ class SiteSettings:
         try:
             doc = tomllib.loads(text)
             site = doc["site"]
-            db = DatabaseSettings(**doc.get("database", {}))
+            db = _section(DatabaseSettings, doc, "database")
+            db.check()
             scheduler = _section(SchedulerSettings, doc, "scheduler")
             elastic = _section(ElasticQueueSettings, doc, "elastic_queue")
             argo = _section(ArgoLinkSettings, doc, "argo")

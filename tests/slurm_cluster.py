@@ -64,10 +64,22 @@ def _port_answers(port: int) -> bool:
 
 
 class SlurmCluster:
-    """One node, two partitions, three daemons; ``env`` is what client commands need to find it."""
+    """One node, two partitions, three daemons; ``env`` is what client commands need to find it.
 
-    def __init__(self, folder: Path, cpus: int = 2, extra_conf: str = "", timeout: float = 20.0) -> None:
+    On the namespace test bed (tests/netns_bed.py) it is a cluster of its hosts instead: ``hosts``
+    maps the controller's and the nodes' names to their addresses, and ``on_host(name)`` is the
+    argv prefix that runs a command there. slurmctld and client commands then run on the
+    controller host, one slurmd on each node host (each namespace has its own ports), and munged
+    once, on this machine: its socket is a file, which every host reaches.
+    """
+
+    def __init__(self, folder: Path, cpus: int = 2, extra_conf: str = "", timeout: float = 20.0,
+                 controller: tuple[str, str] = ("localhost", "127.0.0.1"), nodes: dict[str, str] | None = None,
+                 on_host=None) -> None:  # fmt: skip
         self.folder = Path(folder)
+        self.controller = controller
+        self.nodes = nodes or {"localhost": "127.0.0.1"}
+        self.on_host = on_host or (lambda host: [])
         self.cpus = cpus
         self.extra_conf = extra_conf  # more slurm.conf lines, e.g. "EnforcePartLimits=ALL"
         self.timeout = timeout
@@ -83,7 +95,7 @@ class SlurmCluster:
         reason = slurm_available()
         if reason:
             raise SlurmClusterError(reason)
-        busy = [port for port in SLURM_PORTS if _port_answers(port)]
+        busy = [port for port in SLURM_PORTS if _port_answers(port)] if self.controller[0] == "localhost" else []
         if busy:
             raise SlurmClusterError(
                 f"something already answers on Slurm's port(s) {', '.join(map(str, busy))}: another Slurm cluster "
@@ -92,12 +104,13 @@ class SlurmCluster:
         began = time.monotonic()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for sub in ("state", "spool"):
-                (self.folder / sub).mkdir(exist_ok=True)
+            for sub in ("state", *(f"spool/{node}" for node in self.nodes)):
+                (self.folder / sub).mkdir(parents=True, exist_ok=True)
             self._start_munged()
             self.conf_path.write_text(self._conf())
-            self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-c", "-f", str(self.conf_path)])
-            self._spawn("slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf_path)])
+            self._spawn("slurmctld", [*self.on_host(self.controller[0]), _which("slurmctld"), "-D", "-i", "-c", "-f", str(self.conf_path)])
+            for node in self.nodes:
+                self._spawn("slurmd", [*self.on_host(node), _which("slurmd"), "-D", "-N", node, "-f", str(self.conf_path)])
             self._wait_idle()
         except BaseException:
             self.stop()
@@ -132,11 +145,13 @@ class SlurmCluster:
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         """A client command against this cluster (``cluster.run("squeue", "-h")``)."""
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=30, check=check)
+        return subprocess.run([*self.on_host(self.controller[0]), *argv], env=self.env, capture_output=True, text=True,
+                              timeout=30, check=check)  # fmt: skip
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of every daemon's log, to say why the cluster did not come up."""
-        files = [self.folder / f for f in ("slurmctld.log", "slurmd.log", "slurmctld.out", "slurmd.out", "munged.out")]
+        names = ["slurmctld.log", *(f"slurmd-{n}.log" for n in self.nodes), "slurmctld.out", "slurmd.out", "munged.out"]
+        files = [self.folder / f for f in names]
         if self.munge_dir is not None:
             files.append(self.munge_dir / "munged.log")
         parts = []
@@ -150,10 +165,12 @@ class SlurmCluster:
 
     def _conf(self) -> str:
         d = self.folder
+        node_lines = "".join(f"NodeName={n} NodeAddr={a} CPUs={self.cpus} State=UNKNOWN\n" for n, a in self.nodes.items())
+        names = ",".join(self.nodes)
         return f"""\
-# Written by tests/slurm_cluster.py: one node, no cgroups, no accounting database.
+# Written by tests/slurm_cluster.py: no cgroups, no accounting database.
 ClusterName=balsamtest
-SlurmctldHost=localhost(127.0.0.1)
+SlurmctldHost={self.controller[0]}({self.controller[1]})
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -174,17 +191,16 @@ MailProg=/bin/true
 ReturnToService=2
 MinJobAge=300
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/slurmctld.log
-SlurmdLogFile={d}/slurmd.log
+SlurmdLogFile={d}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 {self.extra_conf}
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=60 State=UP
-PartitionName=long Nodes=localhost MaxTime=INFINITE State=UP
+{node_lines}PartitionName=debug Nodes={names} Default=YES MaxTime=60 State=UP
+PartitionName=long Nodes={names} MaxTime=INFINITE State=UP
 """
 
     def _start_munged(self) -> None:

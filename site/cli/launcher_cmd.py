@@ -17,6 +17,7 @@ from balsam.site.access import protect_site, site_umask
 from balsam.site.api import Site
 from balsam.site.cli.common import SiteOption
 from balsam.site.batch import BATCH_JOB_VARIABLE
+from balsam.site.settings import SiteSettings, find_site
 from balsam.site.specs import parse_assignments
 
 
@@ -35,7 +36,7 @@ def launcher(
 ) -> None:
     """Run jobs of the site on the nodes of this batch job (or on this host)."""
     from balsam.launcher.master import LauncherConfig
-    from balsam.launcher.start import run_launcher
+    from balsam.launcher.start import ensemble_rank, run_ensemble_worker, run_launcher
 
     try:
         config = LauncherConfig(
@@ -45,11 +46,15 @@ def launcher(
         )  # fmt: skip
     except ValueError as exc:
         raise BalsamError(str(exc)) from None
-    with Site.open(site) as opened:
-        # Job folders, outputs and logs as private as the site (or its group's): the jobs inherit the umask.
-        protect_site(opened.settings)
-        os.umask(site_umask(opened.settings))
-        _log_to(opened.settings.logs_dir, logging.DEBUG if verbose else logging.INFO)
+    settings = SiteSettings.load(Path(site) if site else find_site())
+    # Job folders, outputs and logs as private as the site (or its group's): the jobs inherit the umask.
+    protect_site(settings)
+    os.umask(site_umask(settings))
+    _log_to(settings.logs_dir, logging.DEBUG if verbose else logging.INFO)
+    if ensemble_rank() not in (None, 0):
+        # A worker rank of a serial ensemble takes its work from rank 0 and opens no database connection.
+        raise typer.Exit(run_ensemble_worker())
+    with Site(settings, launcher=True) as opened:
         code = run_launcher(opened, config, mpi)
     raise typer.Exit(code)
 

@@ -47,9 +47,18 @@ def init(
     db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
     scheduler: str = typer.Option("local", "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf."),
     group: str = typer.Option("", "--group", help="Share the site's job folders and logs with this Unix group (default: private to you)."),
+    listen: str | None = typer.Option(
+        None, "--listen", metavar="ADDRESS",
+        help="The database listens on this address of this host, for launchers on other hosts (default: 127.0.0.1 only). "
+        "Any address but loopback gets TLS (needs PostgreSQL binaries with SSL) and scram-sha-256 logins.",
+    ),
+    allow: list[str] = typer.Option([], "--allow", metavar="CIDR", help="With --listen: a network whose hosts may log in (repeatable; default: the listen address's subnet)."),
+    plaintext: bool = typer.Option(False, "--plaintext", help="With --listen: no TLS, everything in plain text on the network (warned at every start)."),
+    pg_bin: str | None = typer.Option(None, "--pg-bin", metavar="DIR", help="The PostgreSQL server binaries to use (default: found; with --listen, ones with SSL)."),
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
-    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group) as site:
+    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group, listen=listen, allow=allow,
+                   plaintext=plaintext, pg_bin=pg_bin) as site:  # fmt: skip
         settings = site.settings
     console.print(f"created site {settings.name} in {settings.path}")
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
@@ -11,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from balsam import migrate as schema
 from balsam.errors import BalsamError
+from balsam.postgres import is_local_address
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
 
@@ -37,7 +39,8 @@ def database_url(settings: SiteSettings) -> URL:
     else:
         user, password = db.user, EmbeddedPostgres(settings).password
     return URL.create(
-        "postgresql+psycopg2", username=user, password=password, host=db.host, port=db.port, database=db.name
+        "postgresql+psycopg2", username=user, password=password, host=db.host, port=db.port, database=db.name,
+        query=db.ssl_params(settings.db_dir),
     )
 
 
@@ -46,30 +49,60 @@ def migrate(engine: Engine) -> None:
     schema.migrate(engine, MIGRATIONS, SCHEMA_REVISION, _MIGRATION_LOCK)
 
 
-def connect(settings: SiteSettings, upgrade: bool = True) -> Engine:
-    """An engine on the site's database with its schema current; a stopped embedded server is started."""
-    # Connect first: the server is usually up, and checking costs a subprocess or two.
-    for attempt in ("first", "after start"):
-        engine = create_engine(database_url(settings), pool_pre_ping=True, pool_size=5, max_overflow=5)
+# How PostgreSQL says every connection slot is taken ("sorry, too many clients already", or only
+# reserved ones are left): a launcher waits for one instead of failing.
+_NO_SLOT = ("too many clients", "remaining connection slots are reserved")
+SLOT_WAIT_S = (1.0, 10.0)  # first and longest pause between tries while the database is full
+
+
+def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False) -> Engine:
+    """An engine on the site's database with its schema current; a stopped embedded server is started.
+
+    A launcher's engine holds one pooled connection (its LISTEN connection is the second, and the
+    last: the connection budget of docs/cluster.md), and a launcher that finds the database full
+    waits for a free connection, saying so, instead of failing.
+    """
+    pool = {"pool_size": 1, "max_overflow": 0} if launcher else {"pool_size": 5, "max_overflow": 5}
+    pause, waited = SLOT_WAIT_S[0], False
+    attempt = "first"
+    while True:
+        # Connect first: the server is usually up, and checking costs a subprocess or two.
+        engine = create_engine(database_url(settings), pool_pre_ping=True, **pool)
         try:
             if upgrade:
                 migrate(engine)
             else:
                 engine.connect().close()
+            if waited:
+                print(f"got a connection to the database of site {settings.name!r}", file=sys.stderr)
             return engine
         except OperationalError as exc:
             engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if launcher and any(text in reason for text in _NO_SLOT):
+                db = settings.database
+                print(
+                    f"the database of site {settings.name!r} has no free connection ({reason}); waiting {pause:.0f} s and "
+                    f"trying again. It allows {db.max_connections} = 2 x database.max_launchers ({db.max_launchers}) + "
+                    f"database.reserved_connections ({db.reserved_connections}): raise them in {settings.settings_file} "
+                    "and restart the database if this lasts", file=sys.stderr,
+                )  # fmt: skip
+                time.sleep(pause)
+                pause, waited = min(2 * pause, SLOT_WAIT_S[1]), True
+                continue
             # A collaborator (own credentials) cannot start the owner's server, nor should a wrong
-            # password of theirs make us try.
-            if settings.database.mode == "embedded" and attempt == "first" and settings.credentials is None:
+            # password of theirs make us try; nor can a host without the server's address (a compute node).
+            if (settings.database.mode == "embedded" and attempt == "first" and settings.credentials is None
+                    and is_local_address(settings.database.host)):  # fmt: skip
                 # Start it (or find that a racing process just did), then re-read the settings:
                 # the server may have moved to another port.
                 if EmbeddedPostgres(settings).start():
                     print(f"started the database of site {settings.name!r}", file=sys.stderr)
                 settings.database = SiteSettings.load(settings.path).database
+                attempt = "after start"
                 continue
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             if settings.credentials is not None:
                 reason += f" (logging in as {database_url(settings).username!r} from {settings.credentials.file})"
+            elif not is_local_address(settings.database.host):
+                reason += f" (the database runs on the host with address {settings.database.host}; is it started there?)"
             raise BalsamError(f"cannot reach the database of site {settings.name!r}: {reason}") from None
-    raise AssertionError("unreachable")
