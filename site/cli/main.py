@@ -17,7 +17,7 @@ from balsam.inputs import check_argv
 from balsam.site.access import refusal_message
 from balsam.site.api import Site
 from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
-from balsam.site.cli import trigger_cmds
+from balsam.site.cli import compat_cmds, trigger_cmds
 from balsam.site.cli.output import console, err_console
 from balsam.site.settings import CREDENTIALS_ENV
 from balsam.terminal import print_error
@@ -38,6 +38,15 @@ cli.add_typer(trigger_cmds.app, name="trigger")
 cli.command("launcher")(launcher_cmd.launcher)
 cli.command("submit-launch")(queue_cmds.submit_launch)
 cli.command("qsub")(queue_cmds.qsub)
+# The original Balsam's (0.x) commands, as its users type them (balsam.site.cli.compat_cmds).
+app_cmds.app.callback(invoke_without_command=True, help=f"Apps: the programs a site runs, as command templates. {compat_cmds.OLD_APP_HELP}")(compat_cmds.old_app)
+job_cmds.app.callback(invoke_without_command=True, help=f"Jobs: runs of apps, with parameters, resources and dependencies. {compat_cmds.OLD_JOB_HELP}")(compat_cmds.old_job)
+cli.command("ls", help="(Balsam 0.x) List jobs, apps or workflows; today: `balsam job ls`, `balsam app ls`.")(compat_cmds.ls)
+cli.command("rm")(compat_cmds.rm)
+cli.command("kill")(compat_cmds.kill)
+cli.command("killjob", hidden=True)(compat_cmds.kill)
+cli.command("modify")(compat_cmds.modify)
+cli.command("dag")(compat_cmds.dag)
 
 
 @cli.command("init")
