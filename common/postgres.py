@@ -92,6 +92,9 @@ class DatabaseSettings:
     port: int = 0
     user: str = "balsam"
     name: str = "balsam"
+    # An embedded server no agent, launcher or command has used for this long stops itself
+    # (the next command starts it again). 0: it runs until stopped.
+    idle_stop_min: float = 10.0
 
 
 class EmbeddedPostgres:

@@ -33,7 +33,7 @@ from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.postgres import DatabaseSettings
-from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, find_site
+from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, apply_choices, find_site
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
@@ -65,9 +65,11 @@ class Site:
         return cls(SiteSettings.load(Path(path) if path else find_site()))
 
     @classmethod
-    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "") -> Site:
+    def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "",
+             **choices: Any) -> Site:  # fmt: skip
         """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``),
-        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``)."""
+        private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``).
+        ``choices``: those of ``balsam.site.settings.CHOICES`` (project, queue, elastic_queue, ...)."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
             raise BalsamError(f"{path} is already a Balsam site")
@@ -80,11 +82,12 @@ class Site:
         scheduler_settings.check()
         if group:
             group_id(group)  # an unknown group fails before anything is made
-        created = not path.exists()
-        path.mkdir(parents=True, exist_ok=True)
         settings = SiteSettings(path=path, name=name, group=group, scheduler=scheduler_settings)
         if db_url:
             settings.database = DatabaseSettings(mode="external", url=db_url)
+        apply_choices(settings, **choices)  # checked before anything is made
+        created = not path.exists()
+        path.mkdir(parents=True, exist_ok=True)
         try:
             protect_site(settings)  # private (or the group's) before anything is written inside
             if not db_url:

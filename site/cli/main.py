@@ -56,11 +56,18 @@ def init(
     db_url: str | None = typer.Option(None, "--db-url", help="Use this existing PostgreSQL server instead of a private one."),
     scheduler: str = typer.Option("local", "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf."),
     group: str = typer.Option("", "--group", help="Share the site's job folders and logs with this Unix group (default: private to you)."),
+    project: str | None = site_cmds.ProjectOption,
+    queue: str | None = site_cmds.QueueOption,
+    elastic_queue: bool | None = site_cmds.ElasticOption,
+    max_nodes: int | None = site_cmds.MaxNodesOption,
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
-    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group) as site:
+    with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group, project=project, queue=queue,
+                   elastic_queue=elastic_queue, max_nodes=max_nodes) as site:  # fmt: skip
         settings = site.settings
     console.print(f"created site {settings.name} in {settings.path}")
+    console.print(f"scheduler {settings.scheduler.name}; elastic queue {'on' if settings.elastic_queue.enabled else 'off'}"
+                  " (change with `balsam site set`)")  # fmt: skip
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")
 
 

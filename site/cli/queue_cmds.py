@@ -114,8 +114,17 @@ def qsub(
     """Like qsub, but into the site: the request becomes a job that the site packs into its batch jobs."""
     from balsam.site.qsub import submit
 
+    from balsam.site.agent import agent_pid
+
     with Site.open(site) as s:
         job = submit(s, command, nodes=nodes, minutes=minutes, project=project, queue=queue, name=name, workflow=workflow)
+        settings = s.settings
     # Like qsub: the id alone on stdout, for scripts that capture it.
     print(job.id)
+    # The job waits for a launcher; say so when nothing will start one by itself.
+    if not settings.elastic_queue.enabled:
+        err_console.print(f"job {job.id} waits for a launcher, and the site's elastic queue is off: turn it on "
+                          "(`balsam site set --elastic-queue`, then `balsam site start`) or submit one (`balsam submit-launch`)")  # fmt: skip
+    elif not agent_pid(settings):
+        err_console.print(f"job {job.id} waits for the elastic queue, and no agent runs it: `balsam site start`")
 
