@@ -9,13 +9,10 @@ from typing import Any
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption, parse_assignments
 from balsam.site.cli.output import (
     compact, console, err_console, event_record, job_record, local_time, print_json, print_table,
 )  # fmt: skip
-from balsam.site.specs import parse_assignments, read_job_file
-from balsam.states import JobState
 
 app = typer.Typer(help="Jobs: runs of apps, with parameters, resources and dependencies.", no_args_is_help=True)
 
@@ -65,6 +62,8 @@ def add(
         if given:
             flag = {"params": "param", "parents": "parent", "tags": "tag"}.get(given[0], given[0]).replace("_", "-")
             raise BalsamError(f"--from FILE takes every job field from the file; drop --{flag}")
+        from balsam.site.specs import read_job_file
+
         specs = read_job_file(from_file)
         with Site.open(site) as s:
             ids = s.add_jobs(specs)
@@ -126,6 +125,8 @@ def ls(
 
 def _ordered(counts: dict[str, int]) -> dict[str, int]:
     """Counts in the state machine's order, for a stable read."""
+    from balsam.states import JobState
+
     return {st.value: counts[st.value] for st in JobState if st.value in counts}
 
 

@@ -13,11 +13,7 @@ from pathlib import Path
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site.access import protect_site, site_umask
-from balsam.site.api import Site
-from balsam.site.cli.common import SiteOption
-from balsam.site.batch import BATCH_JOB_VARIABLE
-from balsam.site.specs import parse_assignments
+from balsam.site.cli.common import Site, SiteOption, parse_assignments
 
 
 def launcher(
@@ -58,6 +54,8 @@ def launcher(
         )  # fmt: skip
     except ValueError as exc:
         raise BalsamError(str(exc)) from None
+    from balsam.site.access import protect_site, site_umask
+
     with Site.open(site) as opened:
         # Job folders, outputs and logs as private as the site (or its group's): the jobs inherit the umask.
         protect_site(opened.settings)
@@ -69,6 +67,8 @@ def launcher(
 
 def _batch_job_id() -> int | None:
     """The site's batch job this launcher was started for (set in the scripts the site submits)."""
+    from balsam.site.batch import BATCH_JOB_VARIABLE
+
     value = os.environ.get(BATCH_JOB_VARIABLE, "")
     if not value:
         return None

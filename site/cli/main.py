@@ -7,15 +7,11 @@ import sys
 from pathlib import Path
 
 import typer
-import psycopg2
-import psycopg2.errors
-from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
 from balsam.errors import BalsamError
 from balsam.inputs import check_argv
-from balsam.site.access import refusal_message
-from balsam.site.api import Site
+from balsam.site.cli.common import Site
 from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
 from balsam.site.cli import compat_cmds, trigger_cmds
 from balsam.site.cli.output import console, err_console
@@ -105,8 +101,16 @@ def main() -> None:
     except BalsamError as exc:
         print_error(err_console, str(exc))
         sys.exit(1)
-    except (DBAPIError, psycopg2.Error) as exc:
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if not _from_the_database(exc):
+            raise
         # Validation should have caught it first; still one line, not a traceback.
+        import psycopg2.errors
+
+        from balsam.site.access import refusal_message
+
         orig = getattr(exc, "orig", None) or exc
         reason = (str(orig).strip().splitlines() or [""])[0]
         if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
@@ -115,8 +119,17 @@ def main() -> None:
         else:
             print_error(err_console, f"the database refused the request: {reason}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+
+
+def _from_the_database(exc: Exception) -> bool:
+    """A refusal by the database (SQLAlchemy's DBAPIError, psycopg2's Error). Checked only once those
+    libraries are loaded: an error cannot be theirs before, and help must not wait for them."""
+    if "psycopg2" not in sys.modules:
+        return False
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, (DBAPIError, psycopg2.Error))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption
 from balsam.site.cli.output import console, err_console, local_time, print_json, print_table
 
 app = typer.Typer(help="The site's launcher batch jobs in the scheduler.", no_args_is_help=True)

@@ -8,10 +8,8 @@ from typing import Any
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site import diagnosis
-from balsam.site.api import Site
 from balsam.site.cli import user_cmds
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption
 from balsam.site.cli.output import console, err_console, print_json, print_table
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings, find_site
@@ -99,6 +97,8 @@ def _first_sync(settings: SiteSettings, wait_s: float = 15.0) -> list[str]:
 
     from balsam.site.agent import STATUS_FILE, agent_report
 
+    from balsam.site import diagnosis
+
     deadline = time.monotonic() + wait_s
     while True:
         report = agent_report(settings)
@@ -183,6 +183,8 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     report["elastic_queue"] = "on" if settings.elastic_queue.enabled else "off"
     report["argo"] = settings.argo.address or "none"
     report["agent"] = agent_report(settings)
+    from balsam.site import diagnosis
+
     report["jobs"] = None
     problems = diagnosis.argo_findings(settings, report["agent"])
     if running:
