@@ -162,7 +162,10 @@ class Authenticator:
         Enrolment tokens are accepted only for ``Enrol`` (``enrol=True``), and only there.
         """
         if not token:
-            raise Unauthenticated(f"{method or 'this call'}: no token; send 'authorization: Bearer TOKEN' (see `argo login`)")
+            # Sites and people get tokens in different ways: name the one that fits the caller.
+            how = ("a site enrols: `argo site enrol NAME` by the owner, then `balsam site start --enrol-token TOKEN`"
+                   if method.startswith("Sites.") else "see `argo login`")  # fmt: skip
+            raise Unauthenticated(f"{method or 'this call'}: no token; send 'authorization: Bearer TOKEN' ({how})")
         digest = token_hash(token)
         now = time.time()
         with self._lock:

@@ -140,6 +140,13 @@ def server_start(
         console.print(f"web dashboard: {url_file.read_text().strip()} (sign in with a token, e.g. the owner's)")
     console.print(f"the owner's token is in {settings.owner_token_file} (mode 600)")
     console.print(f"clients find it with --address {settings.address} or ARGO_ADDRESS={settings.address}")
+    from balsam.argo.config import local_servers_file, remember_local_server
+
+    # Clients on this machine find the owner token from the address, whatever folder --data named.
+    remember_local_server(_reachable(settings.address), folder)
+    if folder != default_data_dir().expanduser().resolve():
+        console.print(f"`argo` commands on this machine use that token for {_reachable(settings.address)} "
+                      f"(noted in {local_servers_file()}); `argo server stop` and others take --data {folder} or ARGO_DATA={folder}")  # fmt: skip
 
 
 @server_cli.command("stop")
@@ -148,9 +155,17 @@ def server_stop(data: Path | None = DataOption) -> None:
     from balsam.argo.config import default_data_dir
     from balsam.argo.server import stop_server
 
+    from balsam.argo.config import ServerSettings
+    from balsam.argo.db.engine import cluster
+
     folder = (data or default_data_dir()).expanduser().resolve()
+    settings = ServerSettings.load(folder)
+    database_up = settings.database.mode == "embedded" and cluster(settings).is_running()
     pid = stop_server(folder)
-    console.print(f"Argo server (pid {pid}) stopped" if pid else "no Argo server was running")
+    if pid:
+        console.print(f"Argo server (pid {pid}) stopped")
+    else:
+        console.print("no Argo server was running" + ("; its database was, and is stopped now" if database_up else ""))
 
 
 @server_cli.command("status")

@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 
 from balsam.argo import spec as specs
-from balsam.argo.config import CA_ENV, TOKEN_ENV, client_address, client_config, default_data_dir, is_loopback
+from balsam.argo.config import CA_ENV, DATA_ENV, TOKEN_ENV, client_address, client_config, default_data_dir, is_loopback, local_server_data
 from balsam.argo.messages import site_dict, task_dict, token_dict, trigger_dict, workflow_dict
 from balsam.errors import BalsamError
 from balsam.private_files import read_private
@@ -36,6 +36,7 @@ from balsam.protos import argo_pb2_grpc as rpc
 from balsam.protos import auth_pb2 as apb
 from balsam.protos import auth_pb2_grpc as arpc
 from balsam.taskspec import TaskSpec, task_from_dict
+from balsam.wire import channel as wire_channel
 from balsam.wire.channel import open_channel
 from balsam.wire.convert import check_task_size, resources_to_wire, state_name, state_number, task_spec_to_wire
 from balsam.wire.outbox import ENVELOPE_BYTES
@@ -59,9 +60,14 @@ def resolve_token(address: str, explicit: str | None = None) -> str:
     found = os.environ.get(TOKEN_ENV) or client_config().get("token")
     if found:
         return str(found).strip()
-    owner = default_data_dir() / "owner-token"
-    if is_loopback(address) and owner.exists():
-        return read_private(owner).strip()
+    if not is_loopback(address):
+        return ""
+    # A server on this machine: the owner token in its folder: $ARGO_DATA when set, else the folder
+    # `argo server start --data DIR` last noted for this address, else ~/.argo.
+    folders = [default_data_dir()] if os.environ.get(DATA_ENV) else [local_server_data(address), default_data_dir()]
+    for folder in folders:
+        if folder is not None and (folder / "owner-token").exists():
+            return read_private(folder / "owner-token").strip()
     return ""
 
 
@@ -99,7 +105,7 @@ class ArgoClient:
         try:
             return method(request, timeout=kwargs.pop("timeout", self.timeout_s), **kwargs)
         except grpc.RpcError as exc:
-            raise _error(exc, self.address) from None
+            raise _error(exc, self.address, self.tls) from None
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -170,7 +176,7 @@ class ArgoClient:
         except grpc.RpcError as exc:
             if exc.code() not in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED) or timeout_s is None:
                 if exc.code() != grpc.StatusCode.CANCELLED:
-                    raise _error(exc, self.address) from None
+                    raise _error(exc, self.address, self.tls) from None
         finally:
             stream.cancel()
 
@@ -190,7 +196,7 @@ class ArgoClient:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise ArgoError(f"workflow {workflow_id} did not end within {timeout_s:g} s", exc.code()) from None
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise _error(exc, self.address) from None
+                    raise _error(exc, self.address, self.tls) from None
                 time.sleep(1.0)  # the server is restarting: watch again from the last event seen
 
     def summary(self, workflow_id: int = 0, site: str = "") -> list[dict[str, Any]]:
@@ -260,16 +266,14 @@ class ArgoClient:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _error(exc: grpc.RpcError, address: str) -> ArgoError:
+def _error(exc: grpc.RpcError, address: str, tls: bool) -> ArgoError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         details = exc.details() or ""
-        hint = ""
-        if "ssl" in details.lower() or "handshake" in details.lower() or "certificate" in details.lower():
-            hint = " (a TLS failure: is --ca the authority that signed the server's certificate, is that certificate valid now, and does the server require a client certificate?)"
-        return ArgoError(f"cannot reach the Argo server at {address}: {details}{hint}", code)
+        return ArgoError(f"cannot reach the Argo server at {address}: {details}{wire_channel.unreachable_hint(details, tls)}", code)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return ArgoError(f"not authenticated: {exc.details()} (use `argo login`, $ARGO_TOKEN, or the server's DATA/owner-token)", code)
+        return ArgoError(f"not authenticated: {exc.details()} (use `argo login`, $ARGO_TOKEN, or the server's owner token: "
+                         "ARGO_DATA=DIR of `argo server start --data DIR`)", code)  # fmt: skip
     return ArgoError(exc.details() or str(code), code)
 
 

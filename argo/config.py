@@ -60,6 +60,41 @@ def save_client_config(values: dict) -> Path:
     return path
 
 
+def local_servers_file() -> Path:
+    """Where `argo server start` notes the data folder of each server it started on this machine
+    (its address -> its folder), so that clients here find its owner token whatever --data was."""
+    return client_config_file().with_name("local-servers.json")
+
+
+def remember_local_server(address: str, data: Path) -> None:
+    import json
+
+    path = local_servers_file()
+    known = _local_servers(path)
+    known[address] = str(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, json.dumps(known, indent=1))
+
+
+def local_server_data(address: str) -> Path | None:
+    """The data folder of the server `argo server start` last started on ``address`` here, if any."""
+    found = _local_servers(local_servers_file()).get(address)
+    return Path(found) if found else None
+
+
+def _local_servers(path: Path) -> dict[str, str]:
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        check_private(path)
+        known = json.loads(read_text(path))
+    except (ValueError, BalsamError):
+        return {}  # a damaged note only costs the convenience; ARGO_DATA still works
+    return {str(k): str(v) for k, v in known.items()} if isinstance(known, dict) else {}
+
+
 def is_loopback(address: str) -> bool:
     """Whether HOST:PORT names only this machine (a wildcard such as 0.0.0.0 does not)."""
     host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address

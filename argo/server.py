@@ -220,10 +220,16 @@ def start_server(settings: ServerSettings, wait_s: float = 60.0) -> int:
     """Start the server detached (creating its database on first use); its pid once it serves."""
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     settings.save()
-    return daemon.start_daemon(
-        [sys.executable, "-m", "balsam.argo.server", "--data", str(settings.data)], settings.pid_file,
-        settings.logs_dir / "server.out", settings.data, f"the Argo server in {settings.data}", lambda: _tail(settings), wait_s,
-    )  # fmt: skip
+    try:
+        return daemon.start_daemon(
+            [sys.executable, "-m", "balsam.argo.server", "--data", str(settings.data)], settings.pid_file,
+            settings.logs_dir / "server.out", settings.data, f"the Argo server in {settings.data}", lambda: _tail(settings), wait_s,
+        )  # fmt: skip
+    except BalsamError:
+        # A server that failed to start leaves nothing running: the database it started goes too.
+        if settings.database.mode == "embedded" and server_pid(settings.data) is None:
+            cluster(settings).stop()
+        raise
 
 
 def stop_server(data: Path, wait_s: float = 30.0) -> int | None:

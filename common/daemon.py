@@ -89,13 +89,14 @@ def start_daemon(argv: list[str], pid_file: Path, out_file: Path, cwd: Path, wha
     if running:
         raise BalsamError(f"{what} is already running (pid {running})")
     with open(out_file, "ab") as out:
+        before = out.tell()  # what this start says is after here; earlier runs' lines are not its cause
         process = subprocess.Popen(
             argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
         )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BalsamError(f"{what} exited at once (code {process.returncode}): {tail()}")
+            raise BalsamError(f"{what} exited at once (code {process.returncode}): {_said_since(out_file, before) or tail()}")
         if daemon_pid(pid_file) == process.pid:
             return process.pid
         time.sleep(0.05)
@@ -116,6 +117,18 @@ def stop_daemon(pid_file: Path, wait_s: float = 30.0) -> int | None:
             deadline = time.monotonic() + 5
         time.sleep(0.05)
     return pid
+
+
+def _said_since(out_file: Path, offset: int, lines: int = 8) -> str:
+    """What a daemon wrote to its output file after ``offset``, its own error first: on one line."""
+    try:
+        with open(out_file, "rb") as handle:
+            handle.seek(offset)
+            said = handle.read().decode(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    errors = [line for line in said if line.startswith("error:")]
+    return " / ".join(errors or said[-lines:])
 
 
 def tail_files(paths: list[Path], lines: int = 8) -> str:

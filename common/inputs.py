@@ -37,9 +37,11 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
+
 
 from balsam.errors import BalsamError
 
@@ -337,7 +339,7 @@ def _plain(key: str) -> bool:
 # libyaml's parser, with PyYAML's composer and safe constructor: the same plain types, many times
 # faster than the pure-Python parser on big files. libyaml refuses to nest more than 1000 levels
 # itself; the pure-Python fallback's composer recurses and is caught on RecursionError.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML itself is imported by the functions that read YAML: most commands never do.
 _STANDARD = "tag:yaml.org,2002:"
 _SCALARS = {_STANDARD + t for t in ("str", "int", "float", "bool", "null")}
 _KEY_KINDS = {_STANDARD + "int": "a whole number", _STANDARD + "float": "a number", _STANDARD + "bool": "true or false",
@@ -365,7 +367,9 @@ def load_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
     ``yaml.YAMLError`` for text that is not YAML (``yaml_problem`` words it); ``InputError`` for a
     document that is YAML but not within the limits, naming the line and the key path.
     """
-    loader = _Loader(text)
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         try:
             node = loader.get_single_node()
@@ -390,6 +394,8 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
     Aliases make the node graph share nodes; the expanded size and height of each node are kept,
     so a document of n nodes costs O(n) however far its aliases would expand.
     """
+    import yaml
+
     done: dict[int, tuple[int, int]] = {}  # node -> (values it expands to, levels it nests)
     active: set[int] = set()
     stack: list[tuple[yaml.Node, str, bool]] = [(root, "", False)]
@@ -428,6 +434,8 @@ def _check_nodes(root: yaml.Node, where: str) -> None:
 
 def _key_path(key: yaml.Node, path: str, where: str) -> str:
     """The path of a mapping's value under ``key``; refuses keys that are not text."""
+    import yaml
+
     if not isinstance(key, yaml.ScalarNode):
         raise InputError("a key must be text, not a list or mapping", _yaml_at(where, key, path))
     if key.tag == _STANDARD + "merge":  # `<<: *defaults`: its values are the mapping's own
@@ -444,12 +452,16 @@ def _key_path(key: yaml.Node, path: str, where: str) -> str:
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
     """The nodes inside a collection (a mapping's values; its keys are plain text, checked on the way)."""
+    import yaml
+
     if isinstance(node, yaml.SequenceNode):
         return node.value
     return [value for _key, value in node.value]
 
 
 def _check_tag(node: yaml.Node, where: str, path: str) -> None:
+    import yaml
+
     tag = node.tag
     if isinstance(node, yaml.ScalarNode):
         if tag == _STANDARD + "int" and len(node.value) > MAX_INT_CHARS:

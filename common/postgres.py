@@ -178,6 +178,9 @@ class DatabaseSettings:
     # The connection budget: max_connections = 2 * max_launchers + reserved_connections (agent, CLI, users).
     max_launchers: int = 80
     reserved_connections: int = 40
+    # An embedded server no agent, launcher or command has used for this long stops itself
+    # (the next command starts it again). 0: it runs until stopped.
+    idle_stop_min: float = 10.0
 
     @property
     def max_connections(self) -> int:

@@ -43,8 +43,10 @@ class Console(rich_console.Console):
 
     def __init__(self, stderr: bool = False) -> None:
         stream = sys.stderr if stderr else sys.stdout
-        # Piped output is for reading or grepping, not for an 80-column terminal: do not fold it.
-        super().__init__(stderr=stderr, highlight=False, markup=False, emoji=False, width=None if stream.isatty() else 250)
+        # Piped output is for reading or grepping, not for an 80-column terminal: do not fold it
+        # (lines stay whole: soft wrap; tables get a wide page).
+        piped = not stream.isatty()
+        super().__init__(stderr=stderr, highlight=False, markup=False, emoji=False, width=250 if piped else None, soft_wrap=piped)
 
     def render_str(self, text: str, **options: Any) -> Text:
         options.update(markup=False, emoji=False)

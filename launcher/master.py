@@ -212,6 +212,12 @@ class Launcher:
                     idle_since = now if idle_since is None else idle_since
                     if now - idle_since >= cfg.linger_s:
                         reason = "no runnable job left (--until-idle)" + (f" for {cfg.linger_s:g} s" if cfg.linger_s else "")
+                        left = sorted(db.too_big_noted.copy())  # a set the database thread adds to
+                        if left:
+                            # Not "nothing to do": jobs wait that this launcher can never run. Say which.
+                            shown = ", ".join(map(str, left[:10])) + (", ..." if len(left) > 10 else "")
+                            reason += (f"; left {len(left)} job(s) too big for this launcher: {shown} "
+                                       "(`balsam job history ID` says what each needs)")  # fmt: skip
                         break
                 else:
                     idle_since = None

@@ -33,7 +33,7 @@ from balsam.site.db.engine import connect
 from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.postgres import DatabaseSettings, plan_listen
-from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, find_site
+from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, apply_choices, find_site
 from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
@@ -67,12 +67,14 @@ class Site:
 
     @classmethod
     def init(cls, path: str | Path, name: str | None = None, db_url: str | None = None, scheduler: str = "local", group: str = "",
-             listen: str | None = None, allow: list[str] = (), plaintext: bool = False, pg_bin: str | None = None) -> Site:  # fmt: skip
+             listen: str | None = None, allow: list[str] = (), plaintext: bool = False, pg_bin: str | None = None,
+             **choices: Any) -> Site:  # fmt: skip
         """Create a site folder with its own PostgreSQL cluster (or on the server at ``db_url``),
         private to its owner, or shared with ``group`` (``balsam.site.access.protect_site``).
 
         ``listen``: the address the cluster listens on (default loopback); see ``balsam.postgres.plan_listen``
-        for TLS, ``allow`` (networks that may log in), ``plaintext`` and ``pg_bin``."""
+        for TLS, ``allow`` (networks that may log in), ``plaintext`` and ``pg_bin``.
+        ``choices``: those of ``balsam.site.settings.CHOICES`` (project, queue, elastic_queue, ...)."""
         path = Path(path).expanduser().resolve()
         if (path / SETTINGS_FILE).exists():
             raise BalsamError(f"{path} is already a Balsam site")
@@ -93,6 +95,7 @@ class Site:
         elif listen or allow or plaintext or pg_bin:
             # Checked before anything is made: binaries without SSL for a network address are refused here.
             plan_listen(settings.database, listen or settings.database.host, list(allow), plaintext, pg_bin)
+        apply_choices(settings, **choices)  # checked before anything is made
         created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
         try:

@@ -168,7 +168,8 @@ class ArgoSync:
             except grpc.RpcError as exc:
                 if stop.is_set():
                     break
-                self.status["last_error"] = f"{exc.code().name}: {exc.details()}"
+                hint = wire_channel.unreachable_hint(exc.details() or "", bool(self.settings.argo.ca_file))
+                self.status["last_error"] = f"{exc.code().name}: {exc.details()}{hint if exc.code() == grpc.StatusCode.UNAVAILABLE else ''}"
                 log.warning("sync with Argo at %s lost: %s", self.address, self.status["last_error"])
             except Exception as exc:  # the database restarting, a bug: log, wait, reconnect
                 self.status["last_error"] = f"{type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ from balsam.errors import BalsamError
 from balsam.site.api import Site
 from balsam.site.db.models import App, Job
 from balsam.site.scheduler.base import parse_minutes
+from balsam.site.templates import literal_template as command_template
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,6 @@ def _value(field: str, text: str, prefix: str, number: int) -> object:
     except ValueError:
         raise BalsamError(f"line {number} of the script: {prefix} gives {field} as {text!r}, which is not a valid value") from None
     return text
-
-
-def command_template(argv: list[str]) -> str:
-    """A command template that renders back to exactly ``argv``: braces are not placeholders here."""
-    return shlex.join(argv).replace("{", "{{").replace("}", "}}")
 
 
 def app_name(argv: list[str]) -> str:

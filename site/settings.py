@@ -342,6 +342,7 @@ class SiteSettings:
             argo.check()
             transfer.check()
             perf.check()
+            check_idle_stop(db.idle_stop_min)
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{file} is malformed: {exc}") from None
         except BalsamError as exc:
@@ -352,6 +353,46 @@ class SiteSettings:
             raise BalsamError(f"{file}: site.group must be the name of a group, got {group!r}")
         return cls(path=path, name=str(site["name"]), group=group, database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
                    transfer=transfer, perf=perf, credentials=credentials)
+
+
+# The common choices `balsam init` and `balsam site set` take as options (no TOML editing):
+# option name -> (section, setting).
+CHOICES = {
+    "scheduler": ("scheduler", "name"), "project": ("scheduler", "project"), "queue": ("scheduler", "queue"),
+    "elastic_queue": ("elastic_queue", "enabled"), "job_mode": ("elastic_queue", "job_mode"),
+    "max_nodes": ("elastic_queue", "max_nodes"), "max_queued": ("elastic_queue", "max_queued"),
+    "max_wall_min": ("elastic_queue", "max_wall_min"), "idle_stop_min": ("database", "idle_stop_min"),
+}  # fmt: skip
+
+
+def apply_choices(settings: SiteSettings, **choices: object) -> list[str]:
+    """Set the given choices (None: left as is), check them as a loaded file would be, and return
+    one line per change ("scheduler.name = 'slurm'")."""
+    changed = []
+    if choices.get("idle_stop_min") is not None and settings.database.mode == "external":
+        raise BalsamError("the site's database is an external server, which Balsam neither starts nor stops: "
+                          "the idle stop is for an embedded one")  # fmt: skip
+    for option, value in choices.items():
+        if value is None:
+            continue
+        section, name = CHOICES[option]
+        holder = getattr(settings, section)
+        if getattr(holder, name) != value:
+            setattr(holder, name, value)
+            changed.append(f"{section}.{name} = {value!r}")
+    if settings.elastic_queue.min_nodes > settings.elastic_queue.max_nodes:
+        settings.elastic_queue.min_nodes = settings.elastic_queue.max_nodes
+    if settings.elastic_queue.min_wall_min > settings.elastic_queue.max_wall_min:
+        settings.elastic_queue.min_wall_min = settings.elastic_queue.max_wall_min
+    settings.scheduler.check()
+    settings.elastic_queue.check()
+    check_idle_stop(settings.database.idle_stop_min)
+    return changed
+
+
+def check_idle_stop(minutes: object) -> None:
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes < 0:
+        raise BalsamError(f"database.idle_stop_min must be a number of minutes >= 0 (0: never), got {minutes!r}")
 
 
 def _section(kind, doc: dict, name: str):

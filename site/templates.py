@@ -11,6 +11,11 @@ template does that, the placeholders inside SCRIPT are filled with the values sh
 command. Quoting is only sound where the placeholder stands outside the script's own quotes and
 escapes: a template with ``'{k}'``, ``"{k}"`` or ``\\{k}`` in such a script is refused when the app is
 added, asking for the bare ``{k}``.
+
+An argument that is exactly ``{*name}`` is a list of arguments: its value is split like a command
+line (``shlex.split``, quotes kept together, no shell) and each word becomes one argument, so
+``echo hello, {*args}`` with ``args="world 1"`` runs ``echo`` with ``hello,``, ``world`` and ``1``.
+That is how the original Balsam's ``--args`` reach a program (``balsam.site.compat``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import string
 from dataclasses import dataclass
 
 from balsam.errors import BalsamError
+from balsam.inputs import preview
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A whole argument `{*name}`: the value's words, each one argument.
+_SPLAT = re.compile(r"\{\*([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 
 
 # Shells that take a script with -c. Their basename is matched, so /bin/sh and /usr/bin/env bash count.
@@ -38,6 +46,7 @@ class CommandTemplate:
     args: tuple[str, ...]
     placeholders: tuple[str, ...]  # in order of first appearance
     script: int | None = None  # the index of the argument that a shell runs as commands (`sh -c SCRIPT`)
+    splats: tuple[int, ...] = ()  # indices of `{*name}` arguments, each filled with its value's words
 
     @classmethod
     def parse(cls, text: str) -> CommandTemplate:
@@ -48,15 +57,21 @@ class CommandTemplate:
         except ValueError as exc:
             raise BalsamError(f"cannot split command template {text!r}: {exc}") from None
         names: list[str] = []
-        for arg in args:
-            for name in _placeholders_of(arg, text):
+        splats: list[int] = []
+        for i, arg in enumerate(args):
+            splat = _SPLAT.match(arg)
+            if splat:
+                splats.append(i)
+            for name in [splat.group(1)] if splat else _placeholders_of(arg, text):
                 if name not in names:
                     names.append(name)
         found = shell_script(args)
         if found is not None:
             shell, script = found
+            if script in splats:
+                raise BalsamError(f"the script of {os.path.basename(args[shell])} -c cannot be a list {args[script]} ({text!r})")
             _check_script(args[script], os.path.basename(args[shell]), text)
-        return cls(text=text, args=args, placeholders=tuple(names), script=found[1] if found else None)
+        return cls(text=text, args=args, placeholders=tuple(names), script=found[1] if found else None, splats=tuple(splats))
 
     def check_parameters(self, params: dict[str, object], app_name: str) -> None:
         """Every placeholder has a value and every parameter names a placeholder."""
@@ -69,15 +84,33 @@ class CommandTemplate:
         missing = [name for name in self.placeholders if name not in params]
         if missing:
             raise BalsamError(f"placeholder {{{missing[0]}}} of app {app_name!r} has no value")
+        for i in self.splats:
+            name = self.args[i][2:-1]
+            _words(params[name], name)  # a value that cannot be split fails when the job is added
 
     def render(self, params: dict[str, object]) -> list[str]:
         """The argument vector with every placeholder filled by the string form of its value
-        (shell-quoted inside a shell's script)."""
+        (shell-quoted inside a shell's script; split into words for a ``{*name}`` argument)."""
         values = {k: _as_text(v) for k, v in params.items()}
-        argv = [arg.format_map(values) for arg in self.args]
+        argv = self._render_args(values)
+        if not self.splats:
+            return argv
+        out: list[str] = []
+        for i, arg in enumerate(argv):
+            out.extend(_words(values[self.args[i][2:-1]], self.args[i][2:-1]) if i in self.splats else [arg])
+        return out
+
+    def _render_args(self, values: dict[str, str]) -> list[str]:
+        argv = [arg if i in self.splats else arg.format_map(values) for i, arg in enumerate(self.args)]
         if self.script is not None:
             argv[self.script] = self.args[self.script].format_map({k: shlex.quote(v) for k, v in values.items()})
         return argv
+
+
+
+def literal_template(argv: list[str]) -> str:
+    """A command template that renders back to exactly ``argv``: braces are not placeholders here."""
+    return shlex.join(argv).replace("{", "{{").replace("}", "}}")
 
 
 def shell_script(args: tuple[str, ...] | list[str]) -> tuple[int, int] | None:
@@ -158,6 +191,13 @@ def _placeholders_of(arg: str, template: str) -> list[str]:
             )
         names.append(field)
     return names
+
+
+def _words(value: object, name: str) -> list[str]:
+    try:
+        return shlex.split(_as_text(value))
+    except ValueError as exc:
+        raise BalsamError(f"parameter {name!r} is a list of arguments, and {preview(_as_text(value))} cannot be split into them: {exc}") from None
 
 
 def _as_text(value: object) -> str:

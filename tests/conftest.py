@@ -47,6 +47,19 @@ class PgServer:
         return conn
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_argo_client_config(tmp_path_factory) -> Iterator[None]:
+    """The `argo` client's files (client.toml, the local-servers note `argo server start` writes)
+    in a folder of the test session, never the user's ~/.config/argo."""
+    old = os.environ.get("ARGO_CLIENT_CONFIG")
+    os.environ["ARGO_CLIENT_CONFIG"] = str(tmp_path_factory.mktemp("argo-client") / "client.toml")
+    yield
+    if old is None:
+        os.environ.pop("ARGO_CLIENT_CONFIG", None)
+    else:
+        os.environ["ARGO_CLIENT_CONFIG"] = old
+
+
 @pytest.fixture(scope="session")
 def pg_server(tmp_path_factory) -> Iterator[PgServer]:
     folder = tmp_path_factory.mktemp("pgserver")

@@ -74,3 +74,18 @@ class _Details(grpc.ClientCallDetails):
     def __init__(self, details, metadata) -> None:
         self.method, self.timeout, self.credentials = details.method, details.timeout, details.credentials
         self.wait_for_ready, self.compression, self.metadata = getattr(details, "wait_for_ready", None), getattr(details, "compression", None), metadata
+
+
+def unreachable_hint(details: str, tls: bool) -> str:
+    """What a user can do about a call that found no coordinator: gRPC's own detail rarely says.
+
+    A plain-text client at a TLS server sees only "Socket closed" (the server drops the bytes it
+    cannot read as a handshake); a TLS client at the wrong authority sees an SSL error."""
+    low = (details or "").lower()
+    if any(word in low for word in ("ssl", "handshake", "certificate")):
+        return (" (a TLS failure: is the CA given the authority that signed the server's certificate, is that certificate "
+                "valid now, and does the server require a client certificate?)")  # fmt: skip
+    if not tls and any(word in low for word in ("socket closed", "connection reset", "end of file", "eof")):
+        return (" (this client speaks plain text; if the server serves TLS (`argo server start --tls-dir DIR`), trust its CA: "
+                "--ca DIR/ca.pem, $ARGO_CA or `argo login --ca`; for a site, `balsam site start --argo-ca DIR/ca.pem`)")  # fmt: skip
+    return ""

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import typer
 
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption, parse_assignments
 from balsam.site.cli.output import app_record, compact, console, print_json, print_table
-from balsam.site.specs import parse_assignments
 
 app = typer.Typer(help="Apps: the programs a site runs, as command templates.", no_args_is_help=True)
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption, parse_assignments
 from balsam.site.cli.output import (
     compact, console, err_console, event_record, job_record, local_time, print_json, print_table,
 )  # fmt: skip
-from balsam.site.specs import parse_assignments, read_job_file
-from balsam.states import JobState
 
 app = typer.Typer(help="Jobs: runs of apps, with parameters, resources and dependencies.", no_args_is_help=True)
 
@@ -64,6 +62,8 @@ def add(
         if given:
             flag = {"params": "param", "parents": "parent", "tags": "tag"}.get(given[0], given[0]).replace("_", "-")
             raise BalsamError(f"--from FILE takes every job field from the file; drop --{flag}")
+        from balsam.site.specs import read_job_file
+
         specs = read_job_file(from_file)
         with Site.open(site) as s:
             ids = s.add_jobs(specs)
@@ -125,16 +125,22 @@ def ls(
 
 def _ordered(counts: dict[str, int]) -> dict[str, int]:
     """Counts in the state machine's order, for a stable read."""
+    from balsam.states import JobState
+
     return {st.value: counts[st.value] for st in JobState if st.value in counts}
 
 
 @app.command("show")
 def show(job_id: int = typer.Argument(...), site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     """Everything about one job, with its parents and children."""
+    from balsam.site.workdir import workdir
+
     with Site.open(site) as s:
         record: dict[str, Any] = job_record(s.job(job_id))
         record["parents"] = s.parents(job_id)
         record["children"] = s.children(job_id)
+        # Where it runs and writes job.out / job.err (`balsam job log ID` shows them).
+        record["workdir"] = str(workdir(s.settings.data_dir, record["workflow"], job_id))
     if as_json:
         print_json(record)
         return
@@ -149,6 +155,38 @@ def _show_value(value: Any) -> str:
     if hasattr(value, "astimezone"):
         return local_time(value)
     return "" if value is None else str(value)
+
+
+@app.command("log")
+def log(
+    job_id: int = typer.Argument(...),
+    stderr: bool = typer.Option(False, "--err", help="Show its standard error (job.err) instead of its output."),
+    lines: int = typer.Option(0, "--tail", "-n", help="Only the last N lines (0: all)."),
+    site: Path | None = SiteOption,
+) -> None:
+    """What the job's program printed: job.out (or job.err) in its working folder."""
+    from balsam.site.workdir import workdir
+
+    if lines < 0:
+        raise BalsamError("--tail must be >= 0")
+    with Site.open(site) as s:
+        job = s.job(job_id)
+        folder = workdir(s.settings.data_dir, job.workflow, job_id)
+    file = folder / ("job.err" if stderr else "job.out")
+    if not file.exists():
+        raise BalsamError(f"job {job_id} ({job.state}) has no {file.name} yet in {folder}: it has not started")
+    with open(file, "rb") as handle:
+        data = handle.read()
+    text = data.decode(errors="replace")
+    if lines:
+        text = "".join(text.splitlines(keepends=True)[-lines:])
+    if sys.stdout.isatty():
+        # A terminal shows the output, never obeys it: its control sequences are escaped (balsam.terminal).
+        from balsam.terminal import shown
+
+        sys.stdout.write(shown(text, keep_newlines=True) + ("" if not text or text.endswith("\n") else "\n"))
+    else:
+        sys.stdout.write(text)  # a pipe or a file gets the program's output whole
 
 
 @app.command("history")

@@ -13,12 +13,7 @@ from pathlib import Path
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site.access import protect_site, site_umask
-from balsam.site.api import Site
-from balsam.site.cli.common import SiteOption
-from balsam.site.batch import BATCH_JOB_VARIABLE
-from balsam.site.settings import SiteSettings, find_site
-from balsam.site.specs import parse_assignments
+from balsam.site.cli.common import Site, SiteOption, parse_assignments
 
 
 def launcher(
@@ -32,9 +27,22 @@ def launcher(
     lease: float = typer.Option(60.0, "--lease", help="Seconds without a heartbeat after which other launchers take this one's jobs back."),
     mpi: str | None = typer.Option(None, "--mpi", help="MPI launcher for multi-rank jobs: openmpi, mpich, srun or aprun [default: detected]."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch written, not just progress."),
+    consume_all: bool = typer.Option(False, "--consume-all", hidden=True, help="(Balsam 0.x) run every workflow: the default."),
+    wf_filter: str | None = typer.Option(None, "--wf-filter", hidden=True, help="(Balsam 0.x) --workflow."),
+    time_limit: float | None = typer.Option(None, "--time-limit-minutes", hidden=True, help="(Balsam 0.x) --wall-time."),
     site: Path | None = SiteOption,
 ) -> None:
     """Run jobs of the site on the nodes of this batch job (or on this host)."""
+    if consume_all or wf_filter is not None or time_limit is not None:
+        from balsam.site.cli.output import err_console
+        from balsam.site.compat import modern
+
+        if wf_filter is not None and workflow is not None and wf_filter != workflow:
+            raise BalsamError("--wf-filter and --workflow name different workflows; give one")
+        workflow = workflow if workflow is not None else wf_filter
+        wall_time = wall_time if wall_time is not None else (time_limit or None)  # the old 0 meant "no limit"
+        err_console.print(modern(["balsam", "launcher", "--job-mode", job_mode] + (["--workflow", workflow] if workflow else [])
+                                 + (["--wall-time", f"{wall_time:g}"] if wall_time else [])))  # fmt: skip
     from balsam.launcher.master import LauncherConfig
     from balsam.launcher.start import ensemble_rank, run_ensemble_worker, run_launcher
 
@@ -46,6 +54,9 @@ def launcher(
         )  # fmt: skip
     except ValueError as exc:
         raise BalsamError(str(exc)) from None
+    from balsam.site.access import protect_site, site_umask
+    from balsam.site.settings import SiteSettings, find_site
+
     settings = SiteSettings.load(Path(site) if site else find_site())
     # Job folders, outputs and logs as private as the site (or its group's): the jobs inherit the umask.
     protect_site(settings)
@@ -61,6 +72,8 @@ def launcher(
 
 def _batch_job_id() -> int | None:
     """The site's batch job this launcher was started for (set in the scripts the site submits)."""
+    from balsam.site.batch import BATCH_JOB_VARIABLE
+
     value = os.environ.get(BATCH_JOB_VARIABLE, "")
     if not value:
         return None

@@ -7,17 +7,13 @@ import sys
 from pathlib import Path
 
 import typer
-import psycopg2
-import psycopg2.errors
-from sqlalchemy.exc import DBAPIError
 
 from balsam import __version__
 from balsam.errors import BalsamError
 from balsam.inputs import check_argv
-from balsam.site.access import refusal_message
-from balsam.site.api import Site
+from balsam.site.cli.common import Site
 from balsam.site.cli import app_cmds, globus_cmds, job_cmds, launcher_cmd, queue_cmds, site_cmds, transfer_cmds
-from balsam.site.cli import trigger_cmds
+from balsam.site.cli import compat_cmds, trigger_cmds
 from balsam.site.cli.output import console, err_console
 from balsam.site.settings import CREDENTIALS_ENV
 from balsam.terminal import print_error
@@ -38,6 +34,15 @@ cli.add_typer(trigger_cmds.app, name="trigger")
 cli.command("launcher")(launcher_cmd.launcher)
 cli.command("submit-launch")(queue_cmds.submit_launch)
 cli.command("qsub")(queue_cmds.qsub)
+# The original Balsam's (0.x) commands, as its users type them (balsam.site.cli.compat_cmds).
+app_cmds.app.callback(invoke_without_command=True, help=f"Apps: the programs a site runs, as command templates. {compat_cmds.OLD_APP_HELP}")(compat_cmds.old_app)
+job_cmds.app.callback(invoke_without_command=True, help=f"Jobs: runs of apps, with parameters, resources and dependencies. {compat_cmds.OLD_JOB_HELP}")(compat_cmds.old_job)
+cli.command("ls", help="(Balsam 0.x) List jobs, apps or workflows; today: `balsam job ls`, `balsam app ls`.")(compat_cmds.ls)
+cli.command("rm")(compat_cmds.rm)
+cli.command("kill")(compat_cmds.kill)
+cli.command("killjob", hidden=True)(compat_cmds.kill)
+cli.command("modify")(compat_cmds.modify)
+cli.command("dag")(compat_cmds.dag)
 
 
 @cli.command("init")
@@ -55,12 +60,19 @@ def init(
     allow: list[str] = typer.Option([], "--allow", metavar="CIDR", help="With --listen: a network whose hosts may log in (repeatable; default: the listen address's subnet)."),
     plaintext: bool = typer.Option(False, "--plaintext", help="With --listen: no TLS, everything in plain text on the network (warned at every start)."),
     pg_bin: str | None = typer.Option(None, "--pg-bin", metavar="DIR", help="The PostgreSQL server binaries to use (default: found; with --listen, ones with SSL)."),
+    project: str | None = site_cmds.ProjectOption,
+    queue: str | None = site_cmds.QueueOption,
+    elastic_queue: bool | None = site_cmds.ElasticOption,
+    max_nodes: int | None = site_cmds.MaxNodesOption,
 ) -> None:
     """Create a site: a settings file, logs/, data/, and its own PostgreSQL database."""
     with Site.init(path, name=name, db_url=db_url, scheduler=scheduler, group=group, listen=listen, allow=allow,
-                   plaintext=plaintext, pg_bin=pg_bin) as site:  # fmt: skip
+                   plaintext=plaintext, pg_bin=pg_bin, project=project, queue=queue, elastic_queue=elastic_queue,
+                   max_nodes=max_nodes) as site:  # fmt: skip
         settings = site.settings
     console.print(f"created site {settings.name} in {settings.path}")
+    console.print(f"scheduler {settings.scheduler.name}; elastic queue {'on' if settings.elastic_queue.enabled else 'off'}"
+                  " (change with `balsam site set`)")  # fmt: skip
     console.print(f"use it from inside that folder, or with: export BALSAM_SITE={settings.path}")
 
 
@@ -98,8 +110,16 @@ def main() -> None:
     except BalsamError as exc:
         print_error(err_console, str(exc))
         sys.exit(1)
-    except (DBAPIError, psycopg2.Error) as exc:
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if not _from_the_database(exc):
+            raise
         # Validation should have caught it first; still one line, not a traceback.
+        import psycopg2.errors
+
+        from balsam.site.access import refusal_message
+
         orig = getattr(exc, "orig", None) or exc
         reason = (str(orig).strip().splitlines() or [""])[0]
         if isinstance(orig, psycopg2.errors.InsufficientPrivilege):
@@ -108,8 +128,17 @@ def main() -> None:
         else:
             print_error(err_console, f"the database refused the request: {reason}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+
+
+def _from_the_database(exc: Exception) -> bool:
+    """A refusal by the database (SQLAlchemy's DBAPIError, psycopg2's Error). Checked only once those
+    libraries are loaded: an error cannot be theirs before, and help must not wait for them."""
+    if "psycopg2" not in sys.modules:
+        return False
+    import psycopg2
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, (DBAPIError, psycopg2.Error))
 
 
 if __name__ == "__main__":

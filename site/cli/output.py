@@ -6,10 +6,11 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from balsam import terminal
-from balsam.site.db.models import App, Job, JobEvent
+if TYPE_CHECKING:  # the models (SQLAlchemy) load with the first command that reads the database
+    from balsam.site.db.models import App, Job, JobEvent
 
 # What data holds is shown, never obeyed: controls escaped, no markup (balsam.terminal).
 console = terminal.Console()

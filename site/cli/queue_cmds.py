@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
-from balsam.site.cli.output import console, local_time, print_json, print_table
+from balsam.site.cli.common import JsonOption, Site, SiteOption
+from balsam.site.cli.output import console, err_console, local_time, print_json, print_table
 
 app = typer.Typer(help="The site's launcher batch jobs in the scheduler.", no_args_is_help=True)
 
@@ -16,7 +15,7 @@ app = typer.Typer(help="The site's launcher batch jobs in the scheduler.", no_ar
 def submit_launch(
     project: str | None = typer.Option(None, "--project", "-A", help="Project (account) to charge [default: the site's]."),
     queue: str | None = typer.Option(None, "--queue", "-q", help="Queue (Slurm partition) [default: the site's]."),
-    minutes: int = typer.Option(..., "--time", "-t", help="Wall time in minutes."),
+    minutes: int = typer.Option(..., "--time", "-t", "--time-minutes", help="Wall time in minutes."),
     nodes: int = typer.Option(..., "--nodes", "-n", help="Nodes to reserve."),
     job_mode: str = typer.Option("mpi", "--job-mode", help="mpi: any job; serial: single-rank jobs packed per node."),
     until_idle: bool = typer.Option(False, "--until-idle", help="End the batch job once no runnable job is left."),
@@ -26,11 +25,28 @@ def submit_launch(
     from balsam.site.batch import BatchQueue, LaunchRequest
 
     with Site.open(site) as s:
+        if s.settings.scheduler.name == "local":
+            nodes = _on_this_host(nodes, project, queue)
         request = LaunchRequest(nodes=nodes, minutes=minutes, job_mode=job_mode, project=project or "",
                                 queue=queue or "", until_idle=until_idle)  # fmt: skip
         row = BatchQueue(s).submit(request)
     console.print(f"batch job {row.id} submitted to {row.scheduler} as {row.scheduler_id}: "
                   f"{row.nodes} node(s), {row.wall_time_min} min, {row.job_mode} mode")  # fmt: skip
+
+
+def _on_this_host(nodes: int, project: str | None, queue: str | None) -> int:
+    """The local scheduler has one host and no accounts or queues: say so, and ask for what it has."""
+    notes = []
+    if nodes > 1:
+        notes.append(f"it runs on this host alone, so 1 node instead of {nodes}")
+        nodes = 1
+    if project or queue:
+        given = " and ".join(f"{flag} {value}" for flag, value in (("-A", project), ("-q", queue)) if value)
+        notes.append(f"it has no projects or queues, so {given} only pass the site's checks")
+    if notes:
+        err_console.print(f"the site's scheduler is local: {'; '.join(notes)} "
+                          "(another scheduler: `balsam site set --scheduler slurm|pbs|cobalt|lsf`)")  # fmt: skip
+    return nodes
 
 
 @app.command("ls")
@@ -97,8 +113,17 @@ def qsub(
     """Like qsub, but into the site: the request becomes a job that the site packs into its batch jobs."""
     from balsam.site.qsub import submit
 
+    from balsam.site.agent import agent_pid
+
     with Site.open(site) as s:
         job = submit(s, command, nodes=nodes, minutes=minutes, project=project, queue=queue, name=name, workflow=workflow)
+        settings = s.settings
     # Like qsub: the id alone on stdout, for scripts that capture it.
     print(job.id)
+    # The job waits for a launcher; say so when nothing will start one by itself.
+    if not settings.elastic_queue.enabled:
+        err_console.print(f"job {job.id} waits for a launcher, and the site's elastic queue is off: turn it on "
+                          "(`balsam site set --elastic-queue`, then `balsam site start`) or submit one (`balsam submit-launch`)")  # fmt: skip
+    elif not agent_pid(settings):
+        err_console.print(f"job {job.id} waits for the elastic queue, and no agent runs it: `balsam site start`")
 

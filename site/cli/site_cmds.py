@@ -8,15 +8,22 @@ from typing import Any
 import typer
 
 from balsam.errors import BalsamError
-from balsam.site.api import Site
 from balsam.site.cli import user_cmds
-from balsam.site.cli.common import JsonOption, SiteOption
-from balsam.site.cli.output import console, print_json, print_table
+from balsam.site.cli.common import JsonOption, Site, SiteOption
+from balsam.site.cli.output import console, err_console, print_json, print_table
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings, find_site
 
 app = typer.Typer(help="The site's services: its database server and its agent.", no_args_is_help=True)
 app.add_typer(user_cmds.app, name="user")
+
+
+# The common choices, as options of `balsam init` and `balsam site set` (no TOML editing).
+SchedulerOption = typer.Option(None, "--scheduler", help="Batch scheduler: local, slurm, pbs, cobalt or lsf.")
+ProjectOption = typer.Option(None, "--project", "-A", help="Project (account) batch jobs are charged to by default.")
+QueueOption = typer.Option(None, "--queue", "-q", help="Queue (Slurm partition) batch jobs go to by default.")
+ElasticOption = typer.Option(None, "--elastic-queue/--no-elastic-queue", help="The agent submits batch jobs sized to the backlog (default: off).")
+MaxNodesOption = typer.Option(None, "--max-nodes", help="Nodes of each batch job the elastic queue submits, at most.")
 
 
 def _settings(site: Path | None) -> SiteSettings:
@@ -72,9 +79,75 @@ def start(
         else:
             pid = start_agent(settings, wait_s=30.0)
             console.print(f"agent started (pid {pid}), logging to {settings.logs_dir / 'agent.log'}")
-            if settings.argo.address:
-                console.print(f"syncing with the Argo coordinator at {settings.argo.address}")
-    console.print(f"site {settings.name} is ready")
+    problems: list[str] = []
+    if settings.argo.address and not db_only:
+        problems = _first_sync(settings)
+        if not problems:
+            console.print(f"syncing with the Argo coordinator at {settings.argo.address}")
+    for line in problems:
+        err_console.print(f"problem: {line}")
+    console.print(f"site {settings.name} is {'up, with the problem(s) above' if problems else 'ready'}")
+
+
+def _first_sync(settings: SiteSettings, wait_s: float = 15.0) -> list[str]:
+    """Wait for the running agent's first word on its Argo link (its first round waits up to 10 s
+    for the first sync): connected, or why not, in plain words."""
+    import json
+    import time
+
+    from balsam.site.agent import STATUS_FILE, agent_report
+
+    from balsam.site import diagnosis
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        report = agent_report(settings)
+        try:  # the report of this agent, not one left by an earlier run
+            fresh = json.loads((settings.logs_dir / STATUS_FILE).read_text()).get("pid") == report["pid"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            fresh = False
+        link = (report.get("argo") or {}) if fresh else {}
+        if link.get("connected") or link.get("last_error") or time.monotonic() > deadline or not report["running"]:
+            if not link and report["running"]:
+                report["argo"] = {"connected": False, "last_error": f"no sync within {wait_s:g} s; see {settings.logs_dir / 'agent.log'}"}
+            return diagnosis.argo_findings(settings, report)
+        time.sleep(0.2)
+
+
+@app.command("set")
+def set_choices(
+    scheduler: str | None = SchedulerOption,
+    project: str | None = ProjectOption,
+    queue: str | None = QueueOption,
+    elastic_queue: bool | None = ElasticOption,
+    max_nodes: int | None = MaxNodesOption,
+    max_queued: int | None = typer.Option(None, "--max-queued", help="Batch jobs the elastic queue keeps waiting in the scheduler at once."),
+    max_wall: int | None = typer.Option(None, "--max-wall-time", help="Minutes of each batch job the elastic queue submits, at most."),
+    job_mode: str | None = typer.Option(None, "--job-mode", help="The elastic queue's launchers: mpi or serial."),
+    idle_stop: float | None = typer.Option(None, "--db-idle-stop", help="Minutes unused after which the embedded database stops itself (0: never)."),
+    site: Path | None = SiteOption,
+) -> None:
+    """Change the site's common settings (written to balsam-site.toml for you); with no option, show them."""
+    from balsam.site.agent import agent_pid
+    from balsam.site.settings import apply_choices
+
+    settings = _settings(site)
+    changed = apply_choices(
+        settings, scheduler=scheduler, project=project, queue=queue, elastic_queue=elastic_queue, max_nodes=max_nodes,
+        max_queued=max_queued, max_wall_min=max_wall, job_mode=job_mode, idle_stop_min=idle_stop,
+    )  # fmt: skip
+    if not changed:
+        eq = settings.elastic_queue
+        console.print(f"scheduler {settings.scheduler.name} (project {settings.scheduler.project or '-'}, queue "
+                      f"{settings.scheduler.queue or '-'}); elastic queue {'on' if eq.enabled else 'off'} ({eq.job_mode} mode, "
+                      f"up to {eq.max_nodes} node(s) x {eq.max_wall_min} min, {eq.max_queued} queued); database stops when idle "
+                      f"for {settings.database.idle_stop_min:g} min")  # fmt: skip
+        return
+    settings.save()
+    for line in changed:
+        console.print(f"set {line} in {settings.settings_file}")
+    if agent_pid(settings):
+        console.print("the running agent keeps its settings until restarted: `balsam site stop && balsam site start`")
 
 
 @app.command("stop")
@@ -110,18 +183,26 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     report["elastic_queue"] = "on" if settings.elastic_queue.enabled else "off"
     report["argo"] = settings.argo.address or "none"
     report["agent"] = agent_report(settings)
+    from balsam.site import diagnosis
+
     report["jobs"] = None
+    problems = diagnosis.argo_findings(settings, report["agent"])
     if running:
         with Site(settings) as s:
             report["jobs"] = s.count_jobs()
+            problems += diagnosis.job_findings(s, report["agent"])
+    report["problems"] = problems
     if as_json:
         print_json(report)
         return
-    rows = [(k, v) for k, v in report.items() if k not in ("jobs", "agent")]
+    rows = [(k, v) for k, v in report.items() if k not in ("jobs", "agent", "problems")]
     jobs = report["jobs"]
     rows.append(("jobs", "(database stopped)" if jobs is None else ", ".join(f"{n} {s}" for s, n in jobs.items()) or "none"))
     rows.append(("agent", _agent_line(report["agent"])))
+    rows += [("problem", line) for line in problems]
     print_table(["", ""], rows)
+    if not problems:
+        console.print("no problems found")
 
 
 def _agent_line(agent: dict[str, Any]) -> str:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from sqlalchemy import text
 
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption
 from balsam.site.cli.output import console, local_time, print_json, print_table
 
 app = typer.Typer(help="Stage-in and stage-out of the site's jobs (run by the site agent).", no_args_is_help=True)
@@ -21,6 +19,8 @@ def ls(
     as_json: bool = JsonOption,
 ) -> None:
     """Transfer tasks with their progress, and the files still waiting, by state."""
+    from sqlalchemy import text
+
     with Site.open(site) as s, s.session() as session:
         where = "" if show_all else "WHERE state = 'active'"
         tasks = session.execute(text(

@@ -12,10 +12,8 @@ from pathlib import Path
 import typer
 
 from balsam.fswatch import DEFAULT_SETTLE_S
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption, parse_assignments
 from balsam.site.cli.output import console, print_json, print_table
-from balsam.site.specs import parse_assignments
 
 app = typer.Typer(help="Filesystem triggers: a job for each new file in a folder (watched by the site agent).", no_args_is_help=True)
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from balsam.site import access
-from balsam.site.api import Site
-from balsam.site.cli.common import JsonOption, SiteOption
+from balsam.site.cli.common import JsonOption, Site, SiteOption
 from balsam.site.cli.output import console, err_console, print_json, print_table
 from balsam.site.settings import CREDENTIALS_ENV, SiteSettings, find_site
-from sqlalchemy.exc import DBAPIError
 
 app = typer.Typer(
     help="The site's users: a database login each, as owner, collaborator or viewer (run these with the site's own login).",
@@ -29,6 +26,8 @@ def add(
     site: Path | None = SiteOption,
 ) -> None:
     """Create a database login for NAME with the rights of ROLE, and write its credentials file."""
+    from balsam.site import access
+
     with _site(site) as s:
         with s.engine.begin() as conn:
             password = access.add_user(conn, name, role)
@@ -45,6 +44,10 @@ def add(
 @app.command("rm")
 def rm(name: str = typer.Argument(...), site: Path | None = SiteOption) -> None:
     """Drop NAME's database role (its open connections are closed) and its credentials file."""
+    from balsam.site import access
+
+    from sqlalchemy.exc import DBAPIError
+
     with _site(site) as s:
         with s.engine.begin() as conn:
             user = access.remove_user(conn, name)
@@ -60,6 +63,8 @@ def rm(name: str = typer.Argument(...), site: Path | None = SiteOption) -> None:
 @app.command("ls")
 def ls(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     """The site's users and the kind of each."""
+    from balsam.site import access
+
     with _site(site) as s:
         with s.engine.connect() as conn:
             users = access.list_users(conn)

@@ -42,6 +42,8 @@ _UPDATABLE = frozenset(_UPDATABLE_TYPES)
 # Writes that make a job READY or RESTART_READY (launchers may take it) or POSTPROCESSED (the transfer
 # service may have files to stage out) NOTIFY RUNNABLE_CHANNEL.
 _RUNNABLE = frozenset({JobState.READY, JobState.RESTART_READY, JobState.POSTPROCESSED})
+# A job that ended without finishing: its waiting children are told why they do not run.
+_ENDED_UNFINISHED = frozenset({JobState.FAILED, JobState.USER_KILLED})
 
 
 def _resource_columns(r: Resources) -> tuple:
@@ -146,6 +148,8 @@ def transition(
     )
     if to_state == S.JOB_FINISHED:
         release_children(session, ids)
+    if to_state in _ENDED_UNFINISHED:
+        note_blocked_children(session, ids)
     if to_state in _RUNNABLE:
         notify_runnable(session)
     return ids
@@ -251,6 +255,9 @@ def apply_changes(session: Session, changes: Sequence[Change], owner: int | None
         notify_runnable(session)
     for failed_id in sorted({c.job_id for c in written} & set(rescues or {})):
         create_rescue(session, failed_id, rescues[failed_id])  # type: ignore[index]
+    ended = [c.job_id for c in written if c.steps[-1].state in _ENDED_UNFINISHED]
+    if ended:
+        note_blocked_children(session, ended)  # after the rescues: their children wait for the rescue job
     return [c.job_id for c in written], skipped
 
 
@@ -282,6 +289,22 @@ def note(session: Session, job_ids: Iterable[int], message: str) -> None:
         ),
         {"ids": sorted(set(job_ids)), "msg": message},
     )
+
+
+def note_blocked_children(session: Session, ended_ids: list[int]) -> None:
+    """Tell each child still waiting for a parent that ended without finishing (FAILED, USER_KILLED)
+    why it will not run, in its history: it waits until the parent is reset, or is killed itself."""
+    rows = session.execute(
+        text(
+            "SELECT p.parent_id, j.state, array_agg(p.child_id ORDER BY p.child_id) AS children "
+            "FROM job_parents p JOIN jobs j ON j.id = p.parent_id JOIN jobs c ON c.id = p.child_id "
+            "WHERE p.parent_id = ANY(:ids) AND c.state = :waiting GROUP BY p.parent_id, j.state"
+        ),
+        {"ids": sorted(set(ended_ids)), "waiting": S.AWAITING_PARENTS.value},
+    ).all()
+    for row in rows:
+        note(session, row.children, f"blocked: parent {row.parent_id} is {row.state}; this job runs once it is reset "
+                                    f"(`balsam job reset {row.parent_id}`) and finishes, or kill it (`balsam job kill ID`)")  # fmt: skip
 
 
 def release_children(session: Session, finished_ids: list[int]) -> list[int]:
