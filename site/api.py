@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from balsam.errors import BalsamError
+from balsam.gcpause import paused_gc
 from balsam.resources import FIELDS as RESOURCE_FIELDS
 from balsam.resources import resources_from
 from balsam.inputs import check_value, has_control, preview
@@ -204,7 +205,11 @@ class Site:
 
     def remove_app(self, name: str) -> None:
         with self.session() as session:
-            app = self._app(session, name)
+            # FOR UPDATE waits for a bulk creation holding the app (jobstore.lock_apps), so the
+            # count below sees its jobs.
+            app = session.scalar(select(App).where(App.name == name).with_for_update())
+            if app is None:
+                raise BalsamError(f"unknown app {name!r}")
             used = session.scalar(select(func.count()).select_from(Job).where(Job.app_id == app.id))
             if used:
                 raise BalsamError(f"app {name!r} still has {used} job(s); remove them first")
@@ -214,19 +219,25 @@ class Site:
 
     def add_job(self, app: str, params: dict[str, Any] | None = None, **fields: Any) -> Job:
         """One job; ``fields`` are those of :class:`~balsam.site.specs.JobSpec` (name, parents, nodes...)."""
-        (job_id,) = self.add_jobs([spec_from_dict({"app": app, "params": dict(params or {}), **fields})])
+        (job_id,) = self.add_specs([spec_from_dict({"app": app, "params": dict(params or {}), **fields})])
         return self.job(job_id)
 
     def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]]) -> list[int]:
         """Many jobs at once, all or nothing; parents may name other jobs of the same request."""
-        specs = []
-        for i, job in enumerate(jobs):
-            if isinstance(job, JobSpec):
-                check_shape(job)  # may have been built by hand, bypassing spec_from_dict
-            else:
-                job = spec_from_dict(job, source=f"item {i + 1}")
-            specs.append(job)
-        with self.session() as session:
+        with paused_gc():
+            specs = []
+            for i, job in enumerate(jobs):
+                if isinstance(job, JobSpec):
+                    check_shape(job)  # may have been built by hand, bypassing spec_from_dict
+                else:
+                    job = spec_from_dict(job, source=f"item {i + 1}")
+                specs.append(job)
+            return self.add_specs(specs)
+
+    def add_specs(self, specs: list[JobSpec]) -> list[int]:
+        """Like ``add_jobs``, for specs made by ``spec_from_dict`` or ``read_job_file``: their own
+        fields are checked already, so only what needs the whole request and the site is checked."""
+        with paused_gc(), self.session() as session:
             # A site has a handful of apps: read them all, so an unknown one can be listed with them.
             apps = session.execute(select(App.name, App.id, App.command_template)).all()
             check_batch(specs, {row.name: CommandTemplate.parse(row.command_template) for row in apps})

@@ -59,6 +59,7 @@ class JobSpec:
 
 # The keys of a job's mapping: its fields, with the resources as keys of their own.
 FIELDS = frozenset({f for f in JobSpec.__dataclass_fields__ if f not in ("source", "resources")} | set(RESOURCE_FIELDS))
+_RESOURCE_KEYS = frozenset(RESOURCE_FIELDS)
 
 
 def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
@@ -66,21 +67,23 @@ def spec_from_dict(raw: Any, source: str = "") -> JobSpec:
     where = f" ({source})" if source else ""
     if not isinstance(raw, dict):
         raise BalsamError(f"a job must be a mapping of fields{where}, not {type(raw).__name__}")
-    for key in raw:
+    for key in () if FIELDS.issuperset(raw) else raw:
         if key not in FIELDS:
             close = difflib.get_close_matches(key, FIELDS, n=1) if isinstance(key, str) else []
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise BalsamError(f"unknown job field {key!r}{where}{hint}; known fields: {', '.join(sorted(FIELDS))}")
     if "app" not in raw:
         raise BalsamError(f"a job needs an app{where}")
-    values = {key: value for key, value in raw.items() if key not in RESOURCE_FIELDS}
+    plain = _RESOURCE_KEYS.isdisjoint(raw)  # the common case: no resources given, nothing to pick apart
+    values = raw if plain else {key: value for key, value in raw.items() if key not in _RESOURCE_KEYS}
     spec = JobSpec(**values, source=source)
     # First what JSON can hold within the input limits (balsam.inputs): text, numbers, nesting.
     check_value(raw, spec.label)
-    resources, problems = resources_from({key: raw[key] for key in RESOURCE_FIELDS if key in raw})
-    if problems:
-        raise BalsamError(f"{spec.label}: {problems[0]}")
-    spec.resources = resources
+    if not plain:
+        resources, problems = resources_from({key: raw[key] for key in RESOURCE_FIELDS if key in raw})
+        if problems:
+            raise BalsamError(f"{spec.label}: {problems[0]}")
+        spec.resources = resources
     check_shape(spec, values_checked=True)
     return spec
 
@@ -119,15 +122,17 @@ def check_shape(spec: JobSpec, values_checked: bool = False) -> None:
         if not isinstance(value, str) or not _KEY.match(str(key)):
             raise BalsamError(f"{spec.label}: tag {key!r}={value!r} must be a name and a text value")
     # PostgreSQL text cannot hold NUL, and no program could receive it in an argument anyway.
-    texts = [spec.name, spec.workflow, *map(str, spec.params.values()), *spec.tags.values()]
-    if any("\0" in text for text in texts) or any(
+    # Joined, the texts are searched once (only text parameters can hold a NUL; numbers cannot).
+    texts = "".join((spec.name, spec.workflow, *[v for v in spec.params.values() if isinstance(v, str)], *spec.tags.values()))
+    if "\0" in texts or any(
         "\\u0000" in json.dumps(extra) for extra in (spec.data, spec.inputs, spec.outputs, spec.stage_in, spec.stage_out) if extra
     ):
         raise BalsamError(f"{spec.label}: a value contains a NUL character (\\0), which cannot be stored")
     for parent in spec.parents:
         if isinstance(parent, bool) or not isinstance(parent, (int, str)) or parent == "":
             raise BalsamError(f"{spec.label}: a parent must be a job id or the name of a job in the same request, got {parent!r}")
-    _check_files(spec)
+    if spec.outputs or spec.inputs or spec.stage_in or spec.stage_out:
+        _check_files(spec)
 
 
 def _check_files(spec: JobSpec) -> None:
@@ -187,7 +192,12 @@ def stage_out_items(spec: JobSpec) -> list[dict[str, str]]:
 
 def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> None:
     """Apps, parameters, in-batch parent names and cycles of a whole request."""
+    # A campaign's jobs share a few apps and a few sets of parameter names: each pair is checked once.
+    passed: set[tuple[str, tuple[str, ...]]] = set()
     for spec in specs:
+        shape = (spec.app, tuple(spec.params))
+        if shape in passed:
+            continue
         template = templates.get(spec.app)
         if template is None:
             known = ", ".join(sorted(templates)) or "none yet; add one with `balsam app add`"
@@ -196,6 +206,7 @@ def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> 
             template.check_parameters(spec.params, spec.app)
         except BalsamError as exc:
             raise BalsamError(f"{spec.label}: {exc}") from None
+        passed.add(shape)
     index = batch_name_index(specs)
     # Only jobs that name parents of this request can be in a cycle: the graph holds just those.
     graph: dict[int, set[int]] = {}

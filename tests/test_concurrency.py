@@ -34,3 +34,74 @@ def test_two_processes_adding_jobs_at_once_lose_nothing(site, tmp_path):
     assert len({j.id for j in jobs}) == len(jobs)
     assert site.count_jobs() == {"READY": 1 + 2 * 20 * 46, "AWAITING_PARENTS": 2 * 20 * 5}
     assert len(site.children(root)) == 2 * 20 * 5
+
+
+def test_an_app_removed_while_its_jobs_are_being_added_keeps_them(site):
+    """Bulk creation skips PostgreSQL's row-by-row key checks (site.db.jobstore.insert_jobs), so it
+    holds the apps itself: a removal that races it waits, then refuses; no job is left without its
+    app, and every event and parent link points at a job."""
+    import threading
+    import time
+
+    from balsam.errors import BalsamError
+    from balsam.site.db import jobstore
+    from balsam.site.specs import spec_from_dict
+    from sqlalchemy import text
+
+    site.add_app("work", "work {i}")
+    (parent,) = site.add_jobs([{"app": "work", "params": {"i": 0}}])
+    app_id = site.app("work").id
+    outcome: list[object] = []
+
+    def remove() -> None:
+        try:
+            site.remove_app("work")
+            outcome.append("removed")
+        except BalsamError as exc:
+            outcome.append(exc)
+
+    with site.session() as session:
+        specs = [spec_from_dict({"app": "work", "params": {"i": k}, "parents": [parent]}) for k in range(1, 201)]
+        ids = jobstore.insert_jobs(session, specs, {"work": app_id})
+        remover = threading.Thread(target=remove)
+        remover.start()
+        time.sleep(1.0)
+        assert remover.is_alive(), "the removal did not wait for the jobs being added"
+    remover.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], BalsamError), outcome
+    assert "still has 201 job(s)" in str(outcome[0])
+    assert [job.id for job in site.jobs()] == [parent, *ids]
+    with site.session() as session:
+        orphans = session.execute(text(
+            "SELECT (SELECT count(*) FROM jobs WHERE app_id NOT IN (SELECT id FROM apps)),"
+            " (SELECT count(*) FROM job_events WHERE job_id NOT IN (SELECT id FROM jobs)),"
+            " (SELECT count(*) FROM job_parents WHERE child_id NOT IN (SELECT id FROM jobs)"
+            "  OR parent_id NOT IN (SELECT id FROM jobs))"
+        )).one()  # fmt: skip
+    assert tuple(orphans) == (0, 0, 0)
+    assert len(site.children(parent)) == 200
+
+
+def test_a_bulk_copy_that_fails_while_streaming_stores_nothing(site):
+    """COPY draws its lines as it sends (balsam.pgcopy.copy_lines): a failure half-way, after
+    thousands of rows reached the server, must leave the table as it was."""
+    import pytest
+    from sqlalchemy import text
+
+    from balsam.pgcopy import copy_lines
+
+    site.add_app("work", "work {i}")
+    before = site.jobs()
+
+    def lines():
+        for k in range(50_000):
+            if k == 40_000:
+                raise RuntimeError("the line maker failed")
+            yield f"{10_000_000 + k}\tCREATED\tREADY\tcreated\n"
+
+    with pytest.raises(RuntimeError, match="line maker failed"):
+        with site.session() as session:
+            copy_lines(session, "job_events", ("job_id", "from_state", "to_state", "message"), lines())
+    with site.session() as session:
+        assert session.scalar(text("SELECT count(*) FROM job_events WHERE job_id >= 10000000")) == 0
+    assert site.jobs() == before

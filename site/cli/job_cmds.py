@@ -62,11 +62,13 @@ def add(
         if given:
             flag = {"params": "param", "parents": "parent", "tags": "tag"}.get(given[0], given[0]).replace("_", "-")
             raise BalsamError(f"--from FILE takes every job field from the file; drop --{flag}")
+        from balsam.gcpause import paused_gc
         from balsam.site.specs import read_job_file
 
-        specs = read_job_file(from_file)
+        with paused_gc():  # a file of many jobs: see balsam.gcpause
+            specs = read_job_file(from_file)
         with Site.open(site) as s:
-            ids = s.add_jobs(specs)
+            ids = s.add_specs(specs)
         print("\n".join(map(str, ids)))  # one id per line, as `job add` prints its one id
         err_console.print(f"added {len(ids)} job{'s' if len(ids) != 1 else ''}")
         return
