@@ -192,7 +192,8 @@ def stage_out_items(spec: JobSpec) -> list[dict[str, str]]:
 
 def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> None:
     """Apps, parameters, in-batch parent names and cycles of a whole request."""
-    # A campaign's jobs share a few apps and a few sets of parameter names: each pair is checked once.
+    # A campaign's jobs share a few apps and a few sets of parameter names: each pair is checked
+    # once, unless the app splits a value into words ({*name}), which depends on each value.
     passed: set[tuple[str, tuple[str, ...]]] = set()
     for spec in specs:
         shape = (spec.app, tuple(spec.params))
@@ -206,7 +207,8 @@ def check_batch(specs: list[JobSpec], templates: dict[str, CommandTemplate]) -> 
             template.check_parameters(spec.params, spec.app)
         except BalsamError as exc:
             raise BalsamError(f"{spec.label}: {exc}") from None
-        passed.add(shape)
+        if not template.splats:
+            passed.add(shape)
     index = batch_name_index(specs)
     # Only jobs that name parents of this request can be in a cycle: the graph holds just those.
     graph: dict[int, set[int]] = {}

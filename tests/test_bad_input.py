@@ -141,3 +141,16 @@ def test_errors_exit_1_from_the_real_command(sim, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "unknown app 'nosuch'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unsplittable_argument_list_is_refused_in_any_job_of_a_batch(site):
+    """Parameter checks are made once per app and parameter names, except where a value is split
+    into words ({*name}): there each job's value is checked, so the 3rd job's is not let through."""
+    from balsam.errors import BalsamError
+
+    site.add_app("split", "echo {*words}")
+    jobs = [{"app": "split", "params": {"words": "a b"}} for _ in range(5)]
+    jobs[2]["params"]["words"] = 'a "b'
+    with pytest.raises(BalsamError, match=r"item 3.*cannot be split"):
+        site.add_jobs(jobs)
+    assert site.jobs() == []
