@@ -1,6 +1,6 @@
 """Benchmark: creating, listing and counting many jobs on a fresh site. Prints figures, never fails on them.
 
-    python bench/bulk_create.py [--jobs 100000] [--repeat 3]
+    python bench/bulk_create.py [--jobs 100000] [--repeat 3] [--smoke]
 
 The target (from the issue): 100,000 jobs created in under 5 s, and `balsam job ls --state READY`
 counting them in under 1 s. A raw COPY into a bare temporary table is measured in the same run as
@@ -123,7 +123,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per creation run (default 100000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (default 3)")
+    parser.add_argument("--smoke", action="store_true", help="2,000 jobs, 2 runs: checks the bench runs (what the test runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.repeat = 2000, 2
     n, repeat = args.jobs, max(1, args.repeat)
     ready = n - n // 10
 
