@@ -16,6 +16,7 @@ import grpc
 
 from balsam.argo import spec as specs
 from balsam.argo.coordinator import Coordinator
+from balsam.argo.feed import Entry, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
 from balsam.argo.rpc import Call, bounded
 from balsam.errors import BadRequest, SpecError
@@ -122,7 +123,7 @@ class MonitorService:
     def __init__(self, coordinator: Coordinator) -> None:
         self.store = coordinator.workflows
         self.sites = coordinator.sites
-        self.db = coordinator.db
+        self.feed = coordinator.feed
 
     async def Watch(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[pb.Event]:
         states = [state_from_wire(s, "states[]").value for s in request.states]
@@ -136,19 +137,13 @@ class MonitorService:
             if caller is not None:
                 caller.require_see(project, "watch this workflow")
             projects = None
-        after = request.after_id
-        with self.db.wakened() as changed:
-            while True:
-                changed.clear()  # before the query: a change committed during it wakes the next wait
-                events = await call.run(self.store.events_after, after, request.workflow_id, request.site, states, WATCH_BATCH,
-                                        projects)  # fmt: skip
-                for event in events:
-                    after = event.id
-                    yield event_message(event)
-                    if request.until_done and request.workflow_id and event.workflow_status:
-                        return
-                if len(events) < WATCH_BATCH:
-                    await changed.wait()
+        # The coordinator's one reader of the event log (argo/feed.py) serves every watcher.
+        which = watch_filter(request.workflow_id, request.site, states, projects)
+        async for events in self.feed.follow(request.after_id, which, call.run, WATCH_BATCH):
+            for event in events:
+                yield event.made("grpc", event_message) if isinstance(event, Entry) else event_message(event)
+                if request.until_done and request.workflow_id and event.workflow_status:
+                    return
 
     def Summary(self, request: pb.SummaryRequest, call: Call) -> pb.SummaryReply:
         caller = call.principal
@@ -240,8 +235,8 @@ class SitesService:
                         reply = await call.run(self._answer, site, envelope)
                         if reply is not None:
                             yield reply
-                    # Our outbox changes only with a commit: asked again only after one.
-                    if (version := self.db.version) != seen:
+                    # Our outbox changes only with a commit that queued messages to this site: asked again only after one.
+                    if (version := self.db.outbox_versions.get(site, 0)) != seen:
                         seen = version
                         bodies = await call.run(self.sync.pending, site, sent)
                         if bodies:
