@@ -38,6 +38,7 @@ from balsam.argo.workflows import WorkflowStore
 log = logging.getLogger("balsam.argo.feed")
 
 READ_BATCH = 5000  # events per read of the table
+READ_EVERY_S = 0.02  # the shortest time between two reads: a burst of commits is read (and wakes the watchers) at once
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,9 @@ class Entry:
     __slots__ = ("id", "task_id", "workflow_id", "site", "from_state", "to_state", "at", "message", "workflow_status", "attempt", "move",
                  "project", "cache")  # fmt: skip
 
-    def __init__(self, row: Any) -> None:
-        for name in self.__slots__[:-1]:
-            setattr(self, name, getattr(row, name))
+    def __init__(self, row: Sequence[Any]) -> None:  # the reader's row: the columns in __slots__ order
+        (self.id, self.task_id, self.workflow_id, self.site, self.from_state, self.to_state, self.at, self.message, self.workflow_status,
+         self.attempt, self.move, self.project) = row  # fmt: skip
         self.cache: dict[str, Any] = {}
 
     def made(self, kind: str, make: Callable[[Any], Any]) -> Any:
@@ -96,7 +97,8 @@ class EventFeed:
         self._late: list[tuple[int, int, float]] = []  # (first, last, until): numbers passed over, still looked for
         self._late_seen: set[int] = set()
         self.published = Signal()
-        self.reads = 0  # queries of the table so far (the bench and tests look)
+        self.reads = 0  # queries of the table so far
+        self._matched: dict[tuple[int, int, Filter], list[Entry]] = {}  # (ring position, length, filter) -> the entries it lets through
 
     # -- the reader ------------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class EventFeed:
         loop = asyncio.get_running_loop()
         with self.db.wakened() as changed:
             while True:
+                await asyncio.sleep(READ_EVERY_S)
                 changed.clear()  # before the query: a change committed during it wakes the next wait
                 try:
                     more = await loop.run_in_executor(pool, self.read)
@@ -172,7 +175,7 @@ class EventFeed:
 
     def _from_ring(self, after: int, position: int | None, limit: int) -> tuple[list[Entry], int] | None:
         """Up to ``limit`` entries from ``position`` (None: the first after event ``after``) and the
-        position after them; None if the ring no longer (or not yet) holds what comes after ``after``."""
+        position they start at; None if the ring no longer (or not yet) holds what comes after ``after``."""
         with self._lock:
             if position is None:
                 if self.high < 0 or after < self.floor:
@@ -181,8 +184,19 @@ class EventFeed:
             if position < self._base:
                 return None
             start = position - self._base
-            chunk = self._entries[start:start + limit]
-            return chunk, position + len(chunk)
+            return self._entries[start:start + limit], position
+
+    def _matching(self, start: int, chunk: list[Entry], which: Filter) -> list[Entry]:
+        """The entries of ``chunk`` (from ring position ``start``) that ``which`` lets through: worked
+        out once for all the watchers with the same filter that read the same stretch of the ring."""
+        key = (start, len(chunk), which)
+        found = self._matched.get(key)
+        if found is None:
+            found = [e for e in chunk if which.matches(e, e.project)]
+            if len(self._matched) > 1000:
+                self._matched.clear()
+            self._matched[key] = found
+        return found
 
     async def follow(self, after: int, which: Filter, run: Callable[..., Awaitable[Any]], batch: int = 1000,
                      idle_s: float | None = None) -> AsyncIterator[list[Entry]]:  # fmt: skip
@@ -208,9 +222,9 @@ class EventFeed:
                         if high < 0:
                             await _wait(published, 1.0)  # the reader has not started yet
                     continue
-                chunk, position = found
-                matched = [e for e in chunk if e.id > after or e.id in self._late_seen]
-                matched = [e for e in matched if which.matches(e, e.project)]
+                chunk, start = found
+                position = start + len(chunk)
+                matched = [e for e in self._matching(start, chunk, which) if e.id > after or e.id in self._late_seen]
                 if matched:
                     after = max(after, max(e.id for e in matched))
                     yield matched
