@@ -4,6 +4,7 @@
     sites      registration, listing and health of the sites (``balsam.argo.sites``)
     sync       the coordinator's end of the sites' sync channel, leases and fencing (``balsam.argo.sync``)
     placer     placement rounds around the pure policy (``balsam.argo.placing``)
+    feed       the one reader of the event log that every watcher follows (``balsam.argo.feed``)
 
 Each part writes tasks only through ``balsam.argo.db.taskstore``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from balsam.argo.database import Database
+from balsam.argo.feed import EventFeed
 from balsam.argo.placing import Placer
 from balsam.argo.sites import SiteRegistry
 from balsam.argo.sync import SyncEndpoint
@@ -26,4 +28,5 @@ class Coordinator:
         self.sites = SiteRegistry(self.db)
         self.sync = SyncEndpoint(self.db, lease_s)
         self.placer = Placer(self.db, self.sync.instance)
+        self.feed = EventFeed(self.db, self.workflows)  # read by a task of the gRPC server's loop (server.RpcServer)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)

@@ -16,33 +16,22 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
-class Database:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self.placement_wanted = threading.Event()
+class Signal:
+    """Wakes whoever waits on it, on whichever event loop each waits, from any thread."""
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wakers: set[Callable[[], None]] = set()
-        self.version = 0  # counts changes: whoever saw a number knows whether anything changed since
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
-
-    def notify(self, place: bool = False) -> None:
-        """Something changed (committed): wake watchers and site streams, and placement if ``place``."""
+    def fire(self) -> None:
         with self._lock:
-            self.version += 1
             wakers = list(self._wakers)
         for wake in wakers:
             wake()
-        if place:
-            self.placement_wanted.set()
 
     @contextmanager
     def wakened(self) -> Iterator[asyncio.Event]:
-        """An event of the running loop, set on every change (whichever thread commits it) while in the block."""
+        """An event of the running loop, set on every ``fire`` (from whichever thread) while in the block."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
 
@@ -59,3 +48,41 @@ class Database:
         finally:
             with self._lock:
                 self._wakers.discard(wake)
+
+
+class Database:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.placement_wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._changed = Signal()
+        self.version = 0  # counts changes: whoever saw a number knows whether anything changed since
+        # Per site, counts commits that queued messages to it (``graph.send``): its sync stream asks for
+        # its outbox only when this moved, not after every change of anything.
+        self.outbox_versions: dict[str, int] = {}
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+        sent = session.info.pop(SENT_TO, None)
+        if sent:
+            with self._lock:
+                for site in sent:
+                    self.outbox_versions[site] = self.outbox_versions.get(site, 0) + 1
+
+    def notify(self, place: bool = False) -> None:
+        """Something changed (committed): wake watchers and site streams, and placement if ``place``."""
+        with self._lock:
+            self.version += 1
+        self._changed.fire()
+        if place:
+            self.placement_wanted.set()
+
+    def wakened(self):
+        """An event of the running loop, set on every change (whichever thread commits it) while in the block."""
+        return self._changed.wakened()
+
+
+SENT_TO = "balsam.sent_to"  # session.info key: the sites a transaction queued messages to

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from balsam.argo.database import SENT_TO
 from balsam.argo.db.models import FINAL
 from balsam.protos import argo_pb2 as pb
 from balsam.wire.convert import KillOrder, kill_message
@@ -30,6 +31,7 @@ def lock_graph(session: Session) -> None:
 def send(session: Session, site: str, messages: Sequence[pb.CoordinatorMessage]) -> None:
     """Number ``messages`` to ``site`` in this transaction; they leave once it commits."""
     SITE_OUTBOX.enqueue(session, messages, site)
+    session.info.setdefault(SENT_TO, set()).add(site)  # the site's stream looks at its outbox again after the commit
 
 
 def kill_orders(session: Session, placed: Iterable[tuple[str | None, str, int]], reason: str) -> dict[str, int]:

@@ -104,6 +104,8 @@ class RpcServer:
         if port == 0:
             raise BalsamError(f"cannot listen on {address} (in use, or not an address of this host)")
         await server.start()
+        # The event feed's reader lives on this loop, as long as the server does.
+        self._feed = asyncio.create_task(coordinator.feed.run(self.pool), name="event-feed")
         return port
 
     def stop(self, grace: float = 2.0) -> None:
@@ -114,6 +116,9 @@ class RpcServer:
             self._close()
 
     def _close(self) -> None:
+        feed = getattr(self, "_feed", None)
+        if feed is not None:
+            self._loop.call_soon_threadsafe(feed.cancel)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -16,6 +16,7 @@ import grpc
 
 from balsam.argo import spec as specs
 from balsam.argo.coordinator import Coordinator
+from balsam.argo.feed import Entry, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
 from balsam.argo.rpc import Call, bounded
 from balsam.errors import BadRequest, SpecError
@@ -122,7 +123,7 @@ class MonitorService:
     def __init__(self, coordinator: Coordinator) -> None:
         self.store = coordinator.workflows
         self.sites = coordinator.sites
-        self.db = coordinator.db
+        self.feed = coordinator.feed
 
     async def Watch(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[pb.Event]:
         states = [state_from_wire(s, "states[]").value for s in request.states]
@@ -136,19 +137,13 @@ class MonitorService:
             if caller is not None:
                 caller.require_see(project, "watch this workflow")
             projects = None
-        after = request.after_id
-        with self.db.wakened() as changed:
-            while True:
-                changed.clear()  # before the query: a change committed during it wakes the next wait
-                events = await call.run(self.store.events_after, after, request.workflow_id, request.site, states, WATCH_BATCH,
-                                        projects)  # fmt: skip
-                for event in events:
-                    after = event.id
-                    yield event_message(event)
-                    if request.until_done and request.workflow_id and event.workflow_status:
-                        return
-                if len(events) < WATCH_BATCH:
-                    await changed.wait()
+        # The coordinator's one reader of the event log (argo/feed.py) serves every watcher.
+        which = watch_filter(request.workflow_id, request.site, states, projects)
+        async for events in self.feed.follow(request.after_id, which, call.run, WATCH_BATCH):
+            for event in events:
+                yield event.made("grpc", event_message) if isinstance(event, Entry) else event_message(event)
+                if request.until_done and request.workflow_id and event.workflow_status:
+                    return
 
     def Summary(self, request: pb.SummaryRequest, call: Call) -> pb.SummaryReply:
         caller = call.principal
@@ -206,9 +201,30 @@ class SitesService:
         inbox.put_nowait(first)
         with self.db.wakened() as wake:  # set by every change of the database, and by each envelope read
 
+            # Heartbeats alone skip the queue: each is answered at once, beside the batch being applied
+            # (it touches only the site's row, and waits for no writer of the graph), so a site's lease is
+            # renewed on time however long its events wait for the graph lock.
+            leases: asyncio.Queue[pb.CoordinatorEnvelope] = asyncio.Queue()
+            beating: set[asyncio.Task] = set()
+
+            async def beat(envelope: pb.SiteEnvelope) -> None:
+                try:
+                    reply = await call.run(self._answer, site, envelope)
+                except Exception as exc:  # noqa: BLE001 (a bad heartbeat ends the stream, as any bad envelope)
+                    inbox.put_nowait(exc)
+                else:
+                    if reply is not None:
+                        leases.put_nowait(reply)
+                wake.set()
+
             async def read() -> None:
                 try:
                     async for envelope in envelopes:
+                        if envelope.HasField("heartbeat") and not envelope.messages and not envelope.ack:
+                            task = asyncio.create_task(beat(envelope))
+                            beating.add(task)
+                            task.add_done_callback(beating.discard)
+                            continue
                         inbox.put_nowait(envelope)
                         wake.set()
                 except Exception as exc:  # noqa: BLE001 (a malformed envelope or a cut connection ends the stream)
@@ -218,6 +234,7 @@ class SitesService:
 
             reader = asyncio.create_task(read(), name=f"sync-{site}")
             sent, seen, recheck_at, ended = welcome.site_applied, -1, 0.0, ""
+            carry: pb.SiteEnvelope | None = None  # read, not yet applied (it did not fit the last batch)
             try:
                 while self._streams.get(site) is stream:
                     if caller is not None and self.auth is not None and time.monotonic() >= recheck_at:
@@ -226,22 +243,36 @@ class SitesService:
                         await call.run(self.auth.authenticate, call.token, "Sites.Sync")
                         recheck_at = time.monotonic() + 1.0
                     wake.clear()
-                    busy = not inbox.empty()
-                    while not inbox.empty():
-                        envelope = inbox.get_nowait()
-                        if envelope is None:
-                            ended = "it closed the stream"
+                    while not leases.empty():
+                        yield leases.get_nowait()
+                    busy = carry is not None or not inbox.empty()
+                    while carry is not None or not inbox.empty():
+                        # What queued while the last batch was applied is applied as one: one transaction
+                        # (and one wait for the graph lock) for many envelopes, the latest heartbeat answered.
+                        envelope, carry, end = _merged(carry, inbox)
+                        if envelope is not None:
+                            applying = asyncio.ensure_future(call.run(self._answer, site, envelope))
+                            while not applying.done():  # the leases answered meanwhile go out meanwhile
+                                lease = asyncio.ensure_future(leases.get())
+                                await asyncio.wait((applying, lease), return_when=asyncio.FIRST_COMPLETED)
+                                if lease.done():
+                                    yield lease.result()
+                                else:
+                                    lease.cancel()
+                            reply = applying.result()
+                            if reply is not None:
+                                yield reply
+                        if end is None:
+                            continue
+                        if isinstance(end, grpc.RpcError):
+                            ended = f"the stream broke: {end}"
                             return
-                        if isinstance(envelope, Exception):
-                            if isinstance(envelope, grpc.RpcError):
-                                ended = f"the stream broke: {envelope}"
-                                return
-                            raise envelope
-                        reply = await call.run(self._answer, site, envelope)
-                        if reply is not None:
-                            yield reply
-                    # Our outbox changes only with a commit: asked again only after one.
-                    if (version := self.db.version) != seen:
+                        if isinstance(end, Exception):
+                            raise end
+                        ended = "it closed the stream"
+                        return
+                    # Our outbox changes only with a commit that queued messages to this site: asked again only after one.
+                    if (version := self.db.outbox_versions.get(site, 0)) != seen:
                         seen = version
                         bodies = await call.run(self.sync.pending, site, sent)
                         if bodies:
@@ -263,6 +294,8 @@ class SitesService:
                 raise
             finally:
                 reader.cancel()
+                for task in list(beating):
+                    task.cancel()
                 if self._streams.get(site) is stream:
                     del self._streams[site]
                 elif not ended:
@@ -289,6 +322,33 @@ class SitesService:
         held = self.sites.mark_lost(request.name)
         log.warning("site %s marked lost by %s: %d task(s) go elsewhere once its lease has run out", request.name, caller or "the owner", held)
         return pb.MarkLostReply(held=held)
+
+
+MERGE_MESSAGES = 5000  # the most site messages applied in one transaction
+
+
+
+def _merged(carry: pb.SiteEnvelope | None, inbox: asyncio.Queue) -> tuple[pb.SiteEnvelope | None, pb.SiteEnvelope | None, Any]:
+    """The envelopes waiting (``carry`` first), merged into one: their messages in order (at most
+    ``MERGE_MESSAGES``, unless one envelope alone holds more), the highest ack, the last heartbeat.
+    Returns (merged or None, the envelope left for next time, the stream's end if it came: an
+    exception, ``True`` for a clean end, else None)."""
+    merged: pb.SiteEnvelope | None = None
+    while carry is not None or not inbox.empty():
+        envelope = carry if carry is not None else inbox.get_nowait()
+        carry = None
+        if envelope is None or isinstance(envelope, Exception):
+            return merged, None, True if envelope is None else envelope
+        if merged is None:
+            merged = envelope
+            continue
+        if merged.messages and len(merged.messages) + len(envelope.messages) > MERGE_MESSAGES:
+            return merged, envelope, None
+        merged.messages.extend(envelope.messages)
+        merged.ack = max(merged.ack, envelope.ack)
+        if envelope.HasField("heartbeat"):
+            merged.heartbeat.CopyFrom(envelope.heartbeat)
+    return merged, None, None
 
 
 def _require_trigger_owner(call: Call, what: str) -> None:

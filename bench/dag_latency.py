@@ -1,6 +1,6 @@
 """Benchmark: from a parent task's end to its child's start, through Argo, within one site and across two.
 
-    python bench/dag_latency.py [--tasks 200]
+    python bench/dag_latency.py [--tasks 200] [--smoke]
 
 A real coordinator and two real sites on this machine (each its own PostgreSQL and agent, launchers
 from the elastic queue, lingering between tasks), exactly as ``argo demo`` builds them. Two chains of
@@ -121,7 +121,9 @@ def run(count: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=200, help="tasks per chain")
-    run(parser.parse_args().tasks)
+    parser.add_argument("--smoke", action="store_true", help="chains of 8 tasks (5 hops after the warm-up): checks the bench runs (what the test runs)")
+    args = parser.parse_args()
+    run(8 if args.smoke else args.tasks)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: what the input boundary (balsam.inputs) costs, beside the raw decoders in the same run.
 Prints figures, never fails on them.
 
-    python bench/input_checks.py [--tasks 50000] [--repeat 5]
+    python bench/input_checks.py [--tasks 50000] [--repeat 5] [--smoke]
 
 Three readers, each timed as the raw decoder alone and with the boundary's checks:
 - a Submit chunk of TaskSpecs: the coordinator's decoding of its tasks into specs (protobuf
@@ -39,7 +39,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="1,000 tasks, 2 runs: checks the bench runs (what the test runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.repeat = 1000, 2
     n = args.tasks
     jobs = [{"app": "sim", "name": f"job-{i}", "params": {"n": i, "infile": f"in-{i}.dat"}, "tags": {"size": "small"},
              "data": {"seed": i, "note": "x" * 20}} for i in range(n)]  # fmt: skip

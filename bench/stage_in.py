@@ -1,7 +1,7 @@
 """Benchmark: stage-in of many small files through a site's transfer service, against a bare copy
 loop. Prints figures only.
 
-    python bench/stage_in.py [--jobs 2000] [--size 4096] [--repeat 3]
+    python bench/stage_in.py [--jobs 2000] [--size 4096] [--repeat 3] [--smoke]
 
 ``--jobs`` jobs each declare one input file of ``--size`` bytes; the time is from the first
 service round to every job being STAGED_IN (the whole path: discovery, batching, copies, state
@@ -38,6 +38,10 @@ def service_run(site: Site, sources: list[Path], run: int) -> float:
             left = session.scalar(text("SELECT count(*) FROM jobs WHERE workflow = :w AND state <> 'STAGED_IN'"), {"w": f"run{run}"})
         if not left:
             return time.perf_counter() - started
+        with site.session() as session:
+            failed = session.execute(text("SELECT error FROM transfer_items WHERE state = 'failed' LIMIT 1")).scalar()
+        if failed:  # a bench that can never finish says why instead of looping
+            raise SystemExit(f"stage-in failed: {failed}")
         time.sleep(0.01)
 
 
@@ -56,7 +60,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="50 jobs, 1 run: checks the bench runs (what the test runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.repeat = 50, 1
     root = Path(tempfile.mkdtemp(prefix="bench-stage-in-"))
     sources = []
     (root / "src").mkdir()
@@ -68,6 +75,7 @@ def main() -> None:
     try:
         site.settings.transfer.link = False
         site.settings.transfer.interval_s = 0.01
+        site.settings.transfer.read_roots = [str(root / "src")]  # stage-in sources are confined to the roots a site names
         site.add_app("cat", "cat {f}")
         service_times, raw_times = [], []
         for run in range(args.repeat):

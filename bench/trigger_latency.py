@@ -1,6 +1,6 @@
 """Benchmark: from a file closed in a watched folder to its job created, and to RUNNING. Figures only.
 
-    python bench/trigger_latency.py [--single 50] [--burst 1000]
+    python bench/trigger_latency.py [--single 50] [--burst 1000] [--smoke]
 
 A fresh site (its own embedded PostgreSQL) with an app ``true`` and one trigger rule on a new
 folder, watched by the site's ``TriggerWatcher`` (the agent's thread, run in this process), while
@@ -106,7 +106,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=50, help="files dropped one at a time")
     parser.add_argument("--burst", type=int, default=1000, help="files dropped at once")
+    parser.add_argument("--smoke", action="store_true", help="3 single files, a burst of 20: checks the bench runs (what the test runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.single, args.burst = 3, 20
     root = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
     site = Site.init(root / "site", name="bench")
     inbox = root / "inbox"

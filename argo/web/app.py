@@ -3,8 +3,8 @@
 Pages (HTML, each painted from the server with its data, then kept live by ``static/app.js``):
 ``/`` the overview, ``/workflows/{id}``, ``/tasks/{WORKFLOW/NAME}``, ``/signin``. The JSON API under
 ``/api/`` is what the pages fetch and what scripts use (docs/web.md). ``/api/events`` is the live
-feed: server-sent events read from the coordinator's event table, woken by its change signal
-(``Database.wakened``), as the gRPC Watch stream is; never a copy of the events.
+feed: server-sent events from the coordinator's event feed (``balsam.argo.feed``: one reader of its
+event table for every watcher), as the gRPC Watch stream is.
 
 Blocking work (the database) runs in Starlette's thread pool; the feed waits on the loop and holds
 no thread while nothing happens.
@@ -12,7 +12,6 @@ no thread while nothing happens.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -34,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from balsam import __version__
 from balsam.argo.auth import Authenticator, PermissionDenied, Unauthenticated
 from balsam.argo.coordinator import Coordinator
+from balsam.argo.feed import Entry, watch_filter
 from balsam.argo.rpc import StreamLimit, TooManyStreams
 from balsam.argo.web import access
 from balsam.argo.web.data import FINAL, STATES, DashboardData, event_dict
@@ -127,6 +127,7 @@ class Dashboard:
         self.data = DashboardData(coordinator)
         self.store = coordinator.workflows
         self.db = coordinator.db
+        self.feed = coordinator.feed
         self.auth = auth
         self.secure = secure
         self.streams = StreamLimit(max_streams)  # this loop's own count (StreamLimit is touched by one loop only)
@@ -266,29 +267,26 @@ class Dashboard:
             return self._refusal(request, exc, json_reply=True)
 
         async def stream():
-            nonlocal after
-            checked = time.monotonic()
+            checked = written = time.monotonic()
+            which = watch_filter(workflow_id, projects=projects)
             try:
-                with self.db.wakened() as changed:
-                    yield "retry: 1000\n\n"
-                    while True:
-                        changed.clear()  # before the query: a change committed during it wakes the next wait
-                        found = await run_in_threadpool(self.store.events_after, after, workflow_id, "", (), FEED_BATCH, projects)
-                        if found:
-                            after = found[-1].id
-                            yield f"id: {after}\nevent: events\ndata: {json.dumps([event_dict(e) for e in found])}\n\n"
-                        if time.monotonic() - checked > RECHECK_S:
-                            try:
-                                await run_in_threadpool(self.auth.authenticate, visitor.token, "web events")
-                            except Unauthenticated as exc:
-                                yield f"event: ended\ndata: {json.dumps(str(exc))}\n\n"
-                                return
-                            checked = time.monotonic()
-                        if len(found) < FEED_BATCH:
-                            try:
-                                await asyncio.wait_for(changed.wait(), KEEPALIVE_S)
-                            except TimeoutError:
-                                yield ": keep-alive\n\n"
+                yield "retry: 1000\n\n"
+                # The coordinator's one reader of the event log (argo/feed.py), as gRPC's Watch follows.
+                async for found in self.feed.follow(after, which, run_in_threadpool, FEED_BATCH, idle_s=RECHECK_S):
+                    if found:
+                        body = json.dumps([e.made("web", event_dict) if isinstance(e, Entry) else event_dict(e) for e in found])
+                        yield f"id: {max(e.id for e in found)}\nevent: events\ndata: {body}\n\n"
+                        written = time.monotonic()
+                    if time.monotonic() - checked > RECHECK_S:
+                        try:
+                            await run_in_threadpool(self.auth.authenticate, visitor.token, "web events")
+                        except Unauthenticated as exc:
+                            yield f"event: ended\ndata: {json.dumps(str(exc))}\n\n"
+                            return
+                        checked = time.monotonic()
+                    if time.monotonic() - written > KEEPALIVE_S:
+                        yield ": keep-alive\n\n"
+                        written = time.monotonic()
             finally:
                 hold.__exit__(None, None, None)
 

@@ -1,0 +1,245 @@
+"""The coordinator's event feed: one reader of ``task_events`` for every watcher.
+
+Each Watch stream (and each dashboard feed) once ran its own query after every change of the
+database: W watchers and C changes a second made W x C queries a second, which took the server's
+pool of threads from everything else (with 100 watchers, a watcher's lag reached a minute). Here one
+reader, a task on the server's event loop, reads what was committed after each change (a query at a
+time, so a burst of changes costs one query) with each event's project joined, into a ring of the
+most recent events in memory; watchers filter that ring themselves (the filters of
+``WorkflowStore.events_after``) and wait on the feed's own signal. A watcher that asks for older
+events than the ring holds, or that falls so far behind that the ring has moved past it, reads them
+from the database (``events_after``) until it has caught up, then follows the ring again.
+
+Events are numbered by a sequence when inserted but become visible when their transaction commits,
+so a higher number can be seen before a lower one. The reader publishes in number order and holds
+back at a gap for ``gap_s`` (a transaction about to commit); a gap still open then is taken for
+numbers that will never be used (a rolled-back transaction) and passed, but the reader looks for the
+missing numbers for ``late_s`` more and publishes any that turn up then, late, out of order (a watcher
+that joins from the database at that very moment may miss such a late one; the query of every watcher
+that the feed replaced missed every such event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from balsam.argo.database import Database, Signal
+from balsam.argo.workflows import WorkflowStore
+
+log = logging.getLogger("balsam.argo.feed")
+
+READ_BATCH = 5000  # events per read of the table
+READ_EVERY_S = 0.02  # the shortest time between two reads: a burst of commits is read (and wakes the watchers) at once
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a watcher sees: the filters of ``WorkflowStore.events_after``, in memory. A site's own
+    events (workflow 0, task '') pass every filter but the workflow's."""
+
+    workflow_id: int = 0
+    site: str = ""
+    states: frozenset[str] = frozenset()
+    projects: frozenset[str] | None = None  # None: every project
+
+    def matches(self, event: Any, project: str | None) -> bool:
+        if self.projects is not None and event.workflow_id != 0 and project not in self.projects:
+            return False
+        if self.workflow_id and event.workflow_id != self.workflow_id:
+            return False
+        if self.site and event.site != self.site and event.task_id != "":
+            return False
+        return not self.states or event.to_state in self.states or event.task_id == ""
+
+
+class Entry:
+    """One event in the ring: its columns as ``task_events`` holds them, its workflow's project, and
+    whatever each kind of reader made of it once (so a hundred watchers build it once)."""
+
+    __slots__ = ("id", "task_id", "workflow_id", "site", "from_state", "to_state", "at", "message", "workflow_status", "attempt", "move",
+                 "project", "cache")  # fmt: skip
+
+    def __init__(self, row: Sequence[Any]) -> None:  # the reader's row: the columns in __slots__ order
+        (self.id, self.task_id, self.workflow_id, self.site, self.from_state, self.to_state, self.at, self.message, self.workflow_status,
+         self.attempt, self.move, self.project) = row  # fmt: skip
+        self.cache: dict[str, Any] = {}
+
+    def made(self, kind: str, make: Callable[[Any], Any]) -> Any:
+        found = self.cache.get(kind)
+        if found is None:
+            found = self.cache[kind] = make(self)
+        return found
+
+
+class EventFeed:
+    def __init__(self, db: Database, store: WorkflowStore, capacity: int = 50_000, gap_s: float = 1.0, late_s: float = 60.0) -> None:
+        self.db = db
+        self.store = store
+        self.capacity = capacity
+        self.gap_s = gap_s
+        self.late_s = late_s
+        self._lock = threading.Lock()  # the ring is appended on the server's loop and read from others (the dashboard's)
+        self._entries: list[Entry] = []
+        self._ids: list[int] = []  # the entries' ids, for finding a watcher's place (ascending but for late ones)
+        self._base = 0  # the position (count of entries ever published) of _entries[0]
+        self.high = -1  # every event numbered up to this was published (or its number given up); -1: not started
+        self.floor = -1  # the ring holds every event numbered above this that was published
+        self._gap_since = 0.0  # when the reader first waited at the gap above ``high``
+        self._late: list[tuple[int, int, float]] = []  # (first, last, until): numbers passed over, still looked for
+        self._late_seen: set[int] = set()
+        self.published = Signal()
+        self.reads = 0  # queries of the table so far
+        self._matched: dict[tuple[int, int, Filter], list[Entry]] = {}  # (ring position, length, filter) -> the entries it lets through
+
+    # -- the reader ------------------------------------------------------------------------------
+
+    async def run(self, pool) -> None:
+        """Read after every change, until cancelled (on the server's event loop; queries in ``pool``)."""
+        loop = asyncio.get_running_loop()
+        with self.db.wakened() as changed:
+            while True:
+                await asyncio.sleep(READ_EVERY_S)
+                changed.clear()  # before the query: a change committed during it wakes the next wait
+                try:
+                    more = await loop.run_in_executor(pool, self.read)
+                except Exception:  # the database restarting: log it, try again shortly
+                    log.exception("reading the event feed failed; retrying")
+                    more, _ = False, await asyncio.sleep(1.0)
+                if more:
+                    continue
+                wait = self.gap_s if self._gap_since else (1.0 if self._late else None)
+                try:
+                    await asyncio.wait_for(changed.wait(), wait)
+                except TimeoutError:
+                    pass
+
+    def read(self) -> bool:
+        """One read of what was committed since the last; True if there may be more at once."""
+        self.reads += 1
+        with self.db.session() as session:
+            if self.high < 0:
+                self.high = self.floor = int(session.scalar(text("SELECT coalesce(max(id), 0) FROM task_events")))
+                return False
+            now = time.monotonic()
+            self._late = [r for r in self._late if r[2] > now]
+            if not self._late:
+                self._late_seen.clear()
+            late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
+            rows = session.execute(
+                text("SELECT e.id, e.task_id, e.workflow_id, e.site, e.from_state, e.to_state, e.at, e.message, e.workflow_status,"
+                     " e.attempt, e.move, w.project FROM task_events e LEFT JOIN workflows w ON w.id = e.workflow_id"
+                     f" WHERE e.id > :high{' OR ' + late if late else ''} ORDER BY e.id LIMIT :n"),
+                {"high": self.high, "n": READ_BATCH},
+            ).all()  # fmt: skip
+        out: list[Entry] = []
+        for row in rows:
+            if row.id <= self.high:  # a late one
+                if row.id not in self._late_seen:
+                    self._late_seen.add(row.id)
+                    out.append(Entry(row))
+                continue
+            if row.id != self.high + 1:
+                if not self._gap_since:
+                    self._gap_since = now
+                if now - self._gap_since < self.gap_s:
+                    break  # a transaction about to commit, probably: wait a little for it
+                self._late.append((self.high + 1, row.id - 1, now + self.late_s))
+            self.high = row.id
+            self._gap_since = 0.0
+            out.append(Entry(row))
+        if out:
+            self._publish(out)
+        return len(rows) == READ_BATCH and not self._gap_since
+
+    def _publish(self, entries: list[Entry]) -> None:
+        with self._lock:
+            self._entries.extend(entries)
+            self._ids.extend(e.id for e in entries)
+            if len(self._entries) > 2 * self.capacity:
+                cut = len(self._entries) - self.capacity
+                self.floor = max(self.floor, max(self._ids[:cut]))
+                del self._entries[:cut], self._ids[:cut]
+                self._base += cut
+        self.published.fire()
+
+    # -- the watchers ----------------------------------------------------------------------------
+
+    def _from_ring(self, after: int, position: int | None, limit: int) -> tuple[list[Entry], int] | None:
+        """Up to ``limit`` entries from ``position`` (None: the first after event ``after``) and the
+        position they start at; None if the ring no longer (or not yet) holds what comes after ``after``."""
+        with self._lock:
+            if position is None:
+                if self.high < 0 or after < self.floor:
+                    return None
+                position = self._base + bisect.bisect_right(self._ids, after)
+            if position < self._base:
+                return None
+            start = position - self._base
+            return self._entries[start:start + limit], position
+
+    def _matching(self, start: int, chunk: list[Entry], which: Filter) -> list[Entry]:
+        """The entries of ``chunk`` (from ring position ``start``) that ``which`` lets through: worked
+        out once for all the watchers with the same filter that read the same stretch of the ring."""
+        key = (start, len(chunk), which)
+        found = self._matched.get(key)
+        if found is None:
+            found = [e for e in chunk if which.matches(e, e.project)]
+            if len(self._matched) > 1000:
+                self._matched.clear()
+            self._matched[key] = found
+        return found
+
+    async def follow(self, after: int, which: Filter, run: Callable[..., Awaitable[Any]], batch: int = 1000,
+                     idle_s: float | None = None) -> AsyncIterator[list[Entry]]:  # fmt: skip
+        """The events after number ``after`` that ``which`` lets through, in batches, for as long as
+        the caller iterates; ``run(fn, *args)`` runs a query in a thread (the caller's pool). With
+        ``idle_s``, an empty batch after that long without one (a keep-alive's turn)."""
+        position: int | None = None
+        states = sorted(which.states)
+        projects = sorted(which.projects) if which.projects is not None else None
+        with self.published.wakened() as published:
+            while True:
+                published.clear()
+                found = self._from_ring(after, position, batch)
+                if found is None:  # from the database, until the ring holds what comes next
+                    position = None
+                    high = self.high
+                    rows = await run(self.store.events_after, after, which.workflow_id, which.site, states, batch, projects)
+                    if rows:
+                        after = rows[-1].id
+                        yield rows
+                    if len(rows) < batch:
+                        after = max(after, high)  # everything numbered up to ``high`` had committed before the query
+                        if high < 0:
+                            await _wait(published, 1.0)  # the reader has not started yet
+                    continue
+                chunk, start = found
+                position = start + len(chunk)
+                matched = [e for e in self._matching(start, chunk, which) if e.id > after or e.id in self._late_seen]
+                if matched:
+                    after = max(after, max(e.id for e in matched))
+                    yield matched
+                if len(chunk) < batch and not await _wait(published, idle_s) and idle_s is not None:
+                    yield []
+
+
+async def _wait(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait for ``event`` (at most ``timeout`` seconds); whether it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
+def watch_filter(workflow_id: int = 0, site: str = "", states: Sequence[str] = (), projects: Sequence[str] | None = None) -> Filter:
+    return Filter(workflow_id, site, frozenset(states), frozenset(projects) if projects is not None else None)

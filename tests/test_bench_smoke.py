@@ -1,0 +1,68 @@
+"""Every benchmark under bench/ at its ``--smoke`` size, as a real subprocess, so that none can stop
+working again without a test noticing (bench/argo_scale.py once stopped at its first call for
+months). Each must exit 0 and print its figure lines; what the figures are is never asserted (speed
+is the benchmarks' business, not the tests').
+
+The scripts are found by listing bench/, so a new bench is covered as soon as it is added: it needs
+a ``--smoke`` size and an entry in FIGURES saying which lines it prints."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+# Files of bench/ that are not run here, and why.
+NOT_RUN = {
+    "simsite.py": "a module the benches import (the simulated site), not a script",
+    "web_speed.py": "run by tests/test_bench_web.py, which also checks its figures are measured and skips without chromium",
+}
+
+# The lines each bench prints, a pattern each (a number where the figure goes).
+NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+FIGURES = {
+    "bulk_create.py": [rf"create {NUMBER} jobs \(add_jobs\)\s+{NUMBER}", rf"raw COPY {NUMBER} rows \(floor\)\s+{NUMBER}",
+                       rf"add_jobs takes {NUMBER}x the raw COPY floor"],
+    "cli_speed.py": [rf"{name}\s+{NUMBER}\s+{NUMBER}\s+-?{NUMBER}\s+{NUMBER}" for name in ("python -c pass", "balsam --help", "argo --help",
+                                                                                        "balsam job ls")],
+    "dag_latency.py": [rf"within one site \(alpha\)\s+median\s+{NUMBER} ms", rf"across sites \(alpha, beta, \.\.\.\)\s+median\s+{NUMBER} ms",
+                       rf"raw: true after true \(no Argo\)\s+median\s+{NUMBER} ms"],
+    "federation_scale.py": [rf"submitted {NUMBER} tasks in {NUMBER} workflows: {NUMBER} s", rf"placement: {NUMBER} tasks/s",
+                            rf"sync: {NUMBER} job events applied at {NUMBER}/s", rf"watch: {NUMBER} streams received {NUMBER} events; lag median",
+                            rf"unary calls: median {NUMBER} ms, p99 {NUMBER} ms",
+                            rf"sites=\d+ tasks=\d+ submit_s={NUMBER} place_per_s={NUMBER} .*watch_lag_p99_ms={NUMBER} unary_p99_ms={NUMBER}"
+                            rf" coordinator_rss_mb={NUMBER} db_mb={NUMBER} raw_copy_s={NUMBER} raw_stream_per_s={NUMBER}"],
+    "idle_streams.py": [rf"{what}\s+median\s+{NUMBER} ms\s+p99\s+{NUMBER} ms" for what in ("raw: owner calls, no stream open",
+                        r"owner calls, \d+ streams open", "raw: heartbeats, no stream open", r"heartbeats, \d+ streams open")],
+    "input_checks.py": [rf"Submit chunk, {NUMBER} tasks .*\s{NUMBER}\s+{NUMBER}\s+{NUMBER}", rf"JSON, {NUMBER} jobs .*\s{NUMBER}\s+{NUMBER}",
+                        rf"YAML, {NUMBER} jobs .*\s{NUMBER}\s+{NUMBER}"],
+    "launcher_throughput.py": [rf"launcher\s+{NUMBER} jobs/s", rf"raw pool\s+{NUMBER} processes/s", rf"ratio\s+{NUMBER}",
+                               rf"READY->RUNNING\s+{NUMBER} ms median"],
+    "stage_in.py": [rf"transfer service: {NUMBER} s \({NUMBER} files/s", rf"raw copy loop:\s+{NUMBER} s", rf"ratio service/raw: {NUMBER}x"],
+    "trigger_latency.py": [rf"closed -> created\s.*{NUMBER}", rf"closed -> RUNNING\s.*{NUMBER}", rf"raw: closed -> event\s.*{NUMBER}"],
+}
+
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in NOT_RUN)
+
+
+def test_every_bench_script_says_what_it_prints():
+    """A bench added without its lines here (or removed while still listed) is named, not skipped."""
+    assert set(SCRIPTS) == set(FIGURES), f"bench scripts without FIGURES: {sorted(set(SCRIPTS) - set(FIGURES))};" \
+                                         f" FIGURES without a script: {sorted(set(FIGURES) - set(SCRIPTS))}"
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_bench_runs_at_its_smoke_size_and_prints_its_figures(script):
+    run = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], capture_output=True, text=True, timeout=220)
+    out = run.stdout
+    assert run.returncode == 0, f"{script} --smoke exited {run.returncode}:\n{out[-3000:]}\n{run.stderr[-3000:]}"
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    for pattern in FIGURES.get(script, []):
+        assert re.search(pattern, out), f"{script} --smoke did not print a line matching {pattern!r}:\n{out[-3000:]}"
+    assert not re.search(r"\bnan\b", out), f"{script} --smoke printed a figure that was not measured (nan):\n{out[-3000:]}"
