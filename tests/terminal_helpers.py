@@ -11,24 +11,26 @@ import struct
 import subprocess
 import termios
 import time
+from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 def on_terminal(argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 120, rows: int = 50,
-                cols: int = 140, stdin: bytes | None = None) -> tuple[int, str]:  # fmt: skip
-    """Run ``argv`` with stdout and stderr on a new pseudo-terminal (stdin too, unless ``stdin``
-    bytes are given: then a pipe); its exit status and everything it wrote (terminal codes kept)."""
+                cols: int = 140, stdout_file: Path | None = None) -> tuple[int, str]:  # fmt: skip
+    """Run ``argv`` with its stdin, stdout and stderr on a new pseudo-terminal (stdout into
+    ``stdout_file`` instead, when given); its exit status and what it wrote there (codes kept)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     environment = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows), **(env or {})}
     environment.pop("NO_COLOR", None)
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else slave, stdout=slave, stderr=slave,
-                            env=environment, close_fds=True)  # fmt: skip
-    os.close(slave)
-    if stdin is not None:
-        proc.stdin.write(stdin)
-        proc.stdin.close()
+    stdout = open(stdout_file, "wb") if stdout_file is not None else None  # noqa: SIM115 (closed below, after the start)
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=stdout or slave, stderr=slave, env=environment, close_fds=True)
+    finally:
+        os.close(slave)
+        if stdout is not None:
+            stdout.close()
     out = bytearray()
     deadline = time.monotonic() + timeout_s
     try:
