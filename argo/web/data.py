@@ -22,10 +22,10 @@ from sqlalchemy import select, text
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.models import Task, TaskEvent, TaskParent, Workflow
 from balsam.errors import BadRequest, NotFound
-from balsam.states import FINAL_STATES, JobState
+from balsam.states import JobState
+from balsam.tails import output_tails
+from balsam.web.pages import FINAL, STATES
 
-STATES = [s.value for s in JobState]
-FINAL = sorted(s.value for s in FINAL_STATES)
 DAG_DETAIL_LIMIT = 500  # tasks drawn one by one; above this, groups
 DAG_MAX_GROUPS = 400  # groups by (level, app); above this, by app alone
 MAX_PER_PAGE = 500
@@ -313,17 +313,7 @@ def output_tail(located: dict[str, Any]) -> dict[str, Any]:
     if not folders:
         return {"available": False, "why": "the coordinator knows a task's folder only from its outputs' locations, and this task has reported none"}
     folder = sorted(folders)[0]
-    found: dict[str, Any] = {"available": False, "folder": folder}
-    for name in ("job.out", "job.err"):
-        try:
-            with open(f"{folder}/{name}", "rb") as handle:
-                handle.seek(0, 2)
-                size = handle.tell()
-                handle.seek(max(0, size - TAIL_BYTES))
-                found[name] = handle.read().decode("utf-8", "replace")
-                found["available"] = True
-        except OSError:
-            found[name] = None
+    found = output_tails(folder, TAIL_BYTES)
     if not found["available"]:
         found["why"] = f"{folder} (at the task's site) cannot be read from the coordinator's host"
     return found
