@@ -35,5 +35,6 @@ setup(
         "balsam.protos": ["*.proto", "*.pyi"],
         "balsam.argo.web": ["templates/*.html", "static/*"],
         "balsam.web": ["templates/*.html", "static/*"],
+        "balsam.site.web": ["templates/*.html", "static/*"],
     },
 )

@@ -108,7 +108,10 @@ def test_a_user_sees_only_its_projects_in_every_endpoint(web):
 
 
 def test_a_viewer_may_look_but_not_kill_or_cancel(web):
-    running = web.submit({"name": "long", "tasks": [{"name": "a", "app": "run"}, {"name": "b", "app": "run", "parents": ["a"]}]}, project="p")
+    # b is the last of a chain of 12 tasks of about 0.5 s each: not ended when the kill below comes, even on a slow machine
+    spec = chain("long", 12)
+    spec["tasks"][-1]["name"] = "b"
+    running = web.submit(spec, project="p")
     with web.http("victor") as victor:
         assert victor.get(f"/api/workflows/{running}").status_code == 200
         assert victor.get(f"/api/tasks/{running}/b").json()["may_kill"] is False

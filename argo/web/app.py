@@ -24,10 +24,9 @@ from urllib.parse import quote
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from balsam.argo.auth import Authenticator, PermissionDenied, Unauthenticated
 from balsam.argo.coordinator import Coordinator
@@ -35,8 +34,8 @@ from balsam.argo.rpc import StreamLimit, TooManyStreams
 from balsam.argo.web import access
 from balsam.argo.web.data import DashboardData, event_dict
 from balsam.errors import BadRequest, BalsamError, NotFound
-from balsam.web.guard import SecurityHeaders, local_target
-from balsam.web.pages import page_environment, query_int, sign_in, signed_out, static_files
+from balsam.web.guard import local_target
+from balsam.web.pages import dashboard_app, page_environment, query_int, sign_in, signed_out
 
 log = logging.getLogger("balsam.argo.web")
 HERE = Path(__file__).parent
@@ -45,12 +44,6 @@ KEEPALIVE_S = 15.0
 SIGNIN_HINT = ("With your Argo token: the same one <code>argo</code> uses (<code>argo login</code>, <code>argo user add</code>;"
                " the owner's is <code>DATA/owner-token</code>).")
 RECHECK_S = 5.0  # a feed's token is checked again this often: a revoked one ends it
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def status_of(exc: BaseException) -> int:
@@ -74,9 +67,6 @@ def make_app(coordinator: Coordinator, auth: Authenticator, secure: bool = False
     web = Dashboard(coordinator, auth, secure, max_streams)
     routes = [
         Route("/", web.overview_page),
-        Route("/signin", web.signin_page, methods=["GET"]),
-        Route("/signin", web.signin, methods=["POST"]),
-        Route("/signout", web.signout, methods=["POST"]),
         Route("/workflows/{workflow_id:int}", web.workflow_page),
         Route("/tasks/{task_id:path}", web.task_page),
         Route("/api/whoami", web.api(web.whoami)),
@@ -91,9 +81,8 @@ def make_app(coordinator: Coordinator, auth: Authenticator, secure: bool = False
         Route("/api/tasks/{task_id:path}/kill", web.api(web.kill, write=True), methods=["POST"]),
         Route("/api/tasks/{task_id:path}", web.api(web.task)),
         Route("/api/events", web.events),
-        Mount("/static", static_files(HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    return dashboard_app(web, routes, HERE / "static")
 
 
 class Dashboard:

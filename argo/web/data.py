@@ -21,10 +21,10 @@ from sqlalchemy import select, text
 
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.models import Task, TaskEvent, TaskParent, Workflow
-from balsam.errors import BadRequest, NotFound
+from balsam.errors import NotFound
 from balsam.states import JobState
 from balsam.tails import output_tails
-from balsam.web.pages import FINAL, STATES
+from balsam.web.pages import FINAL, STATES, check_table_query
 
 DAG_DETAIL_LIMIT = 500  # tasks drawn one by one; above this, groups
 DAG_MAX_GROUPS = 400  # groups by (level, app); above this, by app alone
@@ -111,14 +111,7 @@ class DashboardData:
 
     def tasks_page(self, workflow_id: int, state: str = "", site: str = "", app: str = "", search: str = "", sort: str = "id",
                    descending: bool = False, page: int = 1, per_page: int = 50) -> dict[str, Any]:  # fmt: skip
-        if sort not in SORTS:
-            raise BadRequest(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
-        if state and state not in STATES:
-            raise BadRequest(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            raise BadRequest(f"per_page must be from 1 to {MAX_PER_PAGE}, got {per_page}")
-        if page < 1:
-            raise BadRequest(f"page must be 1 or more, got {page}")
+        check_table_query(sort, SORTS, state, page, per_page, MAX_PER_PAGE)
         query = select(Task).where(Task.workflow_id == workflow_id)
         if state:
             query = query.where(Task.state == state)

@@ -8,15 +8,18 @@ from pathlib import Path
 
 import jinja2
 import markupsafe
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from balsam import __version__
 from balsam.errors import BadRequest
 from balsam.states import FINAL_STATES, JobState
-from balsam.web.guard import local_target, same_origin
+from balsam.web.guard import SecurityHeaders, local_target, same_origin
 
 HERE = Path(__file__).parent
 STATES = [s.value for s in JobState]
@@ -37,6 +40,15 @@ def page_environment(templates: Path, product: str, script: str, signin_hint: st
 def static_files(folder: Path) -> StaticFiles:
     """``/static``: the dashboard's own files, then the shared ones."""
     return StaticFiles(directory=folder, packages=[("balsam.web", "static")])
+
+
+def dashboard_app(web, routes: list, static: Path) -> Starlette:
+    """A dashboard's application: its ``routes``, the sign-in ones (``web.signin_page``, ``web.signin``,
+    ``web.signout``), ``/static`` (``static`` beside the shared files), every response with the
+    security headers."""
+    signing = [Route("/signin", web.signin_page, methods=["GET"]), Route("/signin", web.signin, methods=["POST"]),
+               Route("/signout", web.signout, methods=["POST"])]  # fmt: skip
+    return Starlette(routes=[*signing, *routes, Mount("/static", static_files(static), name="static")], middleware=[Middleware(SecurityHeaders)])
 
 
 async def sign_in(request: Request, check, render, cookie: str, secure: bool) -> Response:
@@ -72,3 +84,16 @@ def query_int(request: Request, name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise BadRequest(f"{name} must be a whole number, got {value[:50]!r}") from None
+
+
+def check_table_query(sort: str, sorts, state: str, page: int, per_page: int, most: int) -> None:
+    """A table page's parameters: a known sort, a known state (or none), a page from 1, a page size
+    from 1 to ``most``; each bad one a ``BadRequest`` naming it and what is allowed."""
+    if sort not in sorts:
+        raise BadRequest(f"sort must be one of {', '.join(sorts)}, got {sort!r}")
+    if state and state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    if not 1 <= per_page <= most:
+        raise BadRequest(f"per_page must be from 1 to {most}, got {per_page}")
+    if page < 1:
+        raise BadRequest(f"page must be 1 or more, got {page}")

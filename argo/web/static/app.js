@@ -47,12 +47,7 @@ function workflowPage() {
     const body = document.querySelector("#tasks tbody");
     body.replaceChildren(...data.tasks.map(taskRow));
     if (!data.tasks.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: 10 }, "No task matches.")));
-    document.getElementById("page-no").textContent = data.page;
-    document.getElementById("pages").textContent = data.pages;
-    document.getElementById("total").textContent = data.total;
-    for (const th of document.querySelectorAll("#tasks th[data-sort]")) {
-      th.className = th.dataset.sort === table.sort ? `sorted-${table.descending ? "desc" : "asc"}` : "";
-    }
+    showPager("tasks", table, data);
   }
 
   function taskRow(t) {
@@ -64,18 +59,7 @@ function workflowPage() {
       el("td", { class: "message" }, t.waiting ? `waiting: ${t.waiting}` : t.message));
   }
 
-  filters.addEventListener("change", () => { table.page = 1; loadTasks(); });
-  filters.addEventListener("submit", (e) => { e.preventDefault(); table.page = 1; loadTasks(); });
-  document.getElementById("prev").addEventListener("click", () => { if (table.page > 1) { table.page -= 1; loadTasks(); } });
-  document.getElementById("next").addEventListener("click", () => { if (table.page < table.pages) { table.page += 1; loadTasks(); } });
-  for (const th of document.querySelectorAll("#tasks th[data-sort]")) {
-    th.addEventListener("click", () => {
-      table.descending = table.sort === th.dataset.sort ? !table.descending : false;
-      table.sort = th.dataset.sort;
-      table.page = 1;
-      loadTasks();
-    });
-  }
+  tableControls(filters, "tasks", table, loadTasks);
   const cancel = document.getElementById("cancel");
   if (cancel) armed(cancel, "Really cancel the workflow?", async () => { await post(`/api/workflows/${id}/cancel`); });
 
@@ -83,8 +67,7 @@ function workflowPage() {
     const w = await getJSON(`/api/workflows/${id}`);
     document.getElementById("wf-progress").replaceChildren(progress(w.counts, w.tasks));
     const counts = document.getElementById("wf-counts");
-    counts.replaceChildren();
-    for (const [s, n] of Object.entries(w.counts)) counts.append(el("span", { class: "count" }, key(s), s + " ", el("b", { "data-count": s }, String(n))), " ");
+    showCounts(counts, w.counts);
     counts.append(`· ${w.tasks} tasks`);
     document.getElementById("rate").textContent = w.finished_per_min;
     const status = document.getElementById("wf-status");

@@ -112,3 +112,36 @@ function armed(button, question, action) {
     try { await action(); button.textContent = "done"; } catch (e) { button.textContent = e.message; button.disabled = false; }
   });
 }
+
+// a paginated, sortable table's controls: the filter form, the pager buttons (#prev, #next) and the
+// sortable headers (th[data-sort]) of `tableId`; each change sets `table` and calls `load`
+function tableControls(filters, tableId, table, load) {
+  filters.addEventListener("change", () => { table.page = 1; load(); });
+  filters.addEventListener("submit", (e) => { e.preventDefault(); table.page = 1; load(); });
+  document.getElementById("prev").addEventListener("click", () => { if (table.page > 1) { table.page -= 1; load(); } });
+  document.getElementById("next").addEventListener("click", () => { if (table.page < table.pages) { table.page += 1; load(); } });
+  for (const th of document.querySelectorAll(`#${tableId} th[data-sort]`)) {
+    th.addEventListener("click", () => {
+      table.descending = table.sort === th.dataset.sort ? !table.descending : false;
+      table.sort = th.dataset.sort;
+      table.page = 1;
+      load();
+    });
+  }
+}
+
+// after a page of a table arrived: the pager's figures and which header is sorted
+function showPager(tableId, table, data) {
+  document.getElementById("page-no").textContent = data.page;
+  document.getElementById("pages").textContent = data.pages;
+  document.getElementById("total").textContent = data.total;
+  for (const th of document.querySelectorAll(`#${tableId} th[data-sort]`)) {
+    th.className = th.dataset.sort === table.sort ? `sorted-${table.descending ? "desc" : "asc"}` : "";
+  }
+}
+
+// counts by state as keyed figures (<b data-count=STATE>) in `container`
+function showCounts(container, counts) {
+  container.replaceChildren();
+  for (const [s, n] of Object.entries(counts)) container.append(el("span", { class: "count" }, key(s), s + " ", el("b", { "data-count": s }, String(n))), " ");
+}
