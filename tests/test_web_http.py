@@ -209,3 +209,13 @@ def _read_events(feed: httpx.Response, until, timeout_s: float = 20.0) -> list[d
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"the feed did not bring what was awaited within {timeout_s} s: {found[-5:]}")
+
+
+def test_the_task_table_sorts_ids_as_a_person_reads_them(web):
+    names = ["t10", "t2", "t1", "prep", "t0", "t11", "t9"]
+    workflow = web.submit({"name": "numbered", "tasks": [{"name": n, "app": "run"} for n in names]}, project="p")
+    with web.http("owner") as owner:
+        up = owner.get(f"/api/workflows/{workflow}/tasks", params={"sort": "id"}).json()
+        assert [t["name"] for t in up["tasks"]] == ["prep", "t0", "t1", "t2", "t9", "t10", "t11"]  # t2 before t10: a number
+        down = owner.get(f"/api/workflows/{workflow}/tasks", params={"sort": "id", "order": "desc", "per_page": 3}).json()
+        assert [t["name"] for t in down["tasks"]] == ["t11", "t10", "t9"]
