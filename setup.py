@@ -34,5 +34,7 @@ setup(
         "balsam.argo.db": ["migrations/script.py.mako"],
         "balsam.protos": ["*.proto", "*.pyi"],
         "balsam.argo.web": ["templates/*.html", "static/*"],
+        "balsam.web": ["templates/*.html", "static/*"],
+        "balsam.site.web": ["templates/*.html", "static/*"],
     },
 )

@@ -258,23 +258,18 @@ def watch(
     workflow_id: int = typer.Argument(0, help="The workflow (default: every workflow, until interrupted)."),
     site: str = typer.Option("", "--site", help="Only events at this site."),
     state: list[str] = typer.Option([], "--state", help="Only transitions into this state (repeatable)."),
+    events: bool = typer.Option(False, "--events", help="Plain event lines even on a terminal (they are, when piped)."),
     address: str | None = AddressOption, ca: Path | None = CaOption,
 ) -> None:
-    """Print events as they happen (history first), until the workflow ends."""
-    from balsam.wire.convert import state_name
+    """Follow a workflow until it ends: on a terminal a live display (counts by state, rate, time
+    left, the last events); piped or with --events, one line per event (history first)."""
+    from balsam.argo import watching
 
     with _client(address, ca) as client:
-        for event in client.watch(workflow_id, site=site, states=state, until_done=bool(workflow_id)):
-            when = event.at.ToDatetime().strftime("%H:%M:%S.%f")[:-3]  # milliseconds: DAG hops take a few
-            if event.workflow_status:
-                console.print(f"{when}  workflow {event.workflow_id} {event.workflow_status}: {event.message}")
-                continue
-            if not event.task_id:  # a site's own news: its health
-                console.print(f"{when}  {event.message}")
-                continue
-            before = state_name(event.from_state) if event.from_state else "-"
-            where = f" @{event.site}" if event.site else ""
-            console.print(f"{when}  {event.task_id}{where}  {before} -> {state_name(event.to_state)}  {event.message}")
+        if events or not sys.stdout.isatty():
+            watching.print_events(client, console, workflow_id, site, state)
+        else:
+            watching.show_live(client, console, workflow_id, site, state)
 
 
 @cli.command("cancel")

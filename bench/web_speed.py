@@ -17,6 +17,10 @@ then RUN_DONE ... JOB_FINISHED). Two readers follow the same workflow at once: t
 the events it received over the time from its first to its last; its lag, how long after the
 coordinator stored an event the reader had it (event time to arrival, per message, median and p99).
 
+Beside them: the rate at which the coordinator stored the events (the site's acknowledgements),
+which bounds both readers, and a replay: each reader alone reads the run's stored events again
+(its own ceiling, with nothing being written).
+
 Target (issue 21): first paint of the 100,000-task page under 2 s; the feed keeps up with 5,000
 events a second.
 """
@@ -237,7 +241,18 @@ def feed_run(settings, base: str, token: str, client: ArgoClient, tasks: int, ra
         for reader in readers:
             reader.join(timeout=max(60, 5 * tasks * EVENTS_PER_TASK / rate))
         pacer.join(timeout=30)
-        return {"web": web, "watch": watch, "asked": rate, "sent_rate": site.reported / site.pacing_s if site.pacing_s else float("nan")}
+        # The coordinator's own pace: the events it stored (acknowledged to the site) over the time from
+        # the first sent to the last acknowledged. Neither reader can go faster than events are stored.
+        stored_s = site.last_ack_at - site.first_event_at
+        # Each reader alone, reading the same events again once all are stored: its own ceiling.
+        replay = {}
+        for name, reader, where in (("web", read_feed, base), ("watch", read_watch, settings.address)):
+            replay[name] = {"ready": threading.Event()}
+            started = time.perf_counter()
+            reader(where, token, workflow, after, expect, replay[name])
+            replay[name]["rate"] = replay[name]["events"] / (time.perf_counter() - started)  # from asking to the last event
+        return {"web": web, "watch": watch, "asked": rate, "sent_rate": site.reported / site.pacing_s if site.pacing_s else float("nan"),
+                "stored_rate": site.events_sent / stored_s if stored_s > 0 else float("nan"), "replay": replay}  # fmt: skip
     finally:
         site.stop()
 
@@ -303,7 +318,12 @@ def main() -> None:
             print(f"  {label:<22} median {med(rates):9,.0f} events/s   lag median {med(lags) * 1000:7.1f} ms, p99 {p99(lags) * 1000:7.1f} ms"
                   f"   events received {min(got):,}..{max(got):,} of {tasks * EVENTS_PER_TASK:,}")  # fmt: skip
         print(f"  the site's reports (asked {args.rate:,.0f}/s)     median {med([r['sent_rate'] for r in runs]):9,.0f} events/s")
+        print(f"  baseline: the coordinator stored them  median {med([r['stored_rate'] for r in runs]):9,.0f} events/s   (the site's acknowledgements)")
         print(f"  ratio: feed rate / Watch rate                    {med([rate_of(r['web']) for r in runs]) / med([rate_of(r['watch']) for r in runs]):9.2f}")
+        print(f"  ratio: feed rate / stored rate                   {med([rate_of(r['web']) for r in runs]) / med([r['stored_rate'] for r in runs]):9.2f}")
+        print("\nreplay: each reader alone reads the run's stored events again (its own ceiling, nothing being written)")
+        for name, label in (("web", "dashboard feed (SSE)"), ("watch", "baseline: gRPC Watch")):
+            print(f"  {label:<22} median {med([r['replay'][name]['rate'] for r in runs]):9,.0f} events/s   (from the request to the last event)")
     finally:
         if client is not None:
             client.close()

@@ -25,9 +25,10 @@ from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from balsam.tails import tail
+
 __all__ = ["Task", "TaskExit", "LocalExecutor", "prepare", "tail"]
 
-TAIL_BYTES = 4000
 _OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 _OUTPUT_MODE = 0o666  # narrowed by the launcher's umask: the site's sharing (balsam.site.access) decides
 # Threads are made as tasks need them and reused after; this only bounds a runaway.
@@ -184,16 +185,3 @@ def _killpg(pid: int, signum: int) -> bool:
     return True
 
 
-def tail(path: str, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a file as text, starting at a line boundary when there is one."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except OSError:
-        return ""
-    if size > limit and b"\n" in data:
-        data = data[data.index(b"\n") + 1 :]
-    return data.decode("utf-8", errors="replace").replace("\x00", "")

@@ -38,12 +38,14 @@ from balsam.site.api import Site
 from balsam.launcher.dbworker import DbWorker, Result
 from balsam.site.db.jobstore import Change
 from balsam.site.db import leases
+from balsam.progress import Throughput
 from balsam.states import Step
 from balsam.states import JobState
 
 S = JobState
 log = logging.getLogger("balsam.launcher")
 MAX_QUEUE = 2000
+PROGRESS_WINDOW_S = 60.0  # the progress line's rate: jobs ended over the last minute
 
 
 @dataclass
@@ -59,7 +61,7 @@ class LauncherConfig:
     batch_job_id: int | None = None  # the site's batch job this launcher runs in, if any
     flush_seconds: float = 0.02  # at most one commit this often; a change after a quiet while is written at once
     poll_seconds: float = 1.0  # look for work and kills this often even without a NOTIFY
-    progress_seconds: float = 30.0
+    progress_seconds: float = 30.0  # a progress line in the log this often (done, failed, running, rate)
 
     def __post_init__(self) -> None:
         if self.job_mode not in ("mpi", "serial"):
@@ -72,6 +74,8 @@ class LauncherConfig:
             raise ValueError(f"the lease must be a positive number of seconds, got {self.lease_seconds}")
         if not 0 <= self.linger_s <= 86400:
             raise ValueError(f"the linger time must be from 0 to 86400 seconds, got {self.linger_s}")
+        if not 0 < self.progress_seconds <= 86400:
+            raise ValueError(f"the progress interval must be more than 0 and at most 86400 seconds, got {self.progress_seconds}")
 
     def as_args(self) -> list[str]:
         """The `balsam launcher` options that make this configuration again (for ensemble ranks)."""
@@ -147,6 +151,7 @@ class Launcher:
         self.fenced: set[int] = set()
         self.started_count = 0
         self.counts = {"finished": 0, "failed": 0, "retried": 0, "timed out": 0}
+        self.ended = Throughput(PROGRESS_WINDOW_S)  # jobs finished or failed: the rate in the progress line
         self.db: DbWorker | None = None  # made when the loop starts
 
     # -- the loop ------------------------------------------------------------------------------
@@ -346,8 +351,10 @@ class Launcher:
             job.retry_count = fields["retry_count"]
         if final == S.JOB_FINISHED:
             self.counts["finished"] += 1
+            self.ended.add(1, at)
         elif final == S.FAILED:
             self.counts["failed"] += 1
+            self.ended.add(1, at)
         elif final == S.RESTART_READY:
             self.counts["retried"] += 1
         if outcome.next == "post":
@@ -481,6 +488,10 @@ class Launcher:
         log.info("launcher %d exits: %s", self.id, reason)
 
     def _progress(self) -> None:
-        counts = ", ".join(f"{n} {what}" for what, n in self.counts.items() if n)
-        log.info("launcher %d: %d running, %d queued; %s", self.id, len(self.running), len(self.queue), counts or "nothing done yet")
+        """The progress line, every ``progress_seconds`` and at the end: what ended, what runs, how fast."""
+        c = self.counts
+        rate = self.ended.rate()
+        others = "".join(f", {c[what]} {what}" for what in ("retried", "timed out") if c[what])
+        log.info("launcher %d progress: %d done, %d failed, %d running, %d queued%s; %.2f jobs/s over the last %.0f s",
+                 self.id, c["finished"], c["failed"], len(self.running), len(self.queue), others, rate, PROGRESS_WINDOW_S)  # fmt: skip
 

@@ -275,7 +275,7 @@ def secret_files(settings: SiteSettings) -> list[Path]:
         files.append(settings.db_dir / "password")
     if settings.holds_password():
         files.append(settings.settings_file)
-    files += [settings.globus_tokens_file, settings.argo_credential_file]
+    files += [settings.globus_tokens_file, settings.argo_credential_file, settings.web_token_file]
     if settings.argo.key_file:
         files.append(Path(settings.argo.key_file))
     if users_dir(settings).is_dir():

@@ -365,10 +365,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve(stop: threading.Event, ready) -> None:
         os.umask(site_umask(settings))  # what the agent writes (staged files, logs) is as private as the site
+        from balsam.site.web.serve import start_site_web
+
         with Site(settings) as site:
             agent = Agent(site)
-            ready()  # only now: a pid in the file means an agent that is up and connected
-            agent.run(stop)
+            web = start_site_web(site)  # its dashboard, when the settings give one an address (docs/web.md)
+            try:
+                ready()  # only now: a pid in the file means an agent that is up and connected (and serving)
+                agent.run(stop)
+            finally:
+                if web is not None:
+                    web.stop()
 
     return daemon.run_daemon(settings.logs_dir / PID_FILE, settings.logs_dir / LOG_FILE, f"the agent of site {settings.name}", serve)
 

@@ -127,6 +127,29 @@ class ArgoLinkSettings:
 
 
 @dataclass
+class WebSettings:
+    """The site's own dashboard (``balsam site start --web ADDRESS``; docs/web.md), served by its agent."""
+
+    address: str = ""  # HOST:PORT; empty: none
+    # TLS: a folder with server.pem and server.key (as `argo certs init` makes); needed off loopback.
+    tls_dir: str = ""
+
+    def check(self) -> None:
+        if not isinstance(self.address, str) or not isinstance(self.tls_dir, str):
+            raise BalsamError("web.address and web.tls_dir must be text")
+        if self.address:
+            host, sep, port = self.address.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise BalsamError(f"web.address must be HOST:PORT (a port from 0 to 65535), got {self.address!r}")
+            from balsam.postgres import is_loopback
+
+            if not self.tls_dir and not is_loopback(host.strip("[]") or "127.0.0.1"):
+                raise BalsamError(f"refusing to serve the site's dashboard without TLS on {self.address}, which is reachable "
+                                  "from other machines: its token would cross the network in clear. Keep it on 127.0.0.1 "
+                                  "(and reach it with `ssh -L PORT:127.0.0.1:PORT HOST`), or give --web-tls-dir DIR")  # fmt: skip
+
+
+@dataclass
 class TransferSettings:
     """How the site agent moves the files jobs declare (stage-in before a run, stage-out after)."""
 
@@ -250,6 +273,7 @@ class SiteSettings:
     argo: ArgoLinkSettings = field(default_factory=ArgoLinkSettings)
     transfer: TransferSettings = field(default_factory=TransferSettings)
     perf: PerfSettings = field(default_factory=PerfSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     # Set from $BALSAM_DB_CREDENTIALS by load(); never saved into the settings file.
     credentials: DbCredentials | None = None
 
@@ -279,6 +303,11 @@ class SiteSettings:
         return self.path / "argo-credential.json"
 
     @property
+    def web_token_file(self) -> Path:
+        """The token of the site's dashboard (made by the agent when it first serves one), owner-only."""
+        return self.path / "web-token"
+
+    @property
     def globus_tokens_file(self) -> Path:
         """Globus tokens from `balsam globus login`, readable by the owner only."""
         return self.path / "globus-tokens.json"
@@ -295,6 +324,7 @@ class SiteSettings:
             "argo": asdict(self.argo),
             "transfer": asdict(self.transfer),
             "perf": asdict(self.perf),
+            **({"web": asdict(self.web)} if self.web != WebSettings() else {}),
         }
         # Owner-only when it holds a database password (an external URL with one). Otherwise a mode
         # the owner chose is kept, so a file shared with collaborators (chmod g+r) stays shared.
@@ -337,11 +367,13 @@ class SiteSettings:
             argo = _section(ArgoLinkSettings, doc, "argo")
             transfer = _section(TransferSettings, doc, "transfer")
             perf = _section(PerfSettings, doc, "perf")
+            web = _section(WebSettings, doc, "web")
             scheduler.check()
             elastic.check()
             argo.check()
             transfer.check()
             perf.check()
+            web.check()
             check_idle_stop(db.idle_stop_min)
         except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise BalsamError(f"{file} is malformed: {exc}") from None
@@ -352,7 +384,7 @@ class SiteSettings:
         if not isinstance(group, str):
             raise BalsamError(f"{file}: site.group must be the name of a group, got {group!r}")
         return cls(path=path, name=str(site["name"]), group=group, database=db, scheduler=scheduler, elastic_queue=elastic, argo=argo,
-                   transfer=transfer, perf=perf, credentials=credentials)
+                   transfer=transfer, perf=perf, web=web, credentials=credentials)
 
 
 # The common choices `balsam init` and `balsam site set` take as options (no TOML editing):

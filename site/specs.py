@@ -11,6 +11,7 @@ import difflib
 import graphlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,8 +250,18 @@ def parse_assignments(items: list[str], what: str) -> dict[str, str]:
     return result
 
 
-def read_job_file(path: Path) -> list[JobSpec]:
+PROGRESS_EVERY = 1000  # jobs checked between two calls of a reader's ``progress``
+Progress = Callable[[int, int], None]  # (jobs checked so far, jobs in the file)
+
+
+def _checked(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+        progress(done, total)
+
+
+def read_job_file(path: Path, progress: Progress | None = None) -> list[JobSpec]:
     """Jobs from a YAML file, a JSON document, or JSON lines (one job per line); errors name the line.
+    ``progress(done, total)`` is told every ``PROGRESS_EVERY`` jobs checked, and at the last.
 
     The suffix decides (.yaml/.yml, .json, .jsonl/.ndjson); otherwise the first character does:
     ``[`` a JSON document, ``{`` JSON lines, anything else YAML. A YAML or JSON document is a list
@@ -262,11 +273,11 @@ def read_job_file(path: Path) -> list[JobSpec]:
     text = read_text(path, yaml_text=suffix in (".yaml", ".yml"))
     first = text.lstrip()[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix not in (".yaml", ".yml", ".json") and first == "{"):
-        return _read_json_lines(text, path)
+        return _read_json_lines(text, path, progress)
     if suffix == ".json" or (suffix not in (".yaml", ".yml") and first == "["):
-        return _read_json_document(text, path)
+        return _read_json_document(text, path, progress)
     check_yaml_size(text, str(path))  # found to be YAML from its text: YAML's own limit applies too
-    return _read_yaml(text, path)
+    return _read_yaml(text, path, progress)
 
 
 def _job_list(data: Any, path: Path) -> list[Any]:
@@ -277,18 +288,25 @@ def _job_list(data: Any, path: Path) -> list[Any]:
     return data
 
 
-def _read_json_document(text: str, path: Path) -> list[JobSpec]:
+def _read_json_document(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
     try:
         # Each job's values are checked with its label (check_shape), so errors name the job.
         data = load_json(text, str(path), check=False)
     except json.JSONDecodeError as exc:
         raise BalsamError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-    return [spec_from_dict(raw, source=f"{path} job {i + 1}") for i, raw in enumerate(_job_list(data, path))]
-
-
-def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
+    jobs = _job_list(data, path)
     specs = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for i, raw in enumerate(jobs):
+        specs.append(spec_from_dict(raw, source=f"{path} job {i + 1}"))
+        _checked(progress, i + 1, len(jobs))
+    return specs
+
+
+def _read_json_lines(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
+    specs = []
+    lines = text.splitlines()
+    total = sum(1 for line in lines if line.strip()) if progress is not None else 0
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -296,12 +314,13 @@ def _read_json_lines(text: str, path: Path) -> list[JobSpec]:
         except json.JSONDecodeError as exc:
             raise BalsamError(f"{path}: line {number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
         specs.append(spec_from_dict(raw, source=f"{path} line {number}"))
+        _checked(progress, len(specs), total)
     if not specs:
         raise BalsamError(f"{path} holds no jobs")
     return specs
 
 
-def _read_yaml(text: str, path: Path) -> list[JobSpec]:
+def _read_yaml(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
     try:
         data, node = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
@@ -312,6 +331,8 @@ def _read_yaml(text: str, path: Path) -> list[JobSpec]:
         node = next((v for k, v in node.value if k.value == "jobs"), None)  # None: 'jobs' came from a merge
     data = _job_list(data, path)
     lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else [None] * len(data)
-    return [
-        spec_from_dict(raw, source=f"{path} line {line}" if line else f"{path} job {i + 1}") for i, (raw, line) in enumerate(zip(data, lines))
-    ]
+    specs = []
+    for i, (raw, line) in enumerate(zip(data, lines)):
+        specs.append(spec_from_dict(raw, source=f"{path} line {line}" if line else f"{path} job {i + 1}"))
+        _checked(progress, i + 1, len(data))
+    return specs

@@ -35,3 +35,7 @@ def test_the_web_speed_bench_runs_and_prints_its_figures():
         assert line, out
         # every event of the run reached both readers (the feed also sends the workflow's own end)
         assert int(line.group(2).replace(",", "")) >= int(line.group(4).replace(",", "")), line.group(0)
+    stored = re.search(r"baseline: the coordinator stored them\s+median\s+([0-9,]+) events/s", out)
+    assert stored and int(stored.group(1).replace(",", "")) > 0, out
+    replays = re.findall(r"^  (?:dashboard feed \(SSE\)|baseline: gRPC Watch)\s+median\s+([0-9,]+) events/s   \(from the request", out, re.M)
+    assert len(replays) == 2 and all(int(r.replace(",", "")) > 0 for r in replays), out  # each reader's own ceiling, measured

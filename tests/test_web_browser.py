@@ -151,7 +151,9 @@ def test_a_viewer_gets_no_buttons_and_cannot_kill(web, tmp_path):
 
 
 def test_a_collaborator_kills_a_task_with_its_button_and_sees_it_happen(web, tmp_path):
-    workflow = web.submit({"name": "killable", "tasks": [{"name": "a", "app": "run"}, {"name": "b", "app": "run", "parents": ["a"]}]}, project="p")
+    spec = chain("killable", 5)  # b last of five tasks of about 3 s: not ended when the button is clicked, even on a slow machine
+    spec["tasks"][-1]["name"] = "b"
+    workflow = web.submit(spec, project="p")
     with chromium() as driver:
         sign_in(driver, web.base, web.tokens["alice"], f"/tasks/{workflow}/b")
         _wait(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")

@@ -108,7 +108,10 @@ def test_a_user_sees_only_its_projects_in_every_endpoint(web):
 
 
 def test_a_viewer_may_look_but_not_kill_or_cancel(web):
-    running = web.submit({"name": "long", "tasks": [{"name": "a", "app": "run"}, {"name": "b", "app": "run", "parents": ["a"]}]}, project="p")
+    # b is the last of a chain of 12 tasks of about 0.5 s each: not ended when the kill below comes, even on a slow machine
+    spec = chain("long", 12)
+    spec["tasks"][-1]["name"] = "b"
+    running = web.submit(spec, project="p")
     with web.http("victor") as victor:
         assert victor.get(f"/api/workflows/{running}").status_code == 200
         assert victor.get(f"/api/tasks/{running}/b").json()["may_kill"] is False
@@ -206,3 +209,13 @@ def _read_events(feed: httpx.Response, until, timeout_s: float = 20.0) -> list[d
         if time.monotonic() > deadline:
             break
     raise AssertionError(f"the feed did not bring what was awaited within {timeout_s} s: {found[-5:]}")
+
+
+def test_the_task_table_sorts_ids_as_a_person_reads_them(web):
+    names = ["t10", "t2", "t1", "prep", "t0", "t11", "t9"]
+    workflow = web.submit({"name": "numbered", "tasks": [{"name": n, "app": "run"} for n in names]}, project="p")
+    with web.http("owner") as owner:
+        up = owner.get(f"/api/workflows/{workflow}/tasks", params={"sort": "id"}).json()
+        assert [t["name"] for t in up["tasks"]] == ["prep", "t0", "t1", "t2", "t9", "t10", "t11"]  # t2 before t10: a number
+        down = owner.get(f"/api/workflows/{workflow}/tasks", params={"sort": "id", "order": "desc", "per_page": 3}).json()
+        assert [t["name"] for t in down["tasks"]] == ["t11", "t10", "t9"]

@@ -65,6 +65,16 @@ class WebFederation:
             os.environ.pop("ARGO_TOKEN", None)
 
 
+@contextmanager
+def web_federation(root: Path, run_s: float = 2.0):
+    """A ``WebFederation`` for the length of the block, stopped whatever happens."""
+    federation = WebFederation(root, run_s=run_s)
+    try:
+        yield federation
+    finally:
+        federation.stop()
+
+
 def chain(name: str, length: int, app: str = "run") -> dict:
     """A workflow of ``length`` tasks, each the child of the one before."""
     tasks = [{"name": "t0", "app": app}] + [{"name": f"t{i}", "app": app, "parents": [f"t{i - 1}"]} for i in range(1, length)]

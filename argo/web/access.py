@@ -7,21 +7,19 @@ script sends ``Authorization: Bearer TOKEN`` instead. Only users may look (sites
 tokens are refused); what a user sees is its projects (the owner: all); viewers change nothing.
 
 CSRF: a request authenticated by the cookie that changes something (POST) must carry the page's
-CSRF value in ``X-CSRF-Token`` (or a form field ``csrf``): an HMAC of the session's token, which a
-page of another origin cannot read. Requests of another Origin are refused outright. A request with
-a bearer header needs neither: a browser never adds that header on its own.
+CSRF value in ``X-CSRF-Token`` (or a form field ``csrf``); requests of another Origin are refused
+outright (``balsam.web.guard``, shared with a site's dashboard).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 from balsam.argo.auth import Authenticator, PermissionDenied, Principal, Unauthenticated
+from balsam.web import guard
+from balsam.web.guard import CSRF_HEADER, csrf_value, same_origin
 
 COOKIE = "argo_session"
-CSRF_HEADER = "x-csrf-token"
 
 
 @dataclass(frozen=True)
@@ -51,16 +49,9 @@ class Visitor:
         return True
 
 
-def csrf_value(token: str) -> str:
-    return hmac.new(token.encode(), b"argo-web-csrf", hashlib.sha256).hexdigest()
-
-
 def token_of(headers, cookies) -> tuple[str, bool]:
     """The request's token and whether it came from the cookie ('' when there is none)."""
-    scheme, _, value = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip(), False
-    return cookies.get(COOKIE, ""), True
+    return guard.token_of(headers, cookies, COOKIE)
 
 
 def resolve(auth: Authenticator, token: str, by_cookie: bool, what: str) -> Visitor:
@@ -71,15 +62,8 @@ def resolve(auth: Authenticator, token: str, by_cookie: bool, what: str) -> Visi
 
 
 def check_csrf(visitor: Visitor, sent: str) -> None:
-    if visitor.by_cookie and not hmac.compare_digest(sent or "", visitor.csrf):
+    if not guard.csrf_ok(visitor.token, visitor.by_cookie, sent):
         raise PermissionDenied("this action needs the page's CSRF value (X-CSRF-Token): reload the page and try again")
-
-
-def same_origin(origin: str | None, host: str | None, scheme: str) -> bool:
-    """Whether a request's Origin (when the browser sent one) is this server."""
-    if not origin:
-        return True
-    return origin == f"{scheme}://{host}"
 
 
 __all__ = ["COOKIE", "CSRF_HEADER", "Visitor", "check_csrf", "csrf_value", "resolve", "same_origin", "token_of", "Unauthenticated"]

@@ -20,43 +20,30 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-import jinja2
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
-from balsam import __version__
 from balsam.argo.auth import Authenticator, PermissionDenied, Unauthenticated
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.feed import Entry, watch_filter
 from balsam.argo.rpc import StreamLimit, TooManyStreams
 from balsam.argo.web import access
-from balsam.argo.web.data import FINAL, STATES, DashboardData, event_dict
+from balsam.argo.web.data import DashboardData, event_dict
 from balsam.errors import BadRequest, BalsamError, NotFound
+from balsam.web.guard import local_target
+from balsam.web.pages import dashboard_app, page_environment, query_int, sign_in, signed_out
 
 log = logging.getLogger("balsam.argo.web")
 HERE = Path(__file__).parent
 FEED_BATCH = 1000  # events per message of the feed
 KEEPALIVE_S = 15.0
+SIGNIN_HINT = ("With your Argo token: the same one <code>argo</code> uses (<code>argo login</code>, <code>argo user add</code>;"
+               " the owner's is <code>DATA/owner-token</code>).")
 RECHECK_S = 5.0  # a feed's token is checked again this often: a revoked one ends it
-SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "x-frame-options": "DENY",
-    "cache-control": "no-store",
-}
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def status_of(exc: BaseException) -> int:
@@ -80,9 +67,6 @@ def make_app(coordinator: Coordinator, auth: Authenticator, secure: bool = False
     web = Dashboard(coordinator, auth, secure, max_streams)
     routes = [
         Route("/", web.overview_page),
-        Route("/signin", web.signin_page, methods=["GET"]),
-        Route("/signin", web.signin, methods=["POST"]),
-        Route("/signout", web.signout, methods=["POST"]),
         Route("/workflows/{workflow_id:int}", web.workflow_page),
         Route("/tasks/{task_id:path}", web.task_page),
         Route("/api/whoami", web.api(web.whoami)),
@@ -97,29 +81,8 @@ def make_app(coordinator: Coordinator, auth: Authenticator, secure: bool = False
         Route("/api/tasks/{task_id:path}/kill", web.api(web.kill, write=True), methods=["POST"]),
         Route("/api/tasks/{task_id:path}", web.api(web.task)),
         Route("/api/events", web.events),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
-
-
-class SecurityHeaders:
-    """Adds ``SECURITY_HEADERS`` to every response (those it does not set itself)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def with_headers(message) -> None:
-            if message["type"] == "http.response.start":
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in self.extra if k not in present)]
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    return dashboard_app(web, routes, HERE / "static")
 
 
 class Dashboard:
@@ -131,9 +94,7 @@ class Dashboard:
         self.auth = auth
         self.secure = secure
         self.streams = StreamLimit(max_streams)  # this loop's own count (StreamLimit is touched by one loop only)
-        self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                                            undefined=jinja2.StrictUndefined)  # fmt: skip
-        self.templates.globals.update(states=STATES, final=FINAL, version=__version__)
+        self.templates = page_environment(HERE / "templates", "Argo", "app.js", SIGNIN_HINT)
 
     # -- who asks -----------------------------------------------------------------------------
 
@@ -195,13 +156,13 @@ class Dashboard:
         return {"name": p.name, "role": p.role, "projects": list(p.projects), "owner": p.owner, "may_write": visitor.may_write}
 
     def overview(self, visitor: access.Visitor, request: Request) -> dict[str, Any]:
-        return {"sites": self.data.sites(), "workflows": self.data.workflows(visitor.projects, _int(request, "limit", 100))}
+        return {"sites": self.data.sites(), "workflows": self.data.workflows(visitor.projects, query_int(request, "limit", 100))}
 
     def sites(self, visitor: access.Visitor, request: Request) -> list[dict[str, Any]]:
         return self.data.sites()
 
     def workflows(self, visitor: access.Visitor, request: Request) -> list[dict[str, Any]]:
-        return self.data.workflows(visitor.projects, _int(request, "limit", 100))
+        return self.data.workflows(visitor.projects, query_int(request, "limit", 100))
 
     def workflow(self, visitor: access.Visitor, request: Request) -> dict[str, Any]:
         workflow_id = request.path_params["workflow_id"]
@@ -214,7 +175,7 @@ class Dashboard:
         q = request.query_params
         return self.data.tasks_page(workflow_id, state=q.get("state", ""), site=q.get("site", ""), app=q.get("app", ""),
                                     search=q.get("q", ""), sort=q.get("sort", "id"), descending=q.get("order", "asc") == "desc",
-                                    page=_int(request, "page", 1), per_page=_int(request, "per_page", 50))  # fmt: skip
+                                    page=query_int(request, "page", 1), per_page=query_int(request, "per_page", 50))  # fmt: skip
 
     def dag(self, visitor: access.Visitor, request: Request) -> dict[str, Any]:
         workflow_id = request.path_params["workflow_id"]
@@ -255,8 +216,8 @@ class Dashboard:
         (``workflow``) or of every workflow the visitor may see; the site's own news (health) too."""
         try:
             visitor = await self.visitor(request, "events")
-            workflow_id = _int(request, "workflow", 0)
-            after = int(request.headers.get("last-event-id") or _int(request, "after", 0))
+            workflow_id = query_int(request, "workflow", 0)
+            after = int(request.headers.get("last-event-id") or query_int(request, "after", 0))
             projects = visitor.projects
             if workflow_id:
                 await run_in_threadpool(self._see_workflow, visitor, workflow_id, "watch this workflow")
@@ -339,22 +300,21 @@ class Dashboard:
         return await self._page(request, build)
 
     async def signin_page(self, request: Request) -> Response:
-        return self._render("signin.html", None, title="Sign in", next=_local(request.query_params.get("next", "/")), error="")
+        return self._render("signin.html", None, title="Sign in", next=local_target(request.query_params.get("next", "/")), error="")
 
     async def signin(self, request: Request) -> Response:
-        form = await request.form()
-        token = str(form.get("token", "")).strip()
-        target = _local(str(form.get("next", "/")))
-        if not access.same_origin(request.headers.get("origin"), request.headers.get("host"), request.url.scheme):
-            return self._render("signin.html", None, status=403, title="Sign in", next=target, error="a sign-in from another origin is refused")
-        try:
-            await run_in_threadpool(access.resolve, self.auth, token, True, "sign-in")
-        except (Unauthenticated, PermissionDenied) as exc:
-            log.warning("web sign-in refused: %s", exc)
-            return self._render("signin.html", None, status=401, title="Sign in", next=target, error=str(exc))
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(access.COOKIE, token, httponly=True, samesite="strict", secure=self.secure, path="/")
-        return response
+        def check(token: str) -> str:
+            try:
+                access.resolve(self.auth, token, True, "sign-in")
+            except (Unauthenticated, PermissionDenied) as exc:
+                log.warning("web sign-in refused: %s", exc)
+                return str(exc)
+            return ""
+
+        def render(status: int, target: str, error: str) -> Response:
+            return self._render("signin.html", None, status=status, title="Sign in", next=target, error=error)
+
+        return await sign_in(request, check, render, access.COOKIE, self.secure)
 
     async def signout(self, request: Request) -> Response:
         try:
@@ -363,21 +323,4 @@ class Dashboard:
             self._check_write_request(request, visitor, str(form.get("csrf", "")))
         except Exception as exc:  # noqa: BLE001
             return self._refusal(request, exc, json_reply=False)
-        response = RedirectResponse("/signin", status_code=303)
-        response.delete_cookie(access.COOKIE, path="/")
-        return response
-
-
-def _int(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be a whole number, got {value[:50]!r}") from None
-
-
-def _local(target: str) -> str:
-    """Only a path of this server to go to after signing in (never another site: an open redirect)."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+        return signed_out(access.COOKIE)

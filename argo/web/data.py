@@ -17,21 +17,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Numeric, cast, func, select, text
 
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.models import Task, TaskEvent, TaskParent, Workflow
-from balsam.errors import BadRequest, NotFound
-from balsam.states import FINAL_STATES, JobState
+from balsam.errors import NotFound
+from balsam.states import JobState
+from balsam.tails import output_tails
+from balsam.web.pages import FINAL, STATES, check_table_query
 
-STATES = [s.value for s in JobState]
-FINAL = sorted(s.value for s in FINAL_STATES)
 DAG_DETAIL_LIMIT = 500  # tasks drawn one by one; above this, groups
 DAG_MAX_GROUPS = 400  # groups by (level, app); above this, by app alone
 MAX_PER_PAGE = 500
 GANTT_LIMIT = 2000  # attempts drawn in a Gantt chart (the earliest started)
 TAIL_BYTES = 4096
 THROUGHPUT_WINDOW_S = 300  # "current throughput": tasks finished over the last five minutes
+# A task's id as a person reads it: the workflow's tasks by name, a trailing number compared as a
+# number (t2 before t10), then the name itself (a tie-break: every id once, in one order).
+NATURAL_ORDER = [func.regexp_replace(Task.name, "[0-9]+$", ""), cast(func.nullif(func.substring(Task.name, "([0-9]+)$"), ""), Numeric),
+                 Task.name]  # fmt: skip
 # Sortable columns of the task table, by the name the page uses.
 SORTS = {"id": "id", "name": "name", "app": "app", "state": "state", "site": "site", "attempt": "attempt",
          "return_code": "return_code", "created": "created_at", "updated": "updated_at"}  # fmt: skip
@@ -111,14 +115,7 @@ class DashboardData:
 
     def tasks_page(self, workflow_id: int, state: str = "", site: str = "", app: str = "", search: str = "", sort: str = "id",
                    descending: bool = False, page: int = 1, per_page: int = 50) -> dict[str, Any]:  # fmt: skip
-        if sort not in SORTS:
-            raise BadRequest(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
-        if state and state not in STATES:
-            raise BadRequest(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        if not 1 <= per_page <= MAX_PER_PAGE:
-            raise BadRequest(f"per_page must be from 1 to {MAX_PER_PAGE}, got {per_page}")
-        if page < 1:
-            raise BadRequest(f"page must be 1 or more, got {page}")
+        check_table_query(sort, SORTS, state, page, per_page, MAX_PER_PAGE)
         query = select(Task).where(Task.workflow_id == workflow_id)
         if state:
             query = query.where(Task.state == state)
@@ -128,8 +125,8 @@ class DashboardData:
             query = query.where(Task.app == app)
         if search:
             query = query.where(Task.name.contains(search, autoescape=True))
-        column = getattr(Task, SORTS[sort])
-        order = [column.desc().nulls_last() if descending else column.asc().nulls_first()]
+        columns = NATURAL_ORDER if sort == "id" else [getattr(Task, SORTS[sort])]
+        order = [c.desc().nulls_last() if descending else c.asc().nulls_first() for c in columns]
         if sort != "id":
             order.append(Task.id)
         with self.db.session() as session:
@@ -313,17 +310,7 @@ def output_tail(located: dict[str, Any]) -> dict[str, Any]:
     if not folders:
         return {"available": False, "why": "the coordinator knows a task's folder only from its outputs' locations, and this task has reported none"}
     folder = sorted(folders)[0]
-    found: dict[str, Any] = {"available": False, "folder": folder}
-    for name in ("job.out", "job.err"):
-        try:
-            with open(f"{folder}/{name}", "rb") as handle:
-                handle.seek(0, 2)
-                size = handle.tell()
-                handle.seek(max(0, size - TAIL_BYTES))
-                found[name] = handle.read().decode("utf-8", "replace")
-                found["available"] = True
-        except OSError:
-            found[name] = None
+    found = output_tails(folder, TAIL_BYTES)
     if not found["available"]:
         found["why"] = f"{folder} (at the task's site) cannot be read from the coordinator's host"
     return found

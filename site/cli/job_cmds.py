@@ -63,14 +63,17 @@ def add(
             flag = {"params": "param", "parents": "parent", "tags": "tag"}.get(given[0], given[0]).replace("_", "-")
             raise BalsamError(f"--from FILE takes every job field from the file; drop --{flag}")
         from balsam.gcpause import paused_gc
+        from balsam.site.cli.progress import add_progress
         from balsam.site.specs import read_job_file
 
-        with paused_gc():  # a file of many jobs: see balsam.gcpause
-            specs = read_job_file(from_file)
-        with Site.open(site) as s:
-            ids = s.add_specs(specs)
+        with add_progress(err_console, from_file) as progress:  # on stderr, on a terminal only
+            with paused_gc():  # a file of many jobs: see balsam.gcpause
+                specs = read_job_file(from_file, progress=progress.checked)
+            progress.storing(len(specs))
+            with Site.open(site) as s:
+                ids = s.add_specs(specs)
         print("\n".join(map(str, ids)))  # one id per line, as `job add` prints its one id
-        err_console.print(f"added {len(ids)} job{'s' if len(ids) != 1 else ''}")
+        err_console.print(f"added {len(ids)} job{'s' if len(ids) != 1 else ''} in {progress.elapsed_s():.1f} s")
         return
     if not app_name:
         raise BalsamError("which app? give --app NAME (or --from FILE for many jobs)")

@@ -25,6 +25,7 @@ def launcher(
     until_idle: bool = typer.Option(False, "--until-idle", help="Exit once no runnable job is left and none is running."),
     linger: float = typer.Option(0.0, "--linger", help="With --until-idle: exit only after being idle this many seconds."),
     lease: float = typer.Option(60.0, "--lease", help="Seconds without a heartbeat after which other launchers take this one's jobs back."),
+    progress: float = typer.Option(30.0, "--progress", help="Seconds between two progress lines in the log (jobs done, failed, running, rate)."),
     mpi: str | None = typer.Option(None, "--mpi", help="MPI launcher for multi-rank jobs: openmpi, mpich, srun or aprun [default: detected]."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every batch written, not just progress."),
     consume_all: bool = typer.Option(False, "--consume-all", hidden=True, help="(Balsam 0.x) run every workflow: the default."),
@@ -50,7 +51,7 @@ def launcher(
         config = LauncherConfig(
             job_mode=job_mode, wall_time_min=wall_time, max_jobs=max_jobs, workflow=workflow,
             tags=parse_assignments(tags, "tag"), until_idle=until_idle, linger_s=linger, lease_seconds=lease,
-            batch_job_id=_batch_job_id(),
+            batch_job_id=_batch_job_id(), progress_seconds=progress,
         )  # fmt: skip
     except ValueError as exc:
         raise BalsamError(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ def start(
     argo_cert: Path | None = typer.Option(None, "--argo-cert", help="This site's certificate, for mutual TLS (kept)."),
     argo_key: Path | None = typer.Option(None, "--argo-key", help="Its private key, mode 600 (kept)."),
     enrol_token: str | None = typer.Option(None, "--enrol-token", help="Exchange this one-time token (`argo site enrol NAME`) for the site's credential."),
+    web: str | None = typer.Option(None, "--web", metavar="ADDRESS", help="Serve the site's dashboard on HOST:PORT, e.g. 127.0.0.1:8181 (kept; 'off': none)."),
+    web_tls_dir: Path | None = typer.Option(None, "--web-tls-dir", help="Serve the dashboard over TLS with DIR/server.pem and server.key (kept; needed off loopback)."),
     site: Path | None = SiteOption,
 ) -> None:
     """Start the site's database server (an embedded one; an external one is only checked) and its agent."""
@@ -54,6 +57,8 @@ def start(
             raise BalsamError("stop the agent first (`balsam site stop`) to change the Argo coordinator it syncs with")
         settings.argo.address = argo.strip()
         settings.save()
+    if web is not None or web_tls_dir is not None:
+        _set_web(settings, web, web_tls_dir)
     tls = {"ca_file": argo_ca, "cert_file": argo_cert, "key_file": argo_key}
     if any(v is not None for v in tls.values()):
         for name, value in tls.items():
@@ -79,6 +84,10 @@ def start(
         else:
             pid = start_agent(settings, wait_s=30.0)
             console.print(f"agent started (pid {pid}), logging to {settings.logs_dir / 'agent.log'}")
+        from balsam.site.web import web_url
+
+        if web_url(settings):
+            console.print(f"dashboard on {web_url(settings)} (sign in with the token in {settings.web_token_file})")
     problems: list[str] = []
     if settings.argo.address and not db_only:
         problems = _first_sync(settings)
@@ -87,6 +96,24 @@ def start(
     for line in problems:
         err_console.print(f"problem: {line}")
     console.print(f"site {settings.name} is {'up, with the problem(s) above' if problems else 'ready'}")
+
+
+def _set_web(settings: SiteSettings, address: str | None, tls_dir: Path | None) -> None:
+    """Keep the dashboard's address and TLS folder in the settings (checked: no plain text off loopback)."""
+    from balsam.site.agent import agent_pid
+
+    wanted = dataclasses.replace(settings.web)
+    if address is not None:
+        wanted.address = "" if address.strip() in ("", "off") else address.strip()
+    if tls_dir is not None:
+        wanted.tls_dir = str(tls_dir.expanduser().resolve()) if str(tls_dir) else ""
+    if wanted == settings.web:
+        return
+    wanted.check()
+    if agent_pid(settings):
+        raise BalsamError("stop the agent first (`balsam site stop`): it serves the dashboard, and keeps its address until restarted")
+    settings.web = wanted
+    settings.save()
 
 
 def _first_sync(settings: SiteSettings, wait_s: float = 15.0) -> list[str]:
@@ -182,6 +209,9 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     report["scheduler"] = settings.scheduler.name
     report["elastic_queue"] = "on" if settings.elastic_queue.enabled else "off"
     report["argo"] = settings.argo.address or "none"
+    from balsam.site.web import web_url
+
+    report["web"] = web_url(settings) or ("off" if not settings.web.address else f"{settings.web.address} (when the agent runs)")
     report["agent"] = agent_report(settings)
     from balsam.site import diagnosis
 
