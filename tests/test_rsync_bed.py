@@ -1,0 +1,211 @@
+"""The rsync transfer backend between hosts that share no files, on the namespace bed (tests/netns_bed.py).
+
+Each compute host of the bed runs a real sshd (tests/sshd_bed.py) and has a private folder (a tmpfs
+in its own mount namespace) that no other host sees, so a file gets from one to the other only by
+travelling over ssh. Where namespaces are not permitted the tests skip with the reason;
+``BALSAM_REQUIRE_NETNS=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from netns_bed import BALSAM, PYTHON, NetnsBed, host_env, on_site, require_netns
+from sshd_bed import SshKeys, sshd_available, start_sshd
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    require_netns()
+    reason = sshd_available()
+    if reason:
+        if os.environ.get("BALSAM_REQUIRE_NETNS") == "1":
+            pytest.fail(f"BALSAM_REQUIRE_NETNS=1 but the rsync tests cannot run here: {reason}")
+        pytest.skip(reason)
+    bed = NetnsBed(tmp_path_factory.mktemp("bed"), computes=2)
+    try:
+        bed.start()
+        yield bed
+    finally:
+        bed.stop()
+
+
+@pytest.fixture(scope="module")
+def ssh(bed, tmp_path_factory):
+    """Keys, and sshd running on c1 and c2 (not on the login host)."""
+    keys = SshKeys(tmp_path_factory.mktemp("ssh"), {h: bed.hosts[h].address for h in bed.computes})
+    began = time.monotonic()
+    keys.daemons = {host: start_sshd(bed, host, keys) for host in bed.computes}
+    print(f"bed up in {bed.started_in:.2f} s; sshd on {len(keys.daemons)} hosts in {time.monotonic() - began:.2f} s")
+    return keys
+
+
+@pytest.fixture(scope="module")
+def private(bed, tmp_path_factory):
+    """A folder per compute host that only that host sees."""
+    root = tmp_path_factory.mktemp("private")
+    root.chmod(0o755)  # a site's database server runs as a user of its own and must reach its folder
+    return {host: bed.private_dir(host, root / host, mode="0755") for host in bed.computes}
+
+
+def sh(bed: NetnsBed, host: str, code: str, *args: str) -> object:
+    """Python ``code`` run on ``host``; what it prints last, read as JSON."""
+    out = bed.run(host, [PYTHON, "-c", "import json, sys, os, hashlib\n" + code, *args]).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+MAKE_FILES = """
+folder, count = sys.argv[1], int(sys.argv[2])
+os.makedirs(folder, exist_ok=True)
+digests = {}
+for i in range(count):
+    data = os.urandom(1000 + 4099 * i)
+    with open(os.path.join(folder, f"f{i}.bin"), "wb") as handle:
+        handle.write(data)
+    digests[f"f{i}.bin"] = hashlib.sha256(data).hexdigest()
+print(json.dumps(digests))
+"""
+
+DIGESTS = """
+folder = sys.argv[1]
+print(json.dumps({n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
+                  for n in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, n))} if os.path.isdir(folder) else None))
+"""
+
+# The backend alone, on c1: one task per case; what each ended with.
+BACKEND = """
+import time
+from balsam.transfer import Item, Location, TransferError
+from balsam.transfer.rsync import RsyncBackend, SshOptions
+
+cases = json.loads(sys.argv[1])
+out = {}
+for name, case in cases.items():
+    try:
+        backend = RsyncBackend(SshOptions(case["identity"], case["known_hosts"], 5), case["roots"])
+        items = [Item(Location.parse(s), Location.parse(d)) for s, d in case["items"]]
+        task = backend.submit(items, label=name, verify_checksum=True)
+    except TransferError as exc:
+        out[name] = {"refused": str(exc)}
+        continue
+    while not (status := backend.poll(task)).ended:
+        time.sleep(0.02)
+    out[name] = {"state": status.state, "failed": {str(k): v for k, v in status.failed.items()}, "files": status.files_done,
+                 "bytes": status.bytes_done}
+    backend.close()
+print(json.dumps(out))
+"""
+
+
+def test_the_backend_moves_a_batch_both_ways_and_says_what_is_wrong(bed, ssh, private, tmp_path):
+    c1, c2 = private["c1"], private["c2"]
+    made = sh(bed, "c2", MAKE_FILES, str(c2 / "outbox"), "6")
+    assert sh(bed, "c1", DIGESTS, str(c2 / "outbox")) is None  # c1 cannot see c2's folder
+    stranger = SshKeys(tmp_path / "stranger", {"c2": bed.hosts["c2"].address})  # a key c2 does not know, and wrong host keys
+    good = {"identity": str(ssh.identity), "known_hosts": str(ssh.known_hosts), "roots": [f"ssh://c2{c2}/outbox", f"ssh://c2{c2}/inbox"]}
+    pull = [(f"ssh://c2{c2}/outbox/{n}", f"file://{c1}/in/{n}") for n in sorted(made)]
+    cases = {
+        "pull": {**good, "items": pull},
+        "push": {**good, "items": [(f"file://{c1}/in", f"ssh://c2{c2}/inbox/copy")]},
+        "missing": {**good, "items": [(f"ssh://c2{c2}/outbox/none.bin", f"file://{c1}/x"), pull[0]]},
+        "outside": {**good, "items": [(f"ssh://c2{c2}/secret.txt", f"file://{c1}/secret.txt")]},
+        "wrong key": {**good, "identity": str(stranger.identity), "items": pull[:2]},
+        "unknown host key": {**good, "known_hosts": str(stranger.known_hosts), "items": pull[:1]},
+        "no sshd": {**good, "roots": [f"ssh://login{c2}"], "items": [(f"ssh://login{c2}/x", f"file://{c1}/x")]},
+    }
+    seen = sh(bed, "c1", BACKEND, json.dumps(cases))
+
+    assert seen["pull"] == {"state": "done", "failed": {}, "files": 6, "bytes": sum(1000 + 4099 * i for i in range(6))}, seen["pull"]
+    assert sh(bed, "c1", DIGESTS, str(c1 / "in")) == made
+    assert seen["push"]["state"] == "done" and not seen["push"]["failed"], seen["push"]
+    assert sh(bed, "c2", DIGESTS, str(c2 / "inbox" / "copy")) == made
+    # One missing file fails that file only.
+    assert list(seen["missing"]["failed"]) == ["0"] and seen["missing"]["failed"]["0"].startswith("source missing:"), seen["missing"]
+    assert "outside the folders on other hosts this site may read from" in seen["outside"]["refused"], seen["outside"]
+    # The host-wide refusals name the setting to look at, and fail the whole batch at once.
+    assert set(seen["wrong key"]["failed"]) == {"0", "1"}
+    assert "login refused" in seen["wrong key"]["failed"]["0"] and "transfer.ssh_identity" in seen["wrong key"]["failed"]["0"]
+    assert "transfer.ssh_known_hosts" in seen["unknown host key"]["failed"]["0"], seen["unknown host key"]
+    assert "host unreachable" in seen["no sshd"]["failed"]["0"] and "Connection refused" in seen["no sshd"]["failed"]["0"], seen["no sshd"]
+    for case in seen.values():
+        assert "Traceback" not in json.dumps(case)
+    # Nothing half-written is left where files arrived.
+    listing = sh(bed, "c1", "print(json.dumps(sorted(os.listdir(sys.argv[1])) + sorted(os.listdir(sys.argv[1] + '/in'))))", str(c1))
+    assert listing == ["in", *sorted(made)], listing
+
+
+def test_a_site_stages_in_by_rsync_and_retries_while_sshd_is_down(bed, ssh, private):
+    """A site on c1 (its folder private to c1) stages in a batch from c2 with checksums verified; sshd on c2
+    is down at first, so the first attempt fails with the host unreachable, and the retry after it is back succeeds."""
+    c1, c2 = private["c1"], private["c2"]
+    made = sh(bed, "c2", MAKE_FILES, str(c2 / "batch"), "20")
+    path = c1 / "site"
+    env = host_env(bed, path)
+    bed.run("c1", [BALSAM, "init", str(path)], env=env, timeout=180)
+    settings_code = (
+        "import sys\nfrom balsam.site.settings import SiteSettings\ns = SiteSettings.load(sys.argv[1])\nt = s.transfer\n"
+        "t.ssh_identity, t.ssh_known_hosts, t.ssh_roots = sys.argv[2], sys.argv[3], [sys.argv[4]]\n"
+        "t.verify_checksum, t.retries, t.retry_delay_s, t.interval_s = True, 5, 1.0, 0.5\ns.save()\nprint('{}')"
+    )
+    bed.run("c1", [PYTHON, "-c", settings_code, str(path), str(ssh.identity), str(ssh.known_hosts), f"ssh://c2{c2}/batch"], env=env)
+    bed.end(ssh.daemons["c2"])  # the transient failure: c2's sshd is gone
+    try:
+        jobs = on_site(bed, "c1", path, "site.add_app('cat', 'cat {f}')\nprint(json.dumps(site.add_jobs(["
+                       "{'app': 'cat', 'workflow': 'w', 'name': 'batch', 'params': {'f': 'in/f0.bin'}, "
+                       "'inputs': {f'in/{n}': f'ssh://c2{sys.argv[1]}/batch/{n}' for n in json.loads(sys.argv[2])}},"
+                       "{'app': 'cat', 'workflow': 'w', 'name': 'sneaky', 'params': {'f': 'x'}, "
+                       "'inputs': {'x': f'ssh://c2{sys.argv[1]}/secret.txt'}}])))", str(c2), json.dumps(sorted(made)))  # fmt: skip
+        bed.run("c1", [BALSAM, "site", "start"], env=env, timeout=120)
+        # Wait until the first attempt has failed, and see why.
+        failure = on_site(bed, "c1", path, WAIT_FOR_FAILED_ATTEMPT, timeout=120)
+        assert "host unreachable" in failure and "c2" in failure, failure
+    finally:
+        ssh.daemons["c2"] = start_sshd(bed, "c2", ssh)
+    try:
+        states = on_site(bed, "c1", path, WAIT_STATES, json.dumps(jobs), timeout=180)
+        history = on_site(bed, "c1", path, "print(json.dumps([e.message for e in site.history(int(sys.argv[1]))]))", str(jobs[0]))
+        tasks = on_site(bed, "c1", path, "from sqlalchemy import text\nwith site.session() as s:\n    print(json.dumps([list(r) for r in "
+                        "s.execute(text(\"SELECT backend, item_count, state FROM transfer_tasks ORDER BY id\"))]))")  # fmt: skip
+        job = on_site(bed, "c1", path, "j = site.job(int(sys.argv[1]))\nprint(json.dumps({'state': str(j.state), 'error': j.error_tail}))",
+                      str(jobs[1]))  # fmt: skip
+    finally:
+        bed.run("c1", [BALSAM, "site", "stop"], env=env, check=False, timeout=120)
+    assert states[str(jobs[0])] != "READY" and states[str(jobs[0])] != "FAILED", (states, history)
+    assert "staging in 20 file(s)" in history and "staged in 20 file(s)" in history, history
+    # All 20 files in one rsync task (the failed attempt's, then the retry's), and they arrived intact.
+    assert tasks[0][:2] == ["rsync", 20] and tasks[-1] == ["rsync", 20, "done"], tasks
+    folder = path / "data" / "w" / str(jobs[0]) / "in"
+    assert sh(bed, "c1", DIGESTS, str(folder)) == made
+    # The file outside the roots was refused before anything was copied.
+    assert states[str(jobs[1])] == "FAILED" and "outside the folders on other hosts this site may read from" in job["error"], job
+
+
+WAIT_FOR_FAILED_ATTEMPT = """
+import time
+from sqlalchemy import text
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    with site.session() as s:
+        row = s.execute(text("SELECT error FROM transfer_items WHERE attempts > 0 AND error <> '' AND backend = 'rsync' LIMIT 1")).first()
+    if row:
+        break
+    time.sleep(0.1)
+print(json.dumps(row[0] if row else "no failed attempt seen"))
+"""
+
+WAIT_STATES = """
+import time
+ids = json.loads(sys.argv[1])
+end = time.monotonic() + 150
+while True:
+    states = {str(i): str(site.job(i).state) for i in ids}
+    if all(s not in ("READY", "CREATED", "AWAITING_PARENTS") for s in states.values()) or time.monotonic() > end:
+        break
+    time.sleep(0.2)
+print(json.dumps(states))
+"""
