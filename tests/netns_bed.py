@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -62,6 +62,18 @@ def require_netns() -> None:
         if os.environ.get("BALSAM_REQUIRE_NETNS") == "1":
             pytest.fail(f"BALSAM_REQUIRE_NETNS=1 but the namespace test bed cannot run here: {reason}")
         pytest.skip(f"the namespace test bed cannot run here: {reason}")
+
+
+def running_bed(folder: Path, computes: int = 3) -> Iterator[NetnsBed]:
+    """A started bed for a fixture (``yield from running_bed(...)``), stopped even when a test fails;
+    skipped (or failed, under CI) where namespaces are not permitted."""
+    require_netns()
+    bed = NetnsBed(folder, computes=computes)
+    try:
+        bed.start()
+        yield bed
+    finally:
+        bed.stop()
 
 
 class Host:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from netns_bed import BALSAM, LOGIN_ADDRESS, PYTHON, NetnsBed, host_env, on_site, require_netns
+from netns_bed import BALSAM, LOGIN_ADDRESS, PYTHON, NetnsBed, host_env, on_site, running_bed
 from slurm_cluster import SlurmCluster, slurm_available
 
 from balsam.postgres import _bundled_bin_dir
@@ -26,13 +26,7 @@ LAUNCHER_TIMEOUT = 240
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    require_netns()
-    bed = NetnsBed(tmp_path_factory.mktemp("bed"))
-    try:
-        bed.start()
-        yield bed
-    finally:
-        bed.stop()
+    yield from running_bed(tmp_path_factory.mktemp("bed"))
 
 
 @pytest.fixture(scope="module")

@@ -13,26 +13,22 @@ import os
 import time
 
 import pytest
-from netns_bed import BALSAM, PYTHON, NetnsBed, host_env, on_site, require_netns
+from netns_bed import BALSAM, BIN, PYTHON, NetnsBed, host_env, on_site, running_bed
 from sshd_bed import SshKeys, sshd_available, start_sshd
+
+from balsam.argo.demo import REPORT, SQUARE
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    require_netns()
     reason = sshd_available()
     if reason:
         if os.environ.get("BALSAM_REQUIRE_NETNS") == "1":
             pytest.fail(f"BALSAM_REQUIRE_NETNS=1 but the rsync tests cannot run here: {reason}")
         pytest.skip(reason)
-    bed = NetnsBed(tmp_path_factory.mktemp("bed"), computes=2)
-    try:
-        bed.start()
-        yield bed
-    finally:
-        bed.stop()
+    yield from running_bed(tmp_path_factory.mktemp("bed"), computes=2)
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +205,105 @@ while True:
     time.sleep(0.2)
 print(json.dumps(states))
 """
+
+
+# -- the argo demo's workflow between two sites that share nothing ---------------------------------
+
+ARGO_PORT = 50551  # inside the login host's own network stack: no other test's port
+
+SITE_SETTINGS = """
+import sys
+from balsam.site.settings import SiteSettings
+s = SiteSettings.load(sys.argv[1])
+eq, t = s.elastic_queue, s.transfer
+eq.enabled, eq.job_mode, eq.interval_s, eq.min_wall_min, eq.max_wall_min = True, "serial", 1.0, 5, 10
+s.argo.heartbeat_s = 1.0
+t.ssh_host, t.ssh_identity, t.ssh_known_hosts, t.ssh_roots = sys.argv[2], sys.argv[3], sys.argv[4], [sys.argv[5]]
+t.verify_checksum, t.retry_delay_s, t.interval_s = True, 1.0, 0.5
+s.save()
+"""
+
+CLIENT = """
+import sys
+from balsam.argo.client import ArgoClient
+from balsam.argo.demo import workflow_spec
+address, ca, data = sys.argv[1:4]
+spec = workflow_spec(6)
+for task in spec["tasks"]:
+    if task["name"].startswith("square-"):  # odd squares at alpha (on c1), even ones at beta (on c2), the report at beta
+        task["site"] = "alpha" if int(task["params"]["x"]) % 2 else "beta"
+with ArgoClient(address, token=open(data + "/owner-token").read().strip(), ca_file=ca, timeout_s=30) as client:
+    end = time.monotonic() + 60
+    while {s["name"] for s in client.sites() if s["status"] == "up"} != {"alpha", "beta"} and time.monotonic() < end:
+        time.sleep(0.2)
+    workflow = client.submit(spec)
+    status = client.wait(workflow, timeout_s=240)
+    tasks = {t["name"]: {"site": t["site"], "state": t["state"], "id": t["id"]} for t in client.tasks(workflow)}
+print(json.dumps({"status": status, "tasks": tasks}))
+"""
+
+RUNS = """
+from sqlalchemy import text
+runs = {}
+for job in site.jobs(workflow="demo"):
+    out = site.settings.data_dir / "demo" / str(job.id) / "job.out"
+    runs.setdefault(job.tags.get("argo_task"), []).append({
+        "running": sum(1 for e in site.history(job.id) if str(e.to_state).endswith("RUNNING")),
+        "out": out.read_text().strip() if out.exists() else None, "sources": sorted(i["source"] for i in job.stage_in)})
+print(json.dumps(runs))
+"""
+
+
+def test_the_argo_demo_workflow_between_sites_that_share_no_files(bed, ssh, private, tmp_path):
+    """The coordinator on the login host; site alpha on c1 and beta on c2, each in a folder the others cannot
+    see. The report at beta reads the squares made at alpha: they can only have travelled by rsync over ssh."""
+    c1, c2 = private["c1"], private["c2"]
+    argo_data = bed.private_dir("login", tmp_path / "argo-private", mode="0755") / "argo"
+    certs = tmp_path / "certs"  # the CA's certificate is public: on the shared filesystem, as a user would copy it
+    address = f"login:{ARGO_PORT}"
+    argo = str(BIN / "argo")
+    bed.run("login", [argo, "certs", "init", "--dir", str(certs), "--host", "login"], env=os.environ)
+    bed.run("login", [argo, "server", "start", "--data", str(argo_data), "--address", f"{bed.hosts['login'].address}:{ARGO_PORT}",
+                      "--tls-dir", str(certs), "--site-timeout", "30", "--web", "off"], env=os.environ, timeout=180)  # fmt: skip
+    sites = {"alpha": ("c1", c1 / "alpha", f"ssh://c2{c2}/beta/data"), "beta": ("c2", c2 / "beta", f"ssh://c1{c1}/alpha/data")}
+    started = []
+    try:
+        for name, (host, path, others) in sites.items():
+            env = host_env(bed, path)
+            bed.run(host, [BALSAM, "init", str(path), "--name", name], env=env, timeout=180)
+            bed.run(host, [PYTHON, "-c", SITE_SETTINGS, str(path), host, str(ssh.identity), str(ssh.known_hosts), others], env=env)
+            on_site(bed, host, path, f"site.add_app('square', {SQUARE!r})\nsite.add_app('report', {REPORT!r})\nprint('{{}}')")
+            token = bed.run("login", [argo, "site", "enrol", name, "--data", str(argo_data), "--address", address,
+                                      "--ca", str(certs / "ca.pem")], env=os.environ).stdout.strip()  # fmt: skip
+            started.append((host, env))
+            bed.run(host, [BALSAM, "site", "start", "--argo", address, "--argo-ca", str(certs / "ca.pem"), "--enrol-token", token],
+                    env=env, timeout=180)  # fmt: skip
+        # Nothing is shared: neither compute host sees the other's folder, nor the coordinator's.
+        assert sh(bed, "c2", "print(json.dumps(os.listdir(sys.argv[1])))", str(c1)) == []
+        assert sh(bed, "c1", "print(json.dumps(os.listdir(sys.argv[1])))", str(c2)) == []
+        assert sh(bed, "c1", "print(json.dumps(os.listdir(sys.argv[1])))", str(argo_data.parent)) == []
+        began = time.monotonic()
+        result = json.loads(bed.run("login", [PYTHON, "-c", "import json, time\n" + CLIENT, address, str(certs / "ca.pem"), str(argo_data)],
+                                    env=os.environ, timeout=360).stdout.strip().splitlines()[-1])  # fmt: skip
+        took = time.monotonic() - began
+        runs = {name: on_site(bed, host, path, RUNS) for name, (host, path, _) in sites.items()}
+    finally:
+        for host, env in started:
+            bed.run(host, [BALSAM, "site", "stop"], env=env, check=False, timeout=120)
+        bed.run("login", [argo, "server", "stop", "--data", str(argo_data)], env=os.environ, check=False, timeout=120)
+    print(f"the demo workflow across two hosts sharing nothing: {took:.1f} s from submission to its end")
+    assert result["status"] == "finished", (result, runs)
+    tasks = result["tasks"]
+    assert {n: t["site"] for n, t in tasks.items()} == {**{f"square-{x}": "alpha" if x % 2 else "beta" for x in range(1, 7)}, "report": "beta"}
+    assert all(t["state"] == "JOB_FINISHED" for t in tasks.values()), tasks
+    # Each task ran once, at its own site, and only there.
+    for name, task in tasks.items():
+        (job,) = runs[task["site"]][task["id"]]
+        assert job["running"] == 1, (name, job)
+        other = "beta" if task["site"] == "alpha" else "alpha"
+        assert task["id"] not in runs[other], (name, runs[other])
+    (report,) = runs["beta"][tasks["report"]["id"]]
+    assert report["out"] == "read 6 of 6 square files, sum 91", report
+    # The squares made at alpha came from alpha's host by ssh; beta's own were read from its own folder.
+    moved = [s for s in report["sources"] if s.startswith(f"ssh://c1{c1}/alpha/data/")]
+    assert len(moved) == 3 and len(report["sources"]) == 6, report["sources"]
