@@ -26,11 +26,15 @@ and when the job's files are planned, ``confine.remote_inside``).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shlex
 import shutil
 import subprocess
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -84,6 +88,10 @@ class RsyncBackend(ThreadedBackend):
         self.ssh = ssh
         self.roots = ssh_roots(roots)
         self.io_timeout_s = io_timeout_s
+        # One ssh connection per task and host, shared by the task's rsync runs (ssh's ControlMaster):
+        # (task, [USER@]HOST[:PORT]) -> (the master ssh, the private folder of its socket).
+        self._masters: dict[tuple[int, str], tuple[subprocess.Popen, str]] = {}
+        self._masters_lock = threading.Lock()
         super().__init__(workers=workers, on_done=on_done)
 
     def check(self, items: Sequence[Item]) -> list[Item]:
@@ -102,6 +110,21 @@ class RsyncBackend(ThreadedBackend):
         return items
 
     # -- one item ----------------------------------------------------------------------------------
+
+    def move_all(self, task: Task) -> None:
+        """Files fetched from a host in one rsync per host (one connection, one file list); files sent, one by one."""
+        fetches: dict[str, list[int]] = {}
+        for index, item in enumerate(task.items):
+            if item.source.scheme == "ssh":
+                fetches.setdefault(item.source.endpoint, []).append(index)
+        for indexes in fetches.values():
+            try:
+                rest = self._fetch_batch(task, indexes)
+            except HostError as exc:
+                self.fail(task, indexes, str(exc))
+                continue
+            self.move_each(task, rest)
+        self.move_each(task, [i for i, item in enumerate(task.items) if item.source.scheme != "ssh"])
 
     def move_item(self, task: Task, index: int, item: Item) -> None:
         if item.source.scheme == "ssh":
@@ -134,6 +157,71 @@ class RsyncBackend(ThreadedBackend):
         finally:
             remove_partial(staging)
 
+    def _fetch_batch(self, task: Task, indexes: list[int]) -> list[int]:
+        """Fetch the items at ``indexes`` (one host) with one rsync into one temporary folder (their sources'
+        paths under it), compare them if asked, rename each into place; the indexes left to move one by one.
+
+        The temporary folder is made in the deepest folder that holds every destination, so each rename stays on
+        one filesystem; items that cannot share it (a source named twice, or inside another's, a destination on
+        another filesystem) are left to the one-by-one path."""
+        seen: dict[str, int] = {}
+        batch, rest = [], []
+        for index in indexes:
+            path = task.items[index].source.path
+            if path in seen or any(path.startswith(p.rstrip("/") + "/") or p.startswith(path.rstrip("/") + "/") for p in seen):
+                rest.append(index)
+            else:
+                seen[path] = index
+                batch.append(index)
+        if len(batch) < 2:
+            return batch + rest
+        items = [task.items[i] for i in batch]
+        remote = items[0].source
+        parents = [os.path.dirname(item.destination.path) for item in items]
+        common = os.path.commonpath(parents)
+        try:
+            for parent in set(parents):
+                os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f".batch{PARTIAL}", dir=common)
+        except OSError:
+            return batch + rest  # e.g. no right to write in the common folder: each item beside its own destination
+        listing = os.path.join(staging, ".files")
+        try:
+            with open(listing, "w") as handle:
+                handle.write("".join(item.source.path.lstrip("/") + "\0" for item in items))
+            tree = os.path.join(staging, "tree")
+            # --files-from: the listed paths, relative to / there, recreated under tree/ here (-r reaches into folders).
+            listed = ["--from0", f"--files-from={listing}", f"{_login(remote.endpoint)}:/", tree + "/"]
+            self._rsync(task, remote, listed, remote.uri, partial_ok=True)
+            differ: list[str] = []
+            if task.verify_checksum:
+                out = self._rsync(task, remote, ["--checksum", "--dry-run", "--itemize-changes", *listed], remote.uri, times=False,
+                                  partial_ok=True)  # fmt: skip
+                differ = [line.split(" ", 1)[1] for line in out.splitlines() if " " in line.strip() and not line.startswith("*")]
+            for index, item in zip(batch, items):
+                arrived = os.path.join(tree, item.source.path.lstrip("/"))
+                relative = item.source.path.lstrip("/")
+                try:
+                    if not os.path.lexists(arrived):
+                        raise ItemError(f"source missing: {item.source.uri}")
+                    mismatch = [d for d in differ if d.rstrip("/") == relative or d.startswith(relative + "/")]
+                    if mismatch:
+                        raise ItemError(f"checksum mismatch: the copy of {item.source.uri} differs from the source ({mismatch[0]})")
+                    files, nbytes = _tally(arrived)
+                    try:
+                        put_in_place(arrived, item.destination.path)
+                    except OSError as exc:
+                        if exc.errno == errno.EXDEV:
+                            rest.append(index)
+                            continue
+                        raise ItemError(f"cannot put {item.destination.path} in place: {exc.strerror or exc}") from None
+                    self.count(task, nbytes=nbytes, files=files)
+                except ItemError as exc:
+                    self.fail(task, [index], str(exc))
+        finally:
+            remove_partial(staging)
+        return rest
+
     def _send(self, task: Task, src: str, destination: Location) -> None:
         if not os.path.exists(src):
             raise ItemError(f"source missing: {src}")
@@ -154,14 +242,54 @@ class RsyncBackend(ThreadedBackend):
 
     @staticmethod
     def _remote(location: Location, is_dir: bool = False) -> str:
-        host = location.endpoint.rsplit(":", 1)[0] if SSH_HOST.match(location.endpoint).group("port") else location.endpoint
-        return f"{host}:{location.path}" + ("/" if is_dir else "")
+        return f"{_login(location.endpoint)}:{location.path}" + ("/" if is_dir else "")
 
-    def _rsync(self, task: Task, remote: Location, args: list[str], shown: str, times: bool = True) -> str:
-        """Run rsync (until it ends or the task is cancelled); its standard output, or the error it means."""
-        port = SSH_HOST.match(remote.endpoint).group("port")
+    # -- ssh connections ------------------------------------------------------------------------------
+
+    def _connection(self, task: Task, remote: Location) -> list[str]:
+        """The ssh options that make rsync use the task's own connection to ``remote``'s host, opened on first use.
+
+        The first login to a host pays the key exchange and authentication (hundreds of ms on a busy login
+        node); every other rsync of the task then opens a channel on the same connection. Should that
+        connection die, ssh falls back to a login of its own (``ControlMaster=no``)."""
+        key = (id(task), remote.endpoint)
+        with self._masters_lock:
+            known = self._masters.get(key)
+        if known is None:
+            folder = tempfile.mkdtemp(prefix="balsam-ssh-")  # mode 700: nobody else may use the connection
+            socket = os.path.join(folder, "control")
+            argv = [*self.ssh.argv(_port(remote.endpoint)), "-M", "-N", "-o", f"ControlPath={socket}", "-o", "ControlPersist=no",
+                    _login(remote.endpoint)]  # fmt: skip
+            master = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + self.ssh.connect_timeout_s + 5
+            while not os.path.exists(socket) and master.poll() is None and time.monotonic() < deadline and not task.cancel.is_set():
+                time.sleep(0.01)
+            if not os.path.exists(socket):
+                if master.poll() is None:
+                    master.kill()
+                said = master.communicate()[1] or ""
+                shutil.rmtree(folder, ignore_errors=True)
+                if task.cancel.is_set():
+                    raise Cancelled
+                raise self._error(255, said, remote, remote.uri)
+            known = (master, folder)
+            with self._masters_lock:
+                self._masters[key] = known
+        return ["-o", f"ControlPath={os.path.join(known[1], 'control')}", "-o", "ControlMaster=no"]
+
+    def end_task(self, task: Task) -> None:
+        with self._masters_lock:
+            ended = [self._masters.pop(key) for key in [k for k in self._masters if k[0] == id(task)]]
+        for master, folder in ended:
+            _end(master)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _rsync(self, task: Task, remote: Location, args: list[str], shown: str, times: bool = True, partial_ok: bool = False) -> str:
+        """Run rsync (until it ends or the task is cancelled); its standard output, or the error it means.
+        ``partial_ok``: some files missing (rsync's exit 23 or 24) is not an error; the caller looks at what arrived."""
+        ssh = [*self.ssh.argv(_port(remote.endpoint)), *self._connection(task, remote)]
         # -r folders whole, -l links as links (never followed out of a folder); -p -t modes and times of files.
-        argv = [self.rsync, "-rl" + ("pt" if times else ""), f"--timeout={self.io_timeout_s}", "-e", shlex.join(self.ssh.argv(port)), *args]
+        argv = [self.rsync, "-rl" + ("pt" if times else ""), f"--timeout={self.io_timeout_s}", "-e", shlex.join(ssh), *args]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         while True:
             try:
@@ -172,7 +300,7 @@ class RsyncBackend(ThreadedBackend):
                     process.kill()
                     process.communicate()
                     raise Cancelled from None
-        if process.returncode != 0:
+        if process.returncode != 0 and not (partial_ok and process.returncode in RSYNC_MISSING):
             raise self._error(process.returncode, err, remote, shown)
         return out
 
@@ -192,6 +320,27 @@ class RsyncBackend(ThreadedBackend):
         if code in RSYNC_MISSING and "No such file or directory" in stderr:
             return ItemError(f"source missing: {shown} ({said})")
         return ItemError(f"rsync of {shown} failed (exit {code}): {said}")
+
+
+def _port(endpoint: str) -> str | None:
+    return SSH_HOST.match(endpoint).group("port")
+
+
+def _login(endpoint: str) -> str:
+    """[USER@]HOST of an endpoint (the port goes to ssh's -p)."""
+    return endpoint.rsplit(":", 1)[0] if _port(endpoint) else endpoint
+
+
+def _end(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr is not None:
+        process.stderr.close()
 
 
 def ssh_roots(roots: Iterable[str]) -> list[Location]:

@@ -68,6 +68,9 @@ class ThreadedBackend(Backend):
     def move_item(self, task: Task, index: int, item: Item) -> None:
         """Move one item of ``task`` (counting with ``count``); ItemError if it cannot be moved."""
 
+    def end_task(self, task: Task) -> None:
+        """Called once a task has ended, in its thread: release what moving its items held open."""
+
     # -- the Backend interface -----------------------------------------------------------------
 
     def submit(self, items: Sequence[Item], *, label: str, verify_checksum: bool = False) -> str:
@@ -115,27 +118,40 @@ class ThreadedBackend(Backend):
 
     def _run(self, task: Task) -> None:
         try:
-            for index, item in enumerate(task.items):
-                if task.cancel.is_set():
-                    raise Cancelled
-                try:
-                    self.move_item(task, index, item)
-                except HostError as exc:
-                    with self._lock:
-                        task.failed.update((rest, str(exc)) for rest in range(index, len(task.items)))
-                    break
-                except ItemError as exc:
-                    with self._lock:
-                        task.failed[index] = str(exc)
+            self.move_all(task)
             end_state, message = "done", ""
         except Cancelled:
             end_state, message = "failed", "cancelled"
         except Exception as exc:  # a bug, not a file problem: end the task rather than leave it "active" forever
             end_state, message = "failed", f"{self.name} transfer crashed: {type(exc).__name__}: {exc}"
+        finally:
+            self.end_task(task)
         with self._lock:
             task.state, task.message, task.ended_at = end_state, message, time.monotonic()
         if self.on_done is not None:
             self.on_done()
+
+    def move_all(self, task: Task) -> None:
+        """Move every item of ``task``; by default one after another (a backend may move many at once)."""
+        self.move_each(task, range(len(task.items)))
+
+    def move_each(self, task: Task, indexes: Sequence[int]) -> None:
+        """Move the items at ``indexes`` one after another; a HostError fails them all from there on."""
+        indexes = list(indexes)
+        for position, index in enumerate(indexes):
+            if task.cancel.is_set():
+                raise Cancelled
+            try:
+                self.move_item(task, index, task.items[index])
+            except HostError as exc:
+                self.fail(task, indexes[position:], str(exc))
+                break
+            except ItemError as exc:
+                self.fail(task, [index], str(exc))
+
+    def fail(self, task: Task, indexes: Sequence[int], reason: str) -> None:
+        with self._lock:
+            task.failed.update((index, reason) for index in indexes)
 
     def count(self, task: Task, nbytes: int = 0, files: int = 0) -> None:
         with self._lock:
