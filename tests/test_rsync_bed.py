@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from netns_bed import BALSAM, BIN, PYTHON, NetnsBed, host_env, on_site, running_bed
@@ -307,3 +310,13 @@ def test_the_argo_demo_workflow_between_sites_that_share_no_files(bed, ssh, priv
     # The squares made at alpha came from alpha's host by ssh; beta's own were read from its own folder.
     moved = [s for s in report["sources"] if s.startswith(f"ssh://c1{c1}/alpha/data/")]
     assert len(moved) == 3 and len(report["sources"]) == 6, report["sources"]
+
+
+def test_the_rsync_benchmark_runs_at_its_smoke_size(bed):
+    """bench/rsync_batch.py --smoke end to end (its own bed), so the benchmark cannot rot; its figures are not judged."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "rsync_batch.py"
+    run = subprocess.run([sys.executable, str(bench), "--smoke"], capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "20 files of 4096 bytes from another host, median of 1:", run.stdout
+    assert [line.split()[0] for line in lines[1:]] == ["backend", "backend,", "bare"], run.stdout
