@@ -27,7 +27,7 @@ NAME_PATTERN = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,200}")
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TASK_KEYS = ("name", "app", "params", "resources", "parents", "inputs", "outputs", "site", "tags")
 TASK_KEY_SET = frozenset(TASK_KEYS)
-URI_PREFIXES = ("file:///", "globus://")
+URI_PREFIXES = ("file:///", "globus://", "ssh://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +197,9 @@ def _relative_path_problem(path: Any) -> str | None:
 
 
 def _source_problem(source: Any) -> str | None:
-    """Why `source` is neither a file:/// or globus:// URI nor "TASK/OUTPUT", or None."""
+    """Why `source` is neither a file:///, globus:// or ssh:// URI nor "TASK/OUTPUT", or None."""
     if not isinstance(source, str) or not source:
-        return "must be 'TASK/OUTPUT' or a file:/// or globus:// URI"
+        return "must be 'TASK/OUTPUT' or a file:///, globus:// or ssh:// URI"
     if "\0" in source:
         return "contains a NUL character (\\0)"
     if source.startswith("file:///"):
@@ -209,11 +209,14 @@ def _source_problem(source: Any) -> str | None:
     if source.startswith("globus://"):
         endpoint, _, path = source[len("globus://") :].partition("/")
         return None if endpoint and path else "must be globus://ENDPOINT/PATH"
+    if source.startswith("ssh://"):
+        host, _, path = source[len("ssh://") :].partition("/")
+        return None if host and path else "must be ssh://HOST/ABSOLUTE/PATH"
     if "://" in source:
-        return "uses an unsupported scheme (only file:/// and globus:// URIs can be fetched)"
+        return "uses an unsupported scheme (only file:///, globus:// and ssh:// URIs can be fetched)"
     reference = split_reference(source)
     if reference is None:
-        return "is neither 'TASK/OUTPUT' nor a file:/// or globus:// URI"
+        return "is neither 'TASK/OUTPUT' nor a file:///, globus:// or ssh:// URI"
     problem = _relative_path_problem(reference[1])
     return f"names an output that {problem}" if problem else None
 

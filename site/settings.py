@@ -171,13 +171,20 @@ class TransferSettings:
     globus_client_id: str = ""  # a registered native app's client id (`balsam globus login`)
     globus_sync_level: str = "checksum"  # exists | size | mtime | checksum
     globus_deadline_min: int = 0  # 0: none
+    # rsync over ssh, for sites that share no filesystem (docs/transfers.md). ssh_host: how other sites
+    # reach this site's files ([USER@]HOST[:PORT]); set, this site's outputs are registered as ssh://ssh_host/path.
+    ssh_host: str = ""
+    ssh_identity: str = ""  # the private key ssh logs in with
+    ssh_known_hosts: str = ""  # the other hosts' keys: no host key is accepted on first sight
+    ssh_roots: list[str] = field(default_factory=list)  # ssh://HOST/abs/path folders a stage-in may read from, a stage-out write to
+    ssh_connect_timeout_s: float = 10.0
 
     def check(self) -> None:
         for name in ("slots", "max_items", "retries"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "retries" else 1):
                 raise BalsamError(f"transfer.{name} must be a whole number >= {0 if name == 'retries' else 1}, got {value!r}")
-        for name in ("retry_delay_s", "interval_s"):
+        for name in ("retry_delay_s", "interval_s", "ssh_connect_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise BalsamError(f"transfer.{name} must be a positive number, got {value!r}")
@@ -194,6 +201,16 @@ class TransferSettings:
             raise BalsamError(f"transfer.globus_root must be an absolute path at the collection, got {self.globus_root!r}")
         if isinstance(self.globus_deadline_min, bool) or not isinstance(self.globus_deadline_min, int) or self.globus_deadline_min < 0:
             raise BalsamError(f"transfer.globus_deadline_min must be a whole number >= 0, got {self.globus_deadline_min!r}")
+        from balsam.transfer.base import SSH_HOST
+
+        if not isinstance(self.ssh_host, str) or (self.ssh_host and not SSH_HOST.match(self.ssh_host)):
+            raise BalsamError(f"transfer.ssh_host must be [USER@]HOST[:PORT], got {self.ssh_host!r}")
+        for name in ("ssh_identity", "ssh_known_hosts"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or (value and not value.startswith("/")):
+                raise BalsamError(f"transfer.{name} must be an absolute path, got {value!r}")
+        if not isinstance(self.ssh_roots, list) or not all(isinstance(r, str) and r.startswith("ssh://") for r in self.ssh_roots):
+            raise BalsamError(f"transfer.ssh_roots must be a list of ssh://HOST/abs/path locations, got {self.ssh_roots!r}")
 
 
 @dataclass

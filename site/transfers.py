@@ -41,7 +41,8 @@ from balsam.site.settings import SiteSettings
 from balsam.site.workdir import workdir
 from balsam.states import JobState
 from balsam.transfer.base import Backend, Item, Location, TaskStatus, TransferError
-from balsam.transfer.confine import resolve_inside, shown_path
+from balsam.transfer.confine import remote_inside, resolve_inside, shown_path
+from balsam.transfer.rsync import ssh_roots
 
 log = logging.getLogger("balsam.site.transfers")
 S = JobState
@@ -60,7 +61,10 @@ class SiteLocations:
         return self.transfer.globus_root or str(self.site_path)
 
     def to_local(self, location: Location) -> Location:
-        """A location at this site's own Globus collection, under the site folder, is a local path."""
+        """A location at this site's own Globus collection, under the site folder, is a local path; so is
+        one at this site's own ssh host (``transfer.ssh_host``)."""
+        if location.scheme == "ssh" and self.transfer.ssh_host and location.endpoint == self.transfer.ssh_host:
+            return Location.local(location.path)
         endpoint = self.transfer.globus_endpoint
         if location.scheme != "globus" or not endpoint or location.endpoint != endpoint:
             return location
@@ -80,9 +84,12 @@ class SiteLocations:
         return Location("globus", self.transfer.globus_endpoint, f"{self._globus_root().rstrip('/')}/{relative}")
 
     def output_location(self, path: Path) -> Location:
-        """Where others find a file this site made: at its Globus collection if it has one."""
+        """Where others find a file this site made: at its Globus collection if it has one, else at its
+        ssh host if it names one, else as a path on the filesystem others are taken to share."""
         if self.transfer.globus_endpoint:
             return self.as_globus(path)
+        if self.transfer.ssh_host:
+            return Location("ssh", self.transfer.ssh_host, str(path))
         return Location.local(str(path))
 
 
@@ -152,6 +159,11 @@ class TransferService:
                     self.site.settings.globus_tokens_file, self.settings.globus_client_id,
                     sync_level=self.settings.globus_sync_level, deadline_min=self.settings.globus_deadline_min,
                 )  # fmt: skip
+            elif name == "rsync":
+                from balsam.transfer.rsync import RsyncBackend, SshOptions
+
+                ssh = SshOptions(self.settings.ssh_identity, self.settings.ssh_known_hosts, self.settings.ssh_connect_timeout_s)
+                self._backends[name] = RsyncBackend(ssh, self.settings.ssh_roots, on_done=self.wake.set)
             else:
                 raise TransferError(f"no transfer backend called {name!r}")
         return self._backends[name]
@@ -163,12 +175,16 @@ class TransferService:
             source = self.locations.to_local(Location.parse(item["source"]))
             if source.scheme == "file":
                 return "local", Location.local(str(self.readable(source.path))), Location.local(str(dest_path))
+            if source.scheme == "ssh":
+                return "rsync", remote_inside(source, ssh_roots(self.settings.ssh_roots), "stage-in source", "read from"), Location.local(str(dest_path))
             return "globus", source, self.locations.as_globus(dest_path)
         source_path = resolve_inside(folder / item["source"], [folder], "stage-out source")
         dest = self.locations.to_local(Location.parse(item["dest"]))
         if dest.scheme == "file":
             roots = [self.data_dir, *self.settings.allowed_roots]
             return "local", Location.local(str(source_path)), Location.local(str(resolve_inside(dest.path, roots, "stage-out destination")))
+        if dest.scheme == "ssh":
+            return "rsync", Location.local(str(source_path)), remote_inside(dest, ssh_roots(self.settings.ssh_roots), "stage-out destination")
         return "globus", self.locations.as_globus(source_path), dest
 
     def readable(self, path: str) -> Path:

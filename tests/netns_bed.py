@@ -19,15 +19,20 @@ and runs from the fixture's finally even when a test fails.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+BIN = Path(sys.executable).parent
+BALSAM = str(BIN / "balsam")
+PYTHON = str(BIN / "python")
 SUBNET = ipaddress.ip_network("10.231.0.0/24")
 LOGIN_ADDRESS = str(SUBNET.network_address + 1)
 _TOOLS = ("ip", "nsenter", "unshare", "mount")
@@ -46,6 +51,29 @@ def netns_available() -> str | None:
         return f"this machine does not permit network namespaces: {probe.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return None
+
+
+def require_netns() -> None:
+    """Skip the calling test where the bed cannot run, with the reason; a failure under ``BALSAM_REQUIRE_NETNS=1`` (CI)."""
+    import pytest
+
+    reason = netns_available()
+    if reason:
+        if os.environ.get("BALSAM_REQUIRE_NETNS") == "1":
+            pytest.fail(f"BALSAM_REQUIRE_NETNS=1 but the namespace test bed cannot run here: {reason}")
+        pytest.skip(f"the namespace test bed cannot run here: {reason}")
+
+
+def running_bed(folder: Path, computes: int = 3) -> Iterator[NetnsBed]:
+    """A started bed for a fixture (``yield from running_bed(...)``), stopped even when a test fails;
+    skipped (or failed, under CI) where namespaces are not permitted."""
+    require_netns()
+    bed = NetnsBed(folder, computes=computes)
+    try:
+        bed.start()
+        yield bed
+    finally:
+        bed.stop()
 
 
 class Host:
@@ -181,16 +209,41 @@ class NetnsBed:
         self._processes.append(process)
         return process
 
-    def private_dir(self, host: str, path: Path) -> Path:
-        """Mount a tmpfs at ``path`` that only ``host`` sees (other hosts see the empty folder beneath)."""
+    def end(self, process: subprocess.Popen) -> None:
+        """End one process started by ``popen`` (and what it started) before the bed stops."""
+        _end(process)
+        if process in self._processes:
+            self._processes.remove(process)
+
+    def private_dir(self, host: str, path: Path, mode: str = "0700") -> Path:
+        """Mount a tmpfs at ``path`` that only ``host`` sees (other hosts see the empty folder beneath).
+
+        ``mode`` 0755 lets a site's database server, which runs as a user of its own, reach a site folder inside."""
         Path(path).mkdir(parents=True, exist_ok=True)
-        self.run(host, ["mount", "-t", "tmpfs", "-o", "mode=0700,size=256m", f"{self.tag}-{host}", str(path)])
+        self.run(host, ["mount", "-t", "tmpfs", "-o", f"mode={mode},size=256m", f"{self.tag}-{host}", str(path)])
         return Path(path)
 
     def _ip(self, *args: str) -> None:
         proc = subprocess.run(["ip", *args], capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+def host_env(bed: NetnsBed, site: Path, **extra: str) -> dict[str, str]:
+    """What a user's shell on a host of the bed has: this install first on PATH, the site, Slurm's
+    configuration (once the bed's Slurm is up), Open MPI's launch agent."""
+    return {
+        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "BALSAM_SITE": str(site),
+        # The bed has no sshd on the compute hosts: Open MPI (PRRTE) enters a host's namespaces instead.
+        "PRTE_MCA_plm_ssh_agent": str(bed.agent), **bed.env, **extra,
+    }  # fmt: skip
+
+
+def on_site(bed: NetnsBed, host: str, site: Path, code: str, *args: str, timeout: float = 120) -> object:
+    """Run Python ``code`` on ``host`` with ``site`` = the opened Site; what it prints, read as JSON."""
+    script = f"import json, sys\nfrom balsam.site.api import Site\nsite = Site.open({str(site)!r})\n{code}"
+    out = bed.run(host, [PYTHON, "-c", script, *args], env=host_env(bed, site), timeout=timeout).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _end(process: subprocess.Popen) -> None:

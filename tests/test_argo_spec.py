@@ -182,7 +182,7 @@ def test_names_that_are_allowed(name):
         (task(inputs={"a": "globus://ep"}), "task 't': input 'a': source 'globus://ep' must be globus://ENDPOINT/PATH"),
         (task(inputs={"a": "out.txt"}), "task 't': input 'a': source 'out.txt' is neither 'TASK/OUTPUT' nor"),
         (task(inputs={"a": "p/../x"}), "task 't': input 'a': source 'p/../x' names an output that must not"),
-        (task(inputs={"a": 3}), "task 't': input 'a': source int 3 must be 'TASK/OUTPUT' or a file:/// or globus"),
+        (task(inputs={"a": 3}), "task 't': input 'a': source int 3 must be 'TASK/OUTPUT' or a file:///, globus:// or ssh://"),
         (task(outputs="out.txt"), "task 't': outputs must be a list, not 'out.txt'"),
         (task(outputs=["o", "o"]), "task 't': output 'o' is listed more than once"),
         (task(outputs=[""]), "task 't': output '' must be a non-empty file name"),

@@ -11,36 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from netns_bed import LOGIN_ADDRESS, NetnsBed, netns_available
+from netns_bed import BALSAM, LOGIN_ADDRESS, PYTHON, NetnsBed, host_env, on_site, running_bed
 from slurm_cluster import SlurmCluster, slurm_available
 
 from balsam.postgres import _bundled_bin_dir
 from balsam.site.settings import SiteSettings
 
-BIN = Path(sys.executable).parent
-BALSAM = str(BIN / "balsam")
-PYTHON = str(BIN / "python")
 LAUNCHER_TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
-    reason = netns_available()
-    if reason:
-        if os.environ.get("BALSAM_REQUIRE_NETNS") == "1":
-            pytest.fail(f"BALSAM_REQUIRE_NETNS=1 but the namespace test bed cannot run here: {reason}")
-        pytest.skip(f"the namespace test bed cannot run here: {reason}")
-    bed = NetnsBed(tmp_path_factory.mktemp("bed"))
-    try:
-        bed.start()
-        yield bed
-    finally:
-        bed.stop()
+    yield from running_bed(tmp_path_factory.mktemp("bed"))
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +50,6 @@ def slurm(bed, tmp_path_factory):
         cluster.stop()
 
 
-def host_env(bed: NetnsBed, site: Path, **extra: str) -> dict[str, str]:
-    """What a user's shell on a host of the bed has: this install first on PATH, the site, Slurm's
-    configuration (once the bed's Slurm is up), Open MPI's launch agent."""
-    return {
-        **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "BALSAM_SITE": str(site),
-        # The bed has no sshd on the compute hosts: Open MPI (PRRTE) enters a host's namespaces instead.
-        "PRTE_MCA_plm_ssh_agent": str(bed.agent), **bed.env, **extra,
-    }  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def site(bed, slurm, tmp_path_factory):
     """A site made on the login host, its database listening on the login host's address with TLS."""
@@ -86,13 +62,6 @@ def site(bed, slurm, tmp_path_factory):
         yield path
     finally:
         bed.run("login", [BALSAM, "site", "stop"], env=host_env(bed, path), check=False, timeout=120)
-
-
-def on_site(bed: NetnsBed, host: str, site: Path, code: str, *args: str, timeout: float = 120) -> object:
-    """Run Python ``code`` on ``host`` with ``site`` = the opened Site; what it prints, read as JSON."""
-    script = f"import json, sys\nfrom balsam.site.api import Site\nsite = Site.open({str(site)!r})\n{code}"
-    out = bed.run(host, [PYTHON, "-c", script, *args], env=host_env(bed, site), timeout=timeout).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 # Watches the database from the login host: the most connections seen at once from each client address.

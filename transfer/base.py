@@ -1,7 +1,8 @@
 """The one interface of every transfer backend, and the locations it moves files between.
 
-A location is a URI: ``file:///abs/path`` (this host's filesystem) or ``globus://COLLECTION/path``
-(a Globus collection, also called an endpoint). A backend takes a batch of (source, destination)
+A location is a URI: ``file:///abs/path`` (this host's filesystem), ``globus://COLLECTION/path``
+(a Globus collection, also called an endpoint) or ``ssh://[USER@]HOST[:PORT]/abs/path`` (a path on
+another host, reached by rsync over ssh). A backend takes a batch of (source, destination)
 items as one *transfer task*, and is then asked how that task is doing until it has ended; the
 caller (the site's transfer service) keeps the task's id in its database, so the backend itself
 keeps no state that matters across restarts.
@@ -18,9 +19,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 from balsam.errors import BalsamError
 
-SCHEMES = ("file", "globus")
+SCHEMES = ("file", "globus", "ssh")
 # A collection id is a UUID in Globus; other names (legacy "user#endpoint") are letters, digits and a few marks.
 _ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.#@-]{0,199}\Z")
+# [USER@]HOST[:PORT] of an ssh:// location. Neither part may start with "-": nothing there can pass for an option of ssh.
+SSH_HOST = re.compile(r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::(?P<port>[0-9]{1,5}))?\Z")
 
 
 class TransferError(BalsamError):
@@ -29,20 +32,20 @@ class TransferError(BalsamError):
 
 @dataclass(frozen=True, order=True)
 class Location:
-    scheme: str  # "file" | "globus"
-    endpoint: str  # "" for file
+    scheme: str  # "file" | "globus" | "ssh"
+    endpoint: str  # "" for file; the collection for globus; [USER@]HOST[:PORT] for ssh
     path: str  # absolute, normalised POSIX path
 
     @classmethod
     def parse(cls, uri: str) -> Location:
         """A location from its URI; a clear TransferError for anything else."""
         if not isinstance(uri, str) or not uri:
-            raise TransferError(f"a location must be a URI such as file:///abs/path or globus://COLLECTION/path, got {uri!r}")
+            raise TransferError(f"a location must be a URI such as file:///abs/path, globus://COLLECTION/path or ssh://HOST/abs/path, got {uri!r}")
         if "\0" in uri or any(ord(c) < 32 for c in uri):
             raise TransferError(f"location {uri!r} contains control characters")
         parts = urlsplit(uri)
         if parts.scheme not in SCHEMES:
-            raise TransferError(f"location {uri!r}: unknown scheme {parts.scheme or '(none)'!r}; use file:// or globus://")
+            raise TransferError(f"location {uri!r}: unknown scheme {parts.scheme or '(none)'!r}; use file://, globus:// or ssh://")
         if parts.query or parts.fragment:
             raise TransferError(f"location {uri!r}: a location has no query (?) or fragment (#)")
         path = unquote(parts.path)
@@ -57,6 +60,11 @@ class Location:
             if parts.netloc not in ("", "localhost"):
                 raise TransferError(f"location {uri!r}: a file:// location names no host (file:///abs/path)")
             return cls("file", "", path)
+        if parts.scheme == "ssh":
+            host = unquote(parts.netloc)  # .uri writes "@" and ":" quoted
+            if not SSH_HOST.match(host):
+                raise TransferError(f"location {uri!r}: ssh://[USER@]HOST[:PORT]/abs/path needs a host name")
+            return cls("ssh", host, path)
         endpoint = unquote(parts.netloc)  # a legacy "user#ep" name is written user%23ep (see .uri)
         if not _ENDPOINT.match(endpoint):
             raise TransferError(f"location {uri!r}: globus://COLLECTION/path needs a collection id")
@@ -71,7 +79,7 @@ class Location:
     @property
     def uri(self) -> str:
         # The endpoint is quoted too: a raw "#" of a legacy "user#ep" name would start a URI fragment.
-        return f"{self.scheme}://{quote(self.endpoint, safe='')}{quote(self.path)}"
+        return f"{self.scheme}://{quote(self.endpoint, safe='@:' if self.scheme == 'ssh' else '')}{quote(self.path)}"
 
     def __str__(self) -> str:
         return self.uri
@@ -119,7 +127,7 @@ def checked_items(items: Sequence[Item], scheme: str, backend: str) -> list[Item
 class Backend(abc.ABC):
     """Moves batches of items; one instance serves many tasks, from the thread of the transfer service."""
 
-    name: str  # "local" | "globus"
+    name: str  # "local" | "globus" | "rsync"
 
     @abc.abstractmethod
     def submit(self, items: Sequence[Item], *, label: str, verify_checksum: bool = False) -> str:

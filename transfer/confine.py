@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from balsam.transfer.base import TransferError
+from balsam.transfer.base import Location, TransferError
 
 
 def resolve_inside(path: str | Path, roots: Iterable[str | Path], what: str = "destination", access: str = "write to") -> Path:
@@ -34,3 +34,16 @@ def resolve_inside(path: str | Path, roots: Iterable[str | Path], what: str = "d
 def shown_path(path: str | Path, real: Path) -> str:
     """``path`` as given, and where it really leads when that differs."""
     return f"{path} (which resolves to {real})" if str(real) != str(path) else str(path)
+
+
+def remote_inside(location: Location, roots: Iterable[Location], what: str = "destination", access: str = "write to") -> Location:
+    """``location`` (on another host) if it lies inside one of ``roots`` at the same ``[USER@]HOST[:PORT]``.
+
+    Checked by spelling only (``Location.parse`` refuses ``..``): links on the other host are that
+    host's to guard, by the account the key logs in to (``rrsync`` in its authorized_keys, docs/transfers.md).
+    """
+    for root in roots:
+        if root.endpoint == location.endpoint and (location.path == root.path or location.path.startswith(root.path.rstrip("/") + "/")):
+            return location
+    allowed = ", ".join(root.uri for root in roots) or "none: set transfer.ssh_roots"
+    raise TransferError(f"{what} {location.uri} is outside the folders on other hosts this site may {access} ({allowed})")

@@ -183,7 +183,7 @@ class OutputFile:
     """A file a task made, where other sites can fetch it from."""
 
     name: str  # as the task declared it, relative to its work folder
-    location: str  # file:///abs/path or globus://COLLECTION/path
+    location: str  # file:///abs/path, globus://COLLECTION/path or ssh://HOST/abs/path
     size_bytes: int
 
 
