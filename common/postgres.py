@@ -281,7 +281,7 @@ class EmbeddedPostgres:
         return self.password_file.read_text().strip()
 
     @contextmanager
-    def _lock(self):
+    def lock(self):
         """Serialise start/stop between processes that all want the server up at once."""
         self.db_dir.mkdir(parents=True, exist_ok=True)
         with open(self.db_dir / ".lock", "w") as handle:
@@ -370,7 +370,7 @@ class EmbeddedPostgres:
         """Start the server unless it is up; True when this call started it."""
         if not self.pgdata.exists():
             raise BalsamError(f"{self.owner} has no database cluster at {self.pgdata}")
-        with self._lock():
+        with self.lock():
             if self.is_running():
                 return False
             db = self.database
@@ -397,8 +397,12 @@ class EmbeddedPostgres:
 
     def stop(self) -> bool:
         """Stop the server if it is up; True when this call stopped it."""
-        with self._lock():
-            if not self.is_running():
-                return False
-            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60")
-            return True
+        with self.lock():
+            return self.stop_locked()
+
+    def stop_locked(self) -> bool:
+        """``stop`` for a caller that holds ``lock()`` already."""
+        if not self.is_running():
+            return False
+        self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60")
+        return True

@@ -151,19 +151,59 @@ def set_choices(
 
 
 @app.command("stop")
-def stop(site: Path | None = SiteOption) -> None:
-    """Stop the site's agent, then its embedded database server."""
+def stop(
+    force: bool = typer.Option(False, "--force", help="Cancel the site's queued and running batch jobs (their launchers) first."),
+    site: Path | None = SiteOption,
+) -> None:
+    """Stop the site's agent, then its embedded database server (refused while batch jobs need it, unless --force)."""
     from balsam.site.agent import stop_agent
 
     settings = _settings(site)
+    server = EmbeddedPostgres(settings) if settings.database.mode == "embedded" else None
+    if server is not None and server.is_running():
+        _batch_jobs_before_stop(settings, force)
     stopped_agent = stop_agent(settings)
     if stopped_agent:
         console.print(f"agent (pid {stopped_agent}) stopped")
     if settings.database.mode != "embedded":
         console.print(f"site {settings.name} uses an external database server; nothing to stop")
         return
-    stopped = EmbeddedPostgres(settings).stop()
+    stopped = server.stop()
     console.print(f"database of site {settings.name} {'stopped' if stopped else 'was not running'}")
+
+
+def _batch_jobs_before_stop(settings: SiteSettings, force: bool) -> None:
+    """The launchers of queued and running batch jobs need the database: refuse to stop it under them,
+    or with ``force`` cancel them (the agent first, so that it submits no more) and wait for local ones."""
+    from balsam.site.agent import stop_agent
+    from balsam.site.batch import BatchQueue
+    from balsam.site.scheduler.base import SchedulerError
+
+    with Site(settings) as s:
+        queue = BatchQueue(s)
+        try:
+            queue.sync()
+        except SchedulerError as exc:
+            err_console.print(f"warning: cannot ask the scheduler for its batch jobs' states ({exc}); using the last known ones")
+        live = queue.list()
+        if not live:
+            return
+        listed = ", ".join(f"{row.id} ({row.state})" for row in live)
+        if not force:
+            raise BalsamError(
+                f"site {settings.name} has batch jobs whose launchers use its database: {listed}. "
+                "Wait for them to end (`balsam queue ls`), cancel them (`balsam queue rm ID`), "
+                "or cancel them and stop with `balsam site stop --force`"
+            )
+        stopped_agent = stop_agent(settings)  # else its elastic queue may submit new ones meanwhile
+        if stopped_agent:
+            console.print(f"agent (pid {stopped_agent}) stopped")
+        for row in queue.cancel_live():
+            console.print(f"batch job {row.id} ({row.scheduler} {row.scheduler_id or '-'}) cancelled")
+        left = queue.list()
+        if left:
+            err_console.print(f"warning: batch job(s) {', '.join(str(r.id) for r in left)} not ended yet; "
+                              "their launchers will find the database stopped")  # fmt: skip
 
 
 @app.command("status")

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from balsam import migrate as schema
 from balsam.errors import BalsamError
 from balsam.postgres import is_local_address
+from balsam.site import idle_stop
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
 
@@ -62,6 +63,7 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
     last: the connection budget of docs/cluster.md), and a launcher that finds the database full
     waits for a free connection, saying so, instead of failing.
     """
+    local = settings.database.mode == "embedded" and is_local_address(settings.database.host)
     pool = {"pool_size": 1, "max_overflow": 0} if launcher else {"pool_size": 5, "max_overflow": 5}
     pause, waited = SLOT_WAIT_S[0], False
     attempt = "first"
@@ -75,6 +77,8 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
                 engine.connect().close()
             if waited:
                 print(f"got a connection to the database of site {settings.name!r}", file=sys.stderr)
+            if local:
+                idle_stop.ensure_watcher(settings)  # one watches every server, whoever started it
             return engine
         except OperationalError as exc:
             engine.dispose()
@@ -92,12 +96,11 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
                 continue
             # A collaborator (own credentials) cannot start the owner's server, nor should a wrong
             # password of theirs make us try; nor can a host without the server's address (a compute node).
-            if (settings.database.mode == "embedded" and attempt == "first" and settings.credentials is None
-                    and is_local_address(settings.database.host)):  # fmt: skip
+            if local and attempt == "first" and settings.credentials is None:
                 # Start it (or find that a racing process just did), then re-read the settings:
                 # the server may have moved to another port.
                 if EmbeddedPostgres(settings).start():
-                    print(f"started the database of site {settings.name!r}", file=sys.stderr)
+                    print(f"started the database of site {settings.name!r}; {idle_stop.started_note(settings)}", file=sys.stderr)
                 settings.database = SiteSettings.load(settings.path).database
                 attempt = "after start"
                 continue
