@@ -213,12 +213,12 @@ class BatchQueue:
         self._update(batch_id, message="cancel requested")
         return self.get(batch_id)
 
-    def cancel_live(self, wait_s: float = 60.0) -> list[BatchJob]:
-        """Cancel every queued or running batch job, and wait up to ``wait_s`` for those of the
-        local scheduler to end (processes of this host: their launchers give their jobs back first)."""
-        cancelled = [self.cancel(row.id) for row in self.list()]
+    def cancel_and_wait(self, ids: list[int], wait_s: float = 60.0) -> list[BatchJob]:
+        """Cancel these batch jobs, and wait up to ``wait_s`` for those of the local scheduler to end
+        (processes of this host: their launchers give their jobs back first)."""
+        cancelled = [self.cancel(batch_id) for batch_id in ids]
         deadline = time.monotonic() + wait_s
-        while self.scheduler.name == "local" and any(row.state in LIVE_STATES for row in self.list()):
+        while self.scheduler.name == "local" and any(row.id in ids for row in self.list()):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)

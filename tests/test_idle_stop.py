@@ -111,7 +111,23 @@ def test_site_stop_refuses_under_running_batch_jobs_and_force_ends_them(stopped_
     assert _running(stopped_site), "a refused stop stopped the database anyway"
     forced = _balsam("site", "stop", "--force", "--site", path)
     assert forced.returncode == 0, forced.stderr
-    assert "batch job 1 (local 1) cancelled" in forced.stdout and "database of site s stopped" in forced.stdout
+    assert "batch job 1 (local 1, by user) cancelled" in forced.stdout and "database of site s stopped" in forced.stdout
     assert not _running(stopped_site)
+    said = launcher_log.read_text()
+    assert "exits: stopped by signal 15" in said and "database unreachable" not in said
+
+
+def test_site_stop_takes_the_agents_own_launchers_with_it(stopped_site):
+    """The elastic queue's batch jobs belong to the agent: `site stop` cancels them without asking."""
+    path = str(stopped_site.path)
+    assert _balsam("site", "set", "--db-idle-stop", "0", "--elastic-queue", "--site", path).returncode == 0
+    assert _balsam("app", "add", "nap", "--command", "sleep 120", "--site", path).returncode == 0
+    assert _balsam("job", "add", "--app", "nap", "--site", path).returncode == 0
+    assert _balsam("site", "start", "--site", path).returncode == 0
+    launcher_log = stopped_site.batch_dir / "1.out"
+    wait_for(lambda: launcher_log.exists() and "1 running" in launcher_log.read_text(), 90, "the elastic launcher to run the job")
+    stopped = _balsam("site", "stop", "--site", path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "batch job 1 (local 1, by elastic) cancelled" in stopped.stdout and "database of site s stopped" in stopped.stdout
     said = launcher_log.read_text()
     assert "exits: stopped by signal 15" in said and "database unreachable" not in said

@@ -173,8 +173,9 @@ def stop(
 
 
 def _batch_jobs_before_stop(settings: SiteSettings, force: bool) -> None:
-    """The launchers of queued and running batch jobs need the database: refuse to stop it under them,
-    or with ``force`` cancel them (the agent first, so that it submits no more) and wait for local ones."""
+    """The launchers of queued and running batch jobs need the database. Those the elastic queue
+    submitted are the agent's, and go with it; stopping the database under the user's own is refused,
+    unless ``force`` cancels them too. The agent stops first, so that it submits no more."""
     from balsam.site.agent import stop_agent
     from balsam.site.batch import BatchQueue
     from balsam.site.scheduler.base import SchedulerError
@@ -186,24 +187,25 @@ def _batch_jobs_before_stop(settings: SiteSettings, force: bool) -> None:
         except SchedulerError as exc:
             err_console.print(f"warning: cannot ask the scheduler for its batch jobs' states ({exc}); using the last known ones")
         live = queue.list()
-        if not live:
-            return
-        listed = ", ".join(f"{row.id} ({row.state})" for row in live)
-        if not force:
+        users = [row for row in live if row.origin != "elastic"]
+        if users and not force:
+            listed = ", ".join(f"{row.id} ({row.state})" for row in users)
             raise BalsamError(
                 f"site {settings.name} has batch jobs whose launchers use its database: {listed}. "
                 "Wait for them to end (`balsam queue ls`), cancel them (`balsam queue rm ID`), "
                 "or cancel them and stop with `balsam site stop --force`"
             )
-        stopped_agent = stop_agent(settings)  # else its elastic queue may submit new ones meanwhile
+        if not live:
+            return
+        stopped_agent = stop_agent(settings)
         if stopped_agent:
             console.print(f"agent (pid {stopped_agent}) stopped")
-        for row in queue.cancel_live():
-            console.print(f"batch job {row.id} ({row.scheduler} {row.scheduler_id or '-'}) cancelled")
+        for row in queue.cancel_and_wait([row.id for row in live]):
+            console.print(f"batch job {row.id} ({row.scheduler} {row.scheduler_id or '-'}, by {row.origin}) cancelled")
         left = queue.list()
         if left:
-            err_console.print(f"warning: batch job(s) {', '.join(str(r.id) for r in left)} not ended yet; "
-                              "their launchers will find the database stopped")  # fmt: skip
+            err_console.print(f"warning: batch job(s) {', '.join(str(r.id) for r in left)} not known to have ended yet "
+                              "(`balsam queue ls` shows them once the site is started again)")  # fmt: skip
 
 
 @app.command("status")
