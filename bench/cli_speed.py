@@ -48,6 +48,9 @@ def main() -> int:
             site.add_app("sim", "simulate --n {n}")
             site.add_jobs([{"app": "sim", "params": {"n": i}} for i in range(jobs)])
             env = {**os.environ, "BALSAM_SITE": str(site.settings.path), "ARGO_CLIENT_CONFIG": str(Path(tmp) / "client.toml")}
+            # Bytecode caches as an installed package has them (the warm-up run writes any missing):
+            # without them every run would compile the project's modules again.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             commands = {
                 "python -c pass": [sys.executable, "-c", "pass"],
                 "balsam --help": [str(BIN / "balsam"), "--help"],

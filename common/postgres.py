@@ -27,7 +27,6 @@ import importlib.util
 import ipaddress
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -298,6 +297,8 @@ class EmbeddedPostgres:
         db = self.database
         self.db_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        import secrets  # here: it loads OpenSSL's hashes, which no other command needs
+
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")

@@ -99,7 +99,9 @@ def watcher_pid(settings: SiteSettings) -> int | None:
 
 def ensure_watcher(settings: SiteSettings) -> None:
     """Start the site's idle watcher unless one runs (or the setting says never to stop)."""
-    if not applies(settings) or not settings.database.idle_stop_min or watcher_pid(settings):
+    if not applies(settings) or not settings.database.idle_stop_min or not is_local_address(settings.database.host):
+        return
+    if watcher_pid(settings):
         return
     if not settings.settings_file.exists():
         return  # a site being made (`balsam init`): its first connection starts the watcher
