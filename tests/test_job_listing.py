@@ -86,11 +86,11 @@ def _loaded(prog: str, module: str, *args: str, env: dict[str, str] | None = Non
 
 def test_what_users_wait_for_loads_no_heavy_library(site):
     """bench/cli_speed.py measures the time; this keeps the reasons for it: help loads no database
-    library, no rich and no pydantic, and the table of `job ls` no SQLAlchemy and no pydantic."""
+    library, no rich and no pydantic, and the table of `job ls` no SQLAlchemy, pydantic or rich."""
     for prog, module in (("balsam", "balsam.site.cli.main"), ("argo", "balsam.argo.cli")):
         loaded = _loaded(prog, module, "--help")
         assert not loaded & {"sqlalchemy", "psycopg2", "rich", "pydantic", "yaml", "grpc"}, (prog, loaded)
     site.add_app("sim", "simulate --n {n}")
     site.add_jobs([{"app": "sim", "params": {"n": i}} for i in range(3)])
     listed = _loaded("balsam", "balsam.site.cli.main", "job", "ls", env={"BALSAM_SITE": str(site.settings.path)})
-    assert "psycopg2" in listed and not listed & {"sqlalchemy", "pydantic", "yaml"}, listed
+    assert "psycopg2" in listed and not listed & {"sqlalchemy", "pydantic", "yaml", "rich"}, listed
