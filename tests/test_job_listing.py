@@ -4,6 +4,7 @@ counts and fields as the Python API's `Site.jobs` and `Site.count_jobs`, for eve
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from balsam.site.cli.output import job_record
 from balsam.site.db.listing import listing
@@ -38,6 +39,13 @@ def test_the_quick_listing_matches_the_api_for_every_filter(site, balsam):
     assert lines[0].split() == ["ID", "NAME", "WORKFLOW", "APP", "STATE", "NODES", "PARAMS", "TAGS"]
     assert lines[1].split()[:5] == ["2", "j1", "w1", "sim", "READY"] and "size=small" in lines[1]
     assert "showing 5 of 6 jobs (--limit 0 shows all)" in table.out and table.out.endswith("6 jobs: 5 READY, 1 USER_KILLED\n")
+    # --json is a page too, and says so where a script sees it: the document and stderr.
+    page = balsam("job ls --json --limit 5 --tag size=small")
+    doc = json.loads(page.out)
+    assert (doc["total"], doc["limit"], len(doc["jobs"])) == (6, 5, 5)
+    assert "showing 5 of 6 jobs (--limit 0 shows all)" in page.err
+    everything = balsam("job ls --json --limit 0 --tag size=small")
+    assert len(json.loads(everything.out)["jobs"]) == 6 and "showing" not in everything.err
     bad = balsam("job ls --state nonsense")
     assert bad.code == 1 and "nonsense" in bad.err and "Traceback" not in bad.err
 
