@@ -14,11 +14,12 @@ from balsam.errors import BalsamError
 from balsam.inputs import check_argv
 
 # What the coordinator's data holds is shown, never obeyed: controls escaped, no markup (balsam.terminal).
-console = terminal.Console()
-err_console = terminal.Console(stderr=True)
+console = terminal.LazyConsole()
+err_console = terminal.LazyConsole(stderr=True)
 
+# rich_markup_mode=None: plain help and usage errors, as `balsam`'s (balsam.site.cli.main says why).
 cli = typer.Typer(help="Argo: the coordinator of workflows across Balsam sites.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)  # fmt: skip
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)  # fmt: skip
 server_cli = typer.Typer(help="Run the coordinator: start, stop, status.", no_args_is_help=True)
 cli.add_typer(server_cli, name="server")
 

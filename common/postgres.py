@@ -27,7 +27,6 @@ import importlib.util
 import ipaddress
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -281,7 +280,7 @@ class EmbeddedPostgres:
         return self.password_file.read_text().strip()
 
     @contextmanager
-    def _lock(self):
+    def lock(self):
         """Serialise start/stop between processes that all want the server up at once."""
         self.db_dir.mkdir(parents=True, exist_ok=True)
         with open(self.db_dir / ".lock", "w") as handle:
@@ -298,6 +297,8 @@ class EmbeddedPostgres:
         db = self.database
         self.db_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        import secrets  # here: it loads OpenSSL's hashes, which no other command needs
+
         fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
@@ -370,7 +371,7 @@ class EmbeddedPostgres:
         """Start the server unless it is up; True when this call started it."""
         if not self.pgdata.exists():
             raise BalsamError(f"{self.owner} has no database cluster at {self.pgdata}")
-        with self._lock():
+        with self.lock():
             if self.is_running():
                 return False
             db = self.database
@@ -397,8 +398,12 @@ class EmbeddedPostgres:
 
     def stop(self) -> bool:
         """Stop the server if it is up; True when this call stopped it."""
-        with self._lock():
-            if not self.is_running():
-                return False
-            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60")
-            return True
+        with self.lock():
+            return self.stop_locked()
+
+    def stop_locked(self) -> bool:
+        """``stop`` for a caller that holds ``lock()`` already."""
+        if not self.is_running():
+            return False
+        self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60")
+        return True

@@ -16,7 +16,6 @@ never serve one site.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from balsam.site.db import leases
 from balsam.site.db.models import BatchJob
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.scheduler.base import SchedulerError
-from balsam.site.settings import SiteSettings
+from balsam.site.settings import SiteSettings, settings_from_argv
 
 log = logging.getLogger("balsam.site.agent")
 
@@ -352,10 +351,7 @@ def agent_report(settings: SiteSettings) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m balsam.site.agent", description="Run a Balsam site's agent in the foreground.")
-    parser.add_argument("--site", type=Path, required=True)
-    args = parser.parse_args(argv)
-    settings = SiteSettings.load(args.site)
+    settings = settings_from_argv("python -m balsam.site.agent", "Run a Balsam site's agent in the foreground.", argv)
     try:
         check_site_secrets(settings)  # a password others can read is one given away: do not serve it
         protect_site(settings)

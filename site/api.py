@@ -28,6 +28,7 @@ from balsam.gcpause import paused_gc
 from balsam.resources import FIELDS as RESOURCE_FIELDS
 from balsam.resources import resources_from
 from balsam.inputs import check_value, has_control, preview
+from balsam.site import idle_stop
 from balsam.site.access import group_id, protect_site
 from balsam.site.db import jobstore
 from balsam.site.db.engine import connect
@@ -56,7 +57,14 @@ class Site:
     def __init__(self, settings: SiteSettings, launcher: bool = False) -> None:
         """``launcher``: the connection budget of a launcher (one pooled connection; wait while the database is full)."""
         self.settings = settings
-        self.engine = connect(settings, launcher=launcher)
+        self._closed = False
+        # Its idle watcher leaves the database alone while this object is open (see balsam.site.idle_stop).
+        idle_stop.hold_in_use(settings)
+        try:
+            self.engine = connect(settings, launcher=launcher)
+        except BaseException:
+            self._release_use()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # -- opening and creating ------------------------------------------------------------------
@@ -119,6 +127,12 @@ class Site:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._release_use()
+
+    def _release_use(self) -> None:
+        if not self._closed:
+            self._closed = True
+            idle_stop.release_in_use(self.settings)  # the database's idle watcher may stop it once no one uses it
 
     def __enter__(self) -> Site:
         return self

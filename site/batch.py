@@ -16,6 +16,7 @@ import os
 import secrets
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,6 +212,18 @@ class BatchQueue:
             raise
         self._update(batch_id, message="cancel requested")
         return self.get(batch_id)
+
+    def cancel_and_wait(self, ids: list[int], wait_s: float = 60.0) -> list[BatchJob]:
+        """Cancel these batch jobs, and wait up to ``wait_s`` for those of the local scheduler to end
+        (processes of this host: their launchers give their jobs back first)."""
+        cancelled = [self.cancel(batch_id) for batch_id in ids]
+        deadline = time.monotonic() + wait_s
+        while self.scheduler.name == "local" and any(row.id in ids for row in self.list()):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            self.sync()
+        return cancelled
 
     def retry_deletions(self) -> None:
         with self.site.session() as session:

@@ -15,3 +15,12 @@ class EmbeddedPostgres(_Cluster):
     def __init__(self, settings: SiteSettings) -> None:
         self.settings = settings
         super().__init__(settings.db_dir, settings.logs_dir, settings.database, settings.save, f"site {settings.name!r}")
+
+    def start(self) -> bool:
+        """Start the server unless it is up (True when this call started it), with its idle watcher."""
+        started = super().start()
+        if started:
+            from balsam.site.idle_stop import ensure_watcher
+
+            ensure_watcher(self.settings)
+        return started

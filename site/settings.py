@@ -469,3 +469,12 @@ def find_site(start: Path | None = None) -> Path:
         f"no Balsam site here: {here} is not inside a site folder and {SITE_ENV} is not set. "
         "Create a site with `balsam init PATH`, then work inside it or set BALSAM_SITE=PATH."
     )
+
+
+def settings_from_argv(prog: str, description: str, argv: list[str] | None) -> SiteSettings:
+    """The settings of the site named by ``--site`` on the command line of a site daemon (``python -m ...``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--site", type=Path, required=True)
+    return SiteSettings.load(parser.parse_args(argv).site)

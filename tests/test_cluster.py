@@ -61,7 +61,7 @@ def site(bed, slurm, tmp_path_factory):
     try:
         yield path
     finally:
-        bed.run("login", [BALSAM, "site", "stop"], env=host_env(bed, path), check=False, timeout=120)
+        bed.run("login", [BALSAM, "site", "stop", "--force"], env=host_env(bed, path), check=False, timeout=120)
 
 
 # Watches the database from the login host: the most connections seen at once from each client address.
@@ -188,7 +188,7 @@ def test_database_refuses_plain_text_and_wrong_passwords_from_a_compute_host(bed
 def test_compute_host_never_starts_the_database(bed, site, tmp_path):
     """With the server down, a command on a compute host says where it runs instead of starting a second one."""
     env = host_env(bed, site)
-    bed.run("login", [BALSAM, "site", "stop"], env=env)
+    bed.run("login", [BALSAM, "site", "stop", "--force"], env=env)  # the batch job of (a) may still be listed
     try:
         proc = bed.run("c3", [BALSAM, "job", "ls"], env=env, check=False)
         assert proc.returncode == 1

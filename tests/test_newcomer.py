@@ -174,3 +174,26 @@ def test_common_choices_are_options_not_toml_edits(tmp_path, db_url, balsam):
     assert "the site's elastic queue is off" in queued.err and "balsam site set --elastic-queue" in queued.err
     refused = balsam(["init", str(tmp_path / "bad"), "--db-url", db_url, "--max-nodes", "0"])
     assert refused.code == 1 and "max_nodes" in refused.err and not (tmp_path / "bad").exists()
+
+
+def test_app_model_predicts_at_the_one_node_count_every_run_used(site, balsam):
+    """As on every single-host site: the node scaling is unknown, but --value still gives a time."""
+    site.add_app("nap", f"{sys.executable} -c 'import sys, time; time.sleep(0.1 * float(sys.argv[1]))' {{size}}")
+    for size in (1, 2, 4, 6):
+        site.add_job("nap", params={"size": size}, workflow="naps")
+    assert run_launcher(site, "--until-idle").returncode == 0
+    small = balsam("app model nap --feature size --value 1")
+    assert small.code == 0, small.err
+    large = balsam("app model nap --value 20")
+    assert "predicted at size = 1 on 1 node(s): " in small.out and "predicted at size = 20 on 1 node(s): " in large.out
+    assert "how the time changes with the node count is unknown" in large.out
+    seconds = {}
+    for value in (1, 20):
+        report = json.loads(balsam(f"app model nap --value {value} --json").out)
+        (prediction,) = report["prediction"]
+        assert prediction["nodes"] == 1 and report["at"] == {"size": value}
+        seconds[value] = prediction["seconds"]
+    # The runs took about 0.1 s per unit of size: 20 units take well over a second, 1 unit far less.
+    assert seconds[20] > 1.0 and seconds[1] < 0.6 < seconds[20] - seconds[1], seconds
+    bad = balsam("app model nap --value -3")
+    assert bad.code == 1 and "must be a number >= 0" in bad.err and "Traceback" not in bad.err

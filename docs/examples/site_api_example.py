@@ -2,8 +2,8 @@
 
 Run it with the project's Python: ``python docs/examples/site_api_example.py``. It makes a site in a
 temporary folder, with its own PostgreSQL server, and stops that server and removes the folder at
-the end. Nothing runs the jobs yet (the launcher is not built), so jobs stay READY or
-AWAITING_PARENTS.
+the end. It starts no launcher, so its jobs stay READY or AWAITING_PARENTS (``balsam launcher``,
+or the site agent's elastic queue, would run them).
 """
 
 import tempfile

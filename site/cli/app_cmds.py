@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from balsam.site.cli.common import JsonOption, Site, SiteOption, parse_assignments
-from balsam.site.cli.output import app_record, compact, console, print_json, print_table
+from balsam.site.cli.output import app_record, compact, console, err_console, print_json, print_table
 
 app = typer.Typer(help="Apps: the programs a site runs, as command templates.", no_args_is_help=True)
 
@@ -69,7 +69,7 @@ def model(
     feature: str | None = typer.Option(
         None, "--feature", help="Numeric parameter the run time scales with (T = s + p*PARAM/n) [default: perf.features, else none]."
     ),
-    value: float | None = typer.Option(None, "--value", help="Feature value for the efficiency table [default: the runs' median]."),
+    value: float | None = typer.Option(None, "--value", help="Feature value to predict the time at [default: the runs' median]."),
     plot_file: Path | None = typer.Option(None, "--plot", help="Where to write the PNG plot [default: SITE/logs/model-APP.png]."),
     site: Path | None = SiteOption,
     as_json: bool = JsonOption,
@@ -101,16 +101,20 @@ def model(
             settings.save()
             remembered = feature
     widest = perf_data.max_nodes(settings)
+    if value is not None and fitted.feature is None:
+        err_console.print(f"note: the model of {name} has no feature, so --value has no effect; choose one with --feature PARAM")
     x = value
     if fitted.feature is not None and x is None:
         xs = [v for v in (numeric(r.params.get(fitted.feature)) for r in measured) if v is not None and v >= 0]
         x = statistics.median(xs)
     table = fitted.table(widest, x) if fitted.node_dependent else []
+    # Every run on one node count: the time there is still known (and the feature's effect on it).
+    only = None if fitted.node_dependent else {"nodes": fitted.node_counts[0], "seconds": fitted.predict(fitted.node_counts[0], x)}
     path = plot_file or settings.logs_dir / f"model-{name}.png"
     perf_data.plot(fitted, measured, path, widest)
     if as_json:
         print_json({"app": name, "model": fitted.describe(), "at": {fitted.feature: x} if fitted.feature else {},
-                    "efficiency": table, "plot": str(path)})  # fmt: skip
+                    "efficiency": table, "prediction": table or [only], "plot": str(path)})  # fmt: skip
         return
     form = "T(n) = s + p/n" if fitted.feature is None else f"T(n) = s + p*{fitted.feature}/n"
     console.print(f"app {name}: {form}, n = nodes")
@@ -126,7 +130,10 @@ def model(
                     [(r["nodes"], f"{r['seconds']:.4g}", f"{r['speedup']:.2f}", f"{r['efficiency']:.2f}") for r in table],
                     title=f"predicted{at}")  # fmt: skip
     else:
-        console.print(f"  all runs on {fitted.node_counts[0]} node(s): how the time changes with nodes is unknown yet")
+        at = f" at {fitted.feature} = {x:g}" if fitted.feature else ""
+        console.print(f"  predicted{at} on {only['nodes']} node(s): {only['seconds']:.4g} s")
+        console.print(f"  all runs on {only['nodes']} node(s): how the time changes with the node count is unknown "
+                      "(run some jobs on another node count to learn it)")  # fmt: skip
     console.print(f"plot: {path}")
     if remembered is not None:
         console.print(f"saved perf.features[{name!r}] = {remembered!r} in {settings.settings_file}: `job add --nodes auto`,"

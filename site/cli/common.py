@@ -28,7 +28,10 @@ Site = _SiteOnDemand()
 
 
 def parse_assignments(items: list[str], what: str) -> dict:
-    """``balsam.site.specs.parse_assignments``, loaded when a command runs (not for its help)."""
+    """``balsam.site.specs.parse_assignments``, loaded when a command runs (not for its help), and
+    only when there is something to parse (the specs module loads PyYAML)."""
+    if not items:
+        return {}
     from balsam.site.specs import parse_assignments as parse
 
     return parse(items, what)

@@ -105,17 +105,32 @@ def ls(
     if limit < 0:
         raise BalsamError("--limit must be >= 0")
     tag_filter = parse_assignments(tags, "--tag")
-    with Site.open(site) as s:
-        counts = s.count_jobs(state=state, workflow=workflow, tags=tag_filter)
-        jobs = s.jobs(state=state, workflow=workflow, tags=tag_filter, limit=limit or None)
-        rows = [job_record(j) for j in jobs]
-        if as_json:
-            times = s.run_times(r["id"] for r in rows)
-            for r in rows:
-                r["started_at"], r["ended_at"] = times.get(r["id"], (None, None))
+    from balsam.site.settings import SiteSettings, find_site
+
+    settings = SiteSettings.load(site if site else find_site())
+    # The table comes through plain psycopg2 when it can (balsam.site.db.listing): no SQLAlchemy to import.
+    quick = None
+    if not as_json:
+        from balsam.site.db.listing import listing
+
+        quick = listing(settings, state, workflow, tag_filter, limit or None)
+    if quick is not None:
+        counts, rows = quick
+    else:
+        with Site(settings) as s:
+            counts = s.count_jobs(state=state, workflow=workflow, tags=tag_filter)
+            jobs = s.jobs(state=state, workflow=workflow, tags=tag_filter, limit=limit or None)
+            rows = [job_record(j) for j in jobs]
+            if as_json:
+                times = s.run_times(r["id"] for r in rows)
+                for r in rows:
+                    r["started_at"], r["ended_at"] = times.get(r["id"], (None, None))
     total = sum(counts.values())
     if as_json:
-        print_json({"total": total, "counts": _ordered(counts), "jobs": rows})
+        # "limit" in the document, and a word on stderr: a script reading "jobs" sees it is a page, not all.
+        print_json({"total": total, "counts": _ordered(counts), "limit": limit, "jobs": rows})
+        if total > len(rows):
+            err_console.print(f"showing {len(rows)} of {total} jobs (--limit 0 shows all)")
         return
     print_table(
         ["ID", "NAME", "WORKFLOW", "APP", "STATE", "NODES", "PARAMS", "TAGS"],

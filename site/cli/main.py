@@ -23,6 +23,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help and usage errors (typer passes this to every group and command): Rich's help
+    # formatting loads Markdown and syntax highlighting, more than all of `balsam --help` may take.
+    rich_markup_mode=None,
 )
 cli.add_typer(site_cmds.app, name="site")
 cli.add_typer(app_cmds.app, name="app")

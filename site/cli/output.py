@@ -13,8 +13,8 @@ if TYPE_CHECKING:  # the models (SQLAlchemy) load with the first command that re
     from balsam.site.db.models import App, Job, JobEvent
 
 # What data holds is shown, never obeyed: controls escaped, no markup (balsam.terminal).
-console = terminal.Console()
-err_console = terminal.Console(stderr=True)
+console = terminal.LazyConsole()
+err_console = terminal.LazyConsole(stderr=True)
 # Free-text columns wrap; every other column keeps its values whole.
 _WRAPPING = frozenset({"PARAMS", "TAGS", "MESSAGE", "COMMAND", "VALUE", "ENV", "DESCRIPTION"})
 

@@ -1,20 +1,26 @@
-"""Connections to a site's database, and bringing its schema up to date with Alembic."""
+"""Connections to a site's database, and bringing its schema up to date with Alembic.
+
+SQLAlchemy is imported by the functions that use it, not with this module: ``libpq_params`` and
+``SCHEMA_REVISION`` also serve the plain-psycopg2 listing of ``balsam job ls``
+(``balsam.site.db.listing``), which must not wait for SQLAlchemy's import.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
-
-from balsam import migrate as schema
 from balsam.errors import BalsamError
 from balsam.postgres import is_local_address
+from balsam.site import idle_stop
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks it against Alembic's head): knowing it
@@ -24,28 +30,47 @@ SCHEMA_REVISION = "0011"
 _MIGRATION_LOCK = 0x6BA15A
 
 
-def database_url(settings: SiteSettings) -> URL:
-    """The site's address, with the site's own login or the user's (``settings.credentials``)."""
+def libpq_params(settings: SiteSettings) -> tuple[str, dict[str, Any]]:
+    """How libpq reaches the site's database, with the site's own login or the user's
+    (``settings.credentials``): a connection URI ("" for none) and keywords that override it."""
     db = settings.database
     creds = settings.credentials
     if creds and creds.url:
-        return make_url(creds.url).set(drivername="postgresql+psycopg2")
+        return _plain_scheme(creds.url), {}
     if db.mode == "external":
-        url = make_url(db.url).set(drivername="postgresql+psycopg2")
-        return url.set(username=creds.user, password=creds.password) if creds else url
+        return _plain_scheme(db.url), ({"user": creds.user, "password": creds.password} if creds else {})
     if creds:
         # A collaborator's own role: the site's password file is not theirs to read.
         user, password = creds.user, creds.password
     else:
         user, password = db.user, EmbeddedPostgres(settings).password
-    return URL.create(
-        "postgresql+psycopg2", username=user, password=password, host=db.host, port=db.port, database=db.name,
-        query=db.ssl_params(settings.db_dir),
-    )
+    return "", {"host": db.host, "port": db.port, "user": user, "password": password, "dbname": db.name,
+                **db.ssl_params(settings.db_dir)}  # fmt: skip
+
+
+def _plain_scheme(url: str) -> str:
+    """``postgresql+psycopg2://...`` as libpq reads it (``postgresql://...``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def database_url(settings: SiteSettings) -> URL:
+    """``libpq_params`` as SQLAlchemy's URL."""
+    from sqlalchemy.engine import URL, make_url
+
+    dsn, keywords = libpq_params(settings)
+    if dsn:
+        url = make_url(dsn).set(drivername="postgresql+psycopg2")
+        return url.set(username=keywords["user"], password=keywords["password"]) if keywords else url
+    query = {key: keywords.pop(key) for key in ("sslmode", "sslrootcert") if key in keywords}
+    return URL.create("postgresql+psycopg2", username=keywords["user"], password=keywords["password"], host=keywords["host"],
+                      port=keywords["port"], database=keywords["dbname"], query=query)  # fmt: skip
 
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest revision; safe when several processes do it at once."""
+    from balsam import migrate as schema
+
     schema.migrate(engine, MIGRATIONS, SCHEMA_REVISION, _MIGRATION_LOCK)
 
 
@@ -62,6 +87,10 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
     last: the connection budget of docs/cluster.md), and a launcher that finds the database full
     waits for a free connection, saying so, instead of failing.
     """
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    local = settings.database.mode == "embedded" and is_local_address(settings.database.host)
     pool = {"pool_size": 1, "max_overflow": 0} if launcher else {"pool_size": 5, "max_overflow": 5}
     pause, waited = SLOT_WAIT_S[0], False
     attempt = "first"
@@ -75,6 +104,8 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
                 engine.connect().close()
             if waited:
                 print(f"got a connection to the database of site {settings.name!r}", file=sys.stderr)
+            if local:
+                idle_stop.ensure_watcher(settings)  # one watches every server, whoever started it
             return engine
         except OperationalError as exc:
             engine.dispose()
@@ -92,12 +123,11 @@ def connect(settings: SiteSettings, upgrade: bool = True, launcher: bool = False
                 continue
             # A collaborator (own credentials) cannot start the owner's server, nor should a wrong
             # password of theirs make us try; nor can a host without the server's address (a compute node).
-            if (settings.database.mode == "embedded" and attempt == "first" and settings.credentials is None
-                    and is_local_address(settings.database.host)):  # fmt: skip
+            if local and attempt == "first" and settings.credentials is None:
                 # Start it (or find that a racing process just did), then re-read the settings:
                 # the server may have moved to another port.
                 if EmbeddedPostgres(settings).start():
-                    print(f"started the database of site {settings.name!r}", file=sys.stderr)
+                    print(f"started the database of site {settings.name!r}; {idle_stop.started_note(settings)}", file=sys.stderr)
                 settings.database = SiteSettings.load(settings.path).database
                 attempt = "after start"
                 continue
