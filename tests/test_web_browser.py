@@ -31,7 +31,15 @@ def _by(driver, css: str):
 
 
 def _wait(driver, condition, timeout_s: float, what: str):
-    return wait_for(lambda: condition(driver), timeout_s, what, interval_s=0.05)
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def holds():
+        try:
+            return condition(driver)
+        except StaleElementReferenceException:  # the page redrew the element while we read it: look again
+            return False
+
+    return wait_for(holds, timeout_s, what, interval_s=0.05)
 
 
 def test_the_pages_render_with_their_data(web, tmp_path):

@@ -253,8 +253,10 @@ def status(site: Path | None = SiteOption, as_json: bool = JsonOption) -> None:
     report["argo"] = settings.argo.address or "none"
     from balsam.site.web import web_url
 
-    report["web"] = web_url(settings) or ("off" if not settings.web.address else f"{settings.web.address} (when the agent runs)")
     report["agent"] = agent_report(settings)
+    # where the running agent serves the dashboard (a URL left by an agent that was killed is not shown)
+    served = web_url(settings) if report["agent"]["running"] else ""
+    report["web"] = served or ("off" if not settings.web.address else f"{settings.web.address} (when the agent runs)")
     from balsam.site import diagnosis
 
     report["jobs"] = None
