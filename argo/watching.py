@@ -145,7 +145,7 @@ def show_live(client: Any, console: Any, workflow_id: int, site: str, states: li
     threading.Thread(target=read, name="watch", daemon=True).start()
     board.counted(counts_now(client, workflow_id, site))
     asked = time.monotonic()
-    with Live(board.render(), console=console, refresh_per_second=4, transient=False) as live:
+    with Live(board.render(), console=getattr(console, "made", console), refresh_per_second=4, transient=False) as live:
         finished = False
         while not finished:
             fresh = False

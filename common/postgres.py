@@ -174,7 +174,8 @@ class DatabaseSettings:
     tls: bool = False  # server certificate in DB_DIR/tls, clients verify it (sslmode=verify-full)
     plaintext: bool = False  # a non-loopback address without TLS, asked for explicitly (warned on every start)
     bin_dir: str = ""  # the server binaries the cluster was made with ("": find_bin_dir())
-    # The connection budget: max_connections = 2 * max_launchers + reserved_connections (agent, CLI, users).
+    # The connection budget: max_connections = 2 * max_launchers + reserved_connections (agent, CLI,
+    # users) + 1, the idle-stop watcher's (site/idle_stop.py), so that it takes nothing of either.
     max_launchers: int = 80
     reserved_connections: int = 40
     # An embedded server no agent, launcher or command has used for this long stops itself
@@ -183,7 +184,7 @@ class DatabaseSettings:
 
     @property
     def max_connections(self) -> int:
-        return 2 * self.max_launchers + self.reserved_connections
+        return 2 * self.max_launchers + self.reserved_connections + 1
 
     def check(self) -> None:
         for name, low in (("max_launchers", 1), ("reserved_connections", 8)):

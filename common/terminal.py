@@ -90,10 +90,16 @@ class LazyConsole:
         stream.write(shown(" ".join(objects), keep_newlines=True) + "\n")
         stream.flush()
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def made(self) -> Any:
+        """The rich ``Console`` itself, for what takes one (``Live``, ``Progress``): they use it as a
+        context manager, which this stand-in cannot forward (Python looks such methods up on the type)."""
         if self._console is None:
             self._console = _console_class()(stderr=self._stderr)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made, name)
 
 
 def print_table(console: Any, columns: Sequence[str], rows: Iterable[Sequence[Any]], wrapping: Iterable[str] = (),

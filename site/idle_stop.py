@@ -50,7 +50,7 @@ TAKEOVER_S = 15.0
 # connections (``Site`` objects) use each: the lock goes with the last one.
 _held: dict[Path, list] = {}
 # The databases this process started a watcher for.
-_spawned: set[Path] = set()
+_spawned: dict[Path, subprocess.Popen] = {}
 
 
 def applies(settings: SiteSettings) -> bool:
@@ -105,12 +105,12 @@ def ensure_watcher(settings: SiteSettings) -> None:
         return
     if not settings.settings_file.exists():
         return  # a site being made (`balsam init`): its first connection starts the watcher
-    if settings.db_dir in _spawned:
+    spawned = _spawned.get(settings.db_dir)
+    if spawned is not None and spawned.poll() is None:
         return  # started by this process a moment ago, and not yet holding its pid file
-    _spawned.add(settings.db_dir)
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.logs_dir / "idle-stop.out", "ab") as out:
-        subprocess.Popen(
+        _spawned[settings.db_dir] = subprocess.Popen(
             [sys.executable, "-m", "balsam.site.idle_stop", "--site", str(settings.path)],
             start_new_session=True, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=settings.path,
         )  # fmt: skip

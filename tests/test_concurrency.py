@@ -37,9 +37,9 @@ def test_two_processes_adding_jobs_at_once_lose_nothing(site, tmp_path):
 
 
 def test_an_app_removed_while_its_jobs_are_being_added_keeps_them(site):
-    """Bulk creation skips PostgreSQL's row-by-row key checks (site.db.jobstore.insert_jobs), so it
-    holds the apps itself: a removal that races it waits, then refuses; no job is left without its
-    app, and every event and parent link points at a job."""
+    """A removal that races a bulk creation waits for it (the key-share lock its checks hold on the
+    app), then counts its jobs and refuses; no job is left without its app, and every event and
+    parent link points at a job."""
     import threading
     import time
 

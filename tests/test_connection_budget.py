@@ -10,6 +10,7 @@ import psycopg2
 from conftest import balsam_script
 from launcher_helpers import launcher_env
 
+from balsam.site import idle_stop
 from balsam.site.api import Site
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.settings import SiteSettings
@@ -30,9 +31,18 @@ def test_full_database_makes_a_launcher_wait_then_run(tmp_path):
     try:
         db = settings.database
         conn = psycopg2.connect(host=db.host, port=db.port, user=db.user, password=server.password, dbname=db.name)
+        conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute("SHOW max_connections")
-            assert cur.fetchone()[0] == "10"  # 2 x 1 launcher + 8 reserved
+            assert cur.fetchone()[0] == "11"  # 2 x 1 launcher + 8 reserved + the idle-stop watcher's
+            deadline = time.monotonic() + 30  # the watcher (started with the server) takes its own slot
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (idle_stop.APPLICATION_NAME,))
+                if cur.fetchone()[0] == 1:
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError("the idle-stop watcher never connected")
         conn.close()
         while True:  # take every connection there is
             try:

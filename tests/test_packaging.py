@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"common": "balsam", "protos": "balsam.protos", "site": "balsam.site",
            "launcher": "balsam.launcher", "transfer": "balsam.transfer", "argo": "balsam.argo"}  # fmt: skip
 DATA_FILES = ["balsam/site/db/migrations/script.py.mako", "balsam/argo/web/templates/workflow.html", "balsam/argo/web/static/app.js",
-              "balsam/argo/web/static/style.css"]
+              "balsam/web/static/style.css", "balsam/web/templates/signin.html", "balsam/site/web/templates/jobs.html",
+              "balsam/site/web/static/site.js"]
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -44,5 +44,5 @@ def add_progress(console, path: Path) -> Iterator[AddProgress]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=getattr(console, "made", console), transient=True) as progress:
         yield AddProgress(progress, path)

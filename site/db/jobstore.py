@@ -76,29 +76,11 @@ def lock_existing_parents(session: Session, specs: list[JobSpec]) -> dict[int, s
     return states
 
 
-def lock_apps(session: Session, app_ids: set[int]) -> None:
-    """Hold the apps that new jobs use until the transaction ends, as a foreign-key check would.
-
-    A concurrent removal of one of them waits for our commit and then sees our jobs.
-    """
-    found = set(session.execute(
-        text("SELECT id FROM apps WHERE id = ANY(:ids) FOR KEY SHARE"), {"ids": sorted(app_ids)}
-    ).scalars())  # fmt: skip
-    if found != app_ids:
-        raise BalsamError("an app of these jobs was removed while they were being added; nothing was added")
-
-
 def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int]) -> list[int]:
     """Create the (already validated) jobs with their parent links and first events; their ids."""
     if not specs:
         return []
     parent_states = lock_existing_parents(session, specs)
-    # The site's own login skips the row-by-row foreign-key checks (below); other users' rows are
-    # checked by PostgreSQL as usual: they must not get the right to skip checks on rows they write
-    # with their own SQL (nor may they lock apps, which needs a right to change them).
-    skip_checks = session.execute(text("SELECT current_setting('is_superuser') = 'on'")).scalar()
-    if skip_checks:
-        lock_apps(session, {app_ids[spec.app] for spec in specs})
     ids = session.execute(
         text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"), {"n": len(specs)}
     ).scalars().all()
@@ -140,18 +122,10 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
                 f"{stage_in}\t{stage_out}\t\t0\t{pending}\n"
             )
 
-    # PostgreSQL checks each row's foreign keys one by one (for 100,000 jobs that is most of the
-    # insert's time); every key here is known good and held: apps and existing parents locked
-    # above, everything else made in this transaction. So the checks are skipped for these COPYs
-    # only; the Argo forwarding trigger still fires (ENABLE ALWAYS, site migration 0011).
-    if skip_checks:
-        session.execute(text("SET LOCAL session_replication_role = replica"))
     copy_lines(session, "jobs", _JOB_COPY_COLUMNS, job_lines())
     if links:
         copy_rows(session, "job_parents", ("child_id", "parent_id"), links)
     copy_lines(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
-    if skip_checks:
-        session.execute(text("SET LOCAL session_replication_role = origin"))
     if any_ready:
         notify_runnable(session)
     return list(ids)
