@@ -219,7 +219,7 @@ class Site:
 
     def remove_app(self, name: str) -> None:
         with self.session() as session:
-            # FOR UPDATE waits for a bulk creation holding the app (jobstore.lock_apps), so the
+            # FOR UPDATE waits for a creation whose key checks hold the app (a key-share lock), so the
             # count below sees its jobs.
             app = session.scalar(select(App).where(App.name == name).with_for_update())
             if app is None:
