@@ -36,7 +36,7 @@ from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.postgres import DatabaseSettings, plan_listen
 from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, apply_choices, find_site
-from balsam.site.specs import MAX_NAME, JobSpec, check_batch, check_shape, spec_from_dict
+from balsam.site.specs import MAX_NAME, JobSpec, Request, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
 
@@ -238,24 +238,21 @@ class Site:
 
     def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]]) -> list[int]:
         """Many jobs at once, all or nothing; parents may name other jobs of the same request."""
-        with paused_gc():
-            specs = []
-            for i, job in enumerate(jobs):
-                if isinstance(job, JobSpec):
-                    check_shape(job)  # may have been built by hand, bypassing spec_from_dict
-                else:
-                    job = spec_from_dict(job, source=f"item {i + 1}")
-                specs.append(job)
-            return self.add_specs(specs)
+        return self._add(list(jobs), shapes_checked=False)
 
     def add_specs(self, specs: list[JobSpec]) -> list[int]:
         """Like ``add_jobs``, for specs made by ``spec_from_dict`` or ``read_job_file``: their own
         fields are checked already, so only what needs the whole request and the site is checked."""
+        return self._add(specs, shapes_checked=True)
+
+    def _add(self, items: list[JobSpec | dict[str, Any]], shapes_checked: bool) -> list[int]:
+        # Each job is checked as it is written (balsam.site.specs.Request), within one transaction.
         with paused_gc(), self.session() as session:
             # A site has a handful of apps: read them all, so an unknown one can be listed with them.
             apps = session.execute(select(App.name, App.id, App.command_template)).all()
-            check_batch(specs, {row.name: CommandTemplate.parse(row.command_template) for row in apps})
-            return jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps})
+            templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
+            request = Request(items, templates, shapes_checked=shapes_checked)
+            return jobstore.insert_jobs(session, request, {row.name: row.id for row in apps})
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -105,3 +105,64 @@ def test_a_bulk_copy_that_fails_while_streaming_stores_nothing(site):
     with site.session() as session:
         assert session.scalar(text("SELECT count(*) FROM job_events WHERE job_id >= 10000000")) == 0
     assert site.jobs() == before
+
+
+def test_every_event_names_a_job_and_leaves_with_it(site):
+    """The job_events key is kept by triggers checking once per statement (migration 0011): an
+    event for a job that does not exist is refused by name and nothing of its statement is kept,
+    and removing a job removes its history, as the foreign key's cascade did."""
+    import psycopg2.errors
+    import pytest
+    from sqlalchemy import text
+
+    from balsam.pgcopy import copy_lines
+
+    site.add_app("work", "work {i}")
+    kept, removed = site.add_jobs([{"app": "work", "params": {"i": 1}}, {"app": "work", "params": {"i": 2}}])
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation, match="987654321"):
+        with site.session() as session:
+            copy_lines(session, "job_events", ("job_id", "from_state", "to_state", "message"),
+                       iter([f"{kept}\tREADY\tREADY\tnote\n", "987654321\tCREATED\tREADY\tcreated\n"]))  # fmt: skip
+
+    def events_of(job_id):
+        with site.session() as session:
+            return session.scalar(text("SELECT count(*) FROM job_events WHERE job_id = :id"), {"id": job_id})
+
+    assert events_of(kept) == 1  # its "created" event only: the refused statement left nothing
+    assert events_of(removed) >= 1
+    site.remove_job(removed)
+    assert events_of(removed) == 0
+    assert events_of(kept) == 1 and [job.id for job in site.jobs()] == [kept]
+
+
+def test_a_request_refused_by_a_job_far_into_it_stores_nothing(site):
+    """Each job of a request is checked as COPY sends it (balsam.site.specs.Request): a job refused
+    after tens of thousands were sent, or a cycle found once every job was seen, leaves the site as
+    it was, and the error names the job."""
+    import pytest
+    from sqlalchemy import text
+
+    from balsam.errors import BalsamError
+
+    site.add_app("work", "work {i}")
+    (existing,) = site.add_jobs([{"app": "work", "params": {"i": 0}}])
+    jobs = [{"app": "work", "name": f"j{k}", "params": {"i": k}} for k in range(30_000)]
+
+    def stored():
+        with site.session() as session:
+            return session.execute(text("SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_events),"
+                                        " (SELECT count(*) FROM job_parents)")).one()  # fmt: skip
+
+    before = stored()
+    refusals = {
+        "a wrong parameter": ([*jobs[:25_000], {"app": "work", "params": {"x": 1}}, *jobs[25_000:]],
+                              r"job \(item 25001\): parameter 'x' is not in the command template"),
+        "an unknown parent id": ([*jobs, {"app": "work", "params": {"i": 1}, "parents": [existing, 10**12]}], "unknown parent job 1000000000000"),
+        "a cycle": ([*jobs, {"app": "work", "name": "a", "params": {"i": 1}, "parents": ["b"]},
+                     {"app": "work", "name": "b", "params": {"i": 2}, "parents": ["a", "j7"]}], "the jobs. parents form a cycle: (a -> b -> a|b -> a -> b)"),
+    }  # fmt: skip
+    for what, (request, message) in refusals.items():
+        with pytest.raises(BalsamError, match=message):
+            site.add_jobs(request)
+        assert stored() == before, what
+    assert len(site.add_jobs(jobs)) == 30_000

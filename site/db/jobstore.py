@@ -19,7 +19,7 @@ from balsam.errors import BalsamError
 from balsam.pgcopy import copy_field, copy_lines, copy_rows, json_copy_field
 from balsam.resources import Resources
 from balsam.site.db.notify import RUNNABLE_CHANNEL
-from balsam.site.specs import JobSpec, batch_name_index, spec_from_dict, stage_in_items, stage_out_items
+from balsam.site.specs import JobSpec, Request, spec_from_dict, stage_in_items, stage_out_items
 from balsam.states import JobState, Step, check_transition
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -55,36 +55,37 @@ def notify_runnable(session: Session) -> None:
     session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": RUNNABLE_CHANNEL})
 
 
-def lock_existing_parents(session: Session, specs: list[JobSpec]) -> dict[int, str]:
-    """State of every existing job named as a parent, locked until commit; unknown ids are errors.
+def lock_parents(session: Session, job_ids: list[int]) -> dict[int, str]:
+    """State of each existing job of ``job_ids`` (sorted), locked until commit; unknown ids are left out.
 
     The share lock keeps a parent from finishing between this read and our commit: either it
     finished before (we see JOB_FINISHED and do not count it) or it finishes after, when its
     release of children sees our committed links.
     """
-    wanted = sorted({p for spec in specs for p in spec.parents if isinstance(p, int)})
-    if not wanted:
+    if not job_ids:
         return {}
-    rows = session.execute(
-        text("SELECT id, state FROM jobs WHERE id = ANY(:ids) ORDER BY id FOR SHARE"), {"ids": wanted}
-    ).all()
-    states = {row.id: row.state for row in rows}
-    for spec in specs:
-        for parent in spec.parents:
-            if isinstance(parent, int) and parent not in states:
-                raise BalsamError(f"{spec.label}: unknown parent job {parent}")
-    return states
+    rows = session.execute(text("SELECT id, state FROM jobs WHERE id = ANY(:ids) ORDER BY id FOR SHARE"), {"ids": job_ids}).all()
+    return {row.id: row.state for row in rows}
 
 
-def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int]) -> list[int]:
-    """Create the (already validated) jobs with their parent links and first events; their ids."""
-    if not specs:
+def insert_jobs(session: Session, request: Request | list[JobSpec], app_ids: dict[str, int]) -> list[int]:
+    """Create a request's jobs with their parent links and first events; their ids.
+
+    A ``Request`` checks each job as its line is made (see there); a plain list holds specs that
+    passed every check already.
+    """
+    if not isinstance(request, Request):
+        request = Request.checked(request)
+    if not len(request):
         return []
-    parent_states = lock_existing_parents(session, specs)
+    parent_states = lock_parents(session, request.parent_ids)
+    # The sequence is looked up once: written inside nextval(), the lookup ran for every id and
+    # took 0.27 s of the server's time for 100,000 ids, against 0.03 s.
     ids = session.execute(
-        text("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"), {"n": len(specs)}
-    ).scalars().all()
-    index = batch_name_index(specs)
+        text("WITH seq AS MATERIALIZED (SELECT CAST(pg_get_serial_sequence('jobs', 'id') AS regclass) AS s)"
+             " SELECT nextval(seq.s) FROM seq, generate_series(1, :n)"), {"n": len(request)}
+    ).scalars().all()  # fmt: skip
+    index = request.names
     links: list[tuple[int, int]] = []
     events: list[str] = []
     any_ready = False
@@ -96,8 +97,11 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
     def job_lines() -> Iterator[str]:
         """The jobs' COPY lines, made as COPY sends them (see ``copy_lines``); links and events on the side."""
         nonlocal any_ready
-        for job_id, spec in zip(ids, specs):
+        for job_id, spec in zip(ids, request):
             if spec.parents:
+                for parent in spec.parents:
+                    if isinstance(parent, int) and parent not in parent_states:
+                        raise BalsamError(f"{spec.label}: unknown parent job {parent}")
                 parents = {ids[index[p]] if isinstance(p, str) else p for p in spec.parents}  # type: ignore[index]
                 pending = sum(1 for p in parents if parent_states.get(p) != S.JOB_FINISHED)
                 links.extend((job_id, p) for p in parents)
@@ -123,6 +127,7 @@ def insert_jobs(session: Session, specs: list[JobSpec], app_ids: dict[str, int])
             )
 
     copy_lines(session, "jobs", _JOB_COPY_COLUMNS, job_lines())
+    request.finish()
     if links:
         copy_rows(session, "job_parents", ("child_id", "parent_id"), links)
     copy_lines(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)

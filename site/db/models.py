@@ -122,9 +122,11 @@ class Job(Base):
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_workflow_state", "workflow", "state"),
         Index("ix_jobs_app_id", "app_id"),
-        Index("ix_jobs_launcher_id", "launcher_id"),
+        # Only the rows each serves: a new job has neither a launcher nor an Argo task (migration 0011).
+        Index("ix_jobs_launcher_id", "launcher_id", postgresql_where=text("launcher_id IS NOT NULL")),
         Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
-        Index("ix_jobs_argo_task", "argo_coordinator", "argo_task_id", "argo_attempt", unique=True),
+        Index("ix_jobs_argo_task", "argo_coordinator", "argo_task_id", "argo_attempt", unique=True,
+              postgresql_where=text("argo_task_id IS NOT NULL")),
         CheckConstraint(
             "nodes > 0 AND ranks_per_node > 0 AND threads_per_rank > 0 AND gpus_per_rank >= 0 "
             "AND node_packing_count > 0 AND (wall_time_min IS NULL OR wall_time_min > 0)",
@@ -151,7 +153,9 @@ class JobEvent(Base):
     __tablename__ = "job_events"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # Names an existing job, checked once per statement and removed with its job by triggers
+    # (migration 0011) instead of a foreign key, whose check is a query per row.
+    job_id: Mapped[int] = mapped_column(BigInteger)
     from_state: Mapped[str] = mapped_column(String(20))
     to_state: Mapped[str] = mapped_column(String(20))
     timestamp: Mapped[datetime] = _now()
