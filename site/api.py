@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ from balsam.site.db.models import App, Job, JobEvent, JobParent
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.postgres import DatabaseSettings, plan_listen
 from balsam.site.settings import SETTINGS_FILE, SchedulerSettings, SiteSettings, apply_choices, find_site
-from balsam.site.specs import MAX_NAME, JobSpec, Request, check_shape, spec_from_dict
+from balsam.site.specs import MAX_NAME, JobSpec, Progress, Request, check_shape, spec_from_dict
 from balsam.site.templates import CommandTemplate
 from balsam.states import RESETTABLE_STATES, JobState, parse_state
 
@@ -236,22 +236,28 @@ class Site:
         (job_id,) = self.add_specs([spec_from_dict({"app": app, "params": dict(params or {}), **fields})])
         return self.job(job_id)
 
-    def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]]) -> list[int]:
-        """Many jobs at once, all or nothing; parents may name other jobs of the same request."""
-        return self._add(list(jobs), shapes_checked=False)
+    def add_jobs(self, jobs: Iterable[JobSpec | dict[str, Any]], sources: Sequence[str] | None = None,
+                 progress: Progress | None = None) -> list[int]:  # fmt: skip
+        """Many jobs at once, all or nothing; parents may name other jobs of the same request.
+
+        ``sources``: where each job came from, for errors (``read_job_file`` gives them; "item N"
+        otherwise). ``progress(stored, total)`` is told every thousand jobs and at the last.
+        """
+        return self._add(list(jobs), shapes_checked=False, sources=sources, progress=progress)
 
     def add_specs(self, specs: list[JobSpec]) -> list[int]:
-        """Like ``add_jobs``, for specs made by ``spec_from_dict`` or ``read_job_file``: their own
-        fields are checked already, so only what needs the whole request and the site is checked."""
+        """Like ``add_jobs``, for specs made by ``spec_from_dict``: their own fields are checked
+        already, so only what needs the whole request and the site is checked."""
         return self._add(specs, shapes_checked=True)
 
-    def _add(self, items: list[JobSpec | dict[str, Any]], shapes_checked: bool) -> list[int]:
+    def _add(self, items: list[JobSpec | dict[str, Any]], shapes_checked: bool, sources: Sequence[str] | None = None,
+             progress: Progress | None = None) -> list[int]:  # fmt: skip
         # Each job is checked as it is written (balsam.site.specs.Request), within one transaction.
         with paused_gc(), self.session() as session:
             # A site has a handful of apps: read them all, so an unknown one can be listed with them.
             apps = session.execute(select(App.name, App.id, App.command_template)).all()
             templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
-            request = Request(items, templates, shapes_checked=shapes_checked)
+            request = Request(items, templates, shapes_checked=shapes_checked, sources=sources, progress=progress)
             return jobstore.insert_jobs(session, request, {row.name: row.id for row in apps})
 
     # -- queries -------------------------------------------------------------------------------

@@ -245,6 +245,15 @@ class BatchChecker:
             raise BalsamError(f"the jobs' parents form a cycle: {cycle}") from None
 
 
+PROGRESS_EVERY = 1000  # jobs stored between two calls of a ``Request``'s ``progress``
+Progress = Callable[[int, int], None]  # (jobs stored so far, jobs in the request)
+
+
+def _report_progress(progress: Progress | None, done: int, total: int) -> None:
+    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
+        progress(done, total)
+
+
 class Request:
     """The jobs of one request, checked one by one as the writer draws them.
 
@@ -257,14 +266,21 @@ class Request:
     """
 
     def __init__(self, items: Sequence[JobSpec | dict[str, Any]], templates: dict[str, CommandTemplate] | None,
-                 shapes_checked: bool = False) -> None:  # fmt: skip
+                 shapes_checked: bool = False, sources: Sequence[str] | None = None,
+                 progress: Progress | None = None) -> None:  # fmt: skip
         self.items = items
         self.shapes_checked = shapes_checked  # the specs' own fields passed spec_from_dict or check_shape
+        self.sources = sources  # where each mapping came from, for errors; "item N" when not given
+        self.progress = progress  # told (drawn, total) every PROGRESS_EVERY jobs and at the last
         self.names: dict[str, int | None] = {}
         parent_ids: set[int] = set()
         for i, item in enumerate(items):
-            name, parents = (item.get("name"), item.get("parents")) if isinstance(item, dict) else (item.name, item.parents)
-            # A field of the wrong type is left out here; the item's own checks refuse it when it is drawn.
+            # What is not a mapping, or a field of the wrong type, is left out here; the item's own
+            # checks refuse it when it is drawn.
+            if isinstance(item, dict):
+                name, parents = item.get("name"), item.get("parents")
+            else:
+                name, parents = getattr(item, "name", None), getattr(item, "parents", None)
             if isinstance(name, str) and name:
                 self.names[name] = None if name in self.names else i
             if isinstance(parents, list):
@@ -287,9 +303,10 @@ class Request:
                     check_shape(item)  # may have been built by hand, bypassing spec_from_dict
                 spec = item
             else:
-                spec = spec_from_dict(item, source=f"item {i + 1}")
+                spec = spec_from_dict(item, source=self.sources[i] if self.sources is not None else f"item {i + 1}")
             if self.checker is not None:
                 self.checker.check(i, spec)
+            _report_progress(self.progress, i + 1, len(self.items))
             yield spec
 
     def finish(self) -> None:
@@ -322,18 +339,12 @@ def parse_assignments(items: list[str], what: str) -> dict[str, str]:
     return result
 
 
-PROGRESS_EVERY = 1000  # jobs checked between two calls of a reader's ``progress``
-Progress = Callable[[int, int], None]  # (jobs checked so far, jobs in the file)
 
 
-def _checked(progress: Progress | None, done: int, total: int) -> None:
-    if progress is not None and (done % PROGRESS_EVERY == 0 or done == total):
-        progress(done, total)
-
-
-def read_job_file(path: Path, progress: Progress | None = None) -> list[JobSpec]:
-    """Jobs from a YAML file, a JSON document, or JSON lines (one job per line); errors name the line.
-    ``progress(done, total)`` is told every ``PROGRESS_EVERY`` jobs checked, and at the last.
+def read_job_file(path: Path) -> list[tuple[Any, str]]:
+    """The jobs of a YAML file, a JSON document, or JSON lines (one job per line), decoded but not
+    checked, each with where it came from for errors ("FILE line 12"): ``Site.add_jobs(items,
+    sources=...)`` checks each job as it stores it.
 
     The suffix decides (.yaml/.yml, .json, .jsonl/.ndjson); otherwise the first character does:
     ``[`` a JSON document, ``{`` JSON lines, anything else YAML. A YAML or JSON document is a list
@@ -345,11 +356,11 @@ def read_job_file(path: Path, progress: Progress | None = None) -> list[JobSpec]
     text = read_text(path, yaml_text=suffix in (".yaml", ".yml"))
     first = text.lstrip()[:1]
     if suffix in (".jsonl", ".ndjson") or (suffix not in (".yaml", ".yml", ".json") and first == "{"):
-        return _read_json_lines(text, path, progress)
+        return _read_json_lines(text, path)
     if suffix == ".json" or (suffix not in (".yaml", ".yml") and first == "["):
-        return _read_json_document(text, path, progress)
+        return _read_json_document(text, path)
     check_yaml_size(text, str(path))  # found to be YAML from its text: YAML's own limit applies too
-    return _read_yaml(text, path, progress)
+    return _read_yaml(text, path)
 
 
 def _job_list(data: Any, path: Path) -> list[Any]:
@@ -360,39 +371,31 @@ def _job_list(data: Any, path: Path) -> list[Any]:
     return data
 
 
-def _read_json_document(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
+def _read_json_document(text: str, path: Path) -> list[tuple[Any, str]]:
     try:
         # Each job's values are checked with its label (check_shape), so errors name the job.
         data = load_json(text, str(path), check=False)
     except json.JSONDecodeError as exc:
         raise BalsamError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-    jobs = _job_list(data, path)
-    specs = []
-    for i, raw in enumerate(jobs):
-        specs.append(spec_from_dict(raw, source=f"{path} job {i + 1}"))
-        _checked(progress, i + 1, len(jobs))
-    return specs
+    return [(raw, f"{path} job {i + 1}") for i, raw in enumerate(_job_list(data, path))]
 
 
-def _read_json_lines(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
-    specs = []
-    lines = text.splitlines()
-    total = sum(1 for line in lines if line.strip()) if progress is not None else 0
-    for number, line in enumerate(lines, start=1):
+def _read_json_lines(text: str, path: Path) -> list[tuple[Any, str]]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             raw = load_json(line, f"{path}: line {number}", check=False)
         except json.JSONDecodeError as exc:
             raise BalsamError(f"{path}: line {number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        specs.append(spec_from_dict(raw, source=f"{path} line {number}"))
-        _checked(progress, len(specs), total)
-    if not specs:
+        items.append((raw, f"{path} line {number}"))
+    if not items:
         raise BalsamError(f"{path} holds no jobs")
-    return specs
+    return items
 
 
-def _read_yaml(text: str, path: Path, progress: Progress | None = None) -> list[JobSpec]:
+def _read_yaml(text: str, path: Path) -> list[tuple[Any, str]]:
     try:
         data, node = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
@@ -403,8 +406,4 @@ def _read_yaml(text: str, path: Path, progress: Progress | None = None) -> list[
         node = next((v for k, v in node.value if k.value == "jobs"), None)  # None: 'jobs' came from a merge
     data = _job_list(data, path)
     lines = [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else [None] * len(data)
-    specs = []
-    for i, (raw, line) in enumerate(zip(data, lines)):
-        specs.append(spec_from_dict(raw, source=f"{path} line {line}" if line else f"{path} job {i + 1}"))
-        _checked(progress, i + 1, len(data))
-    return specs
+    return [(raw, f"{path} line {line}" if line else f"{path} job {i + 1}") for i, (raw, line) in enumerate(zip(data, lines))]

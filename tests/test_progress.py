@@ -94,7 +94,7 @@ def test_job_add_from_a_large_file_shows_progress_on_a_terminal_and_keeps_stdout
     status, out = on_terminal([balsam_script(), "job", "add", "--from", str(path)], stdout_file=ids, timeout_s=240)
     seen = plain(out)
     assert status == 0, seen[-2000:]
-    assert re.search(r"checking jobs .*\d+/30000", seen), seen[-2000:]  # counted as it went, on the terminal (stderr)
+    assert re.search(r"storing jobs .*\d+/30000", seen), seen[-2000:]  # counted as it went, on the terminal (stderr)
     assert re.search(r"added 30000 jobs in [0-9.]+ s", seen), seen[-2000:]
     lines = ids.read_text().splitlines()
     assert len(lines) == 30_000 and all(line.isdigit() for line in lines)  # stdout: ids only, no bar

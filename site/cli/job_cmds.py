@@ -68,10 +68,9 @@ def add(
 
         with add_progress(err_console, from_file) as progress:  # on stderr, on a terminal only
             with paused_gc():  # a file of many jobs: see balsam.gcpause
-                specs = read_job_file(from_file, progress=progress.checked)
-            progress.storing(len(specs))
-            with Site.open(site) as s:
-                ids = s.add_specs(specs)
+                items = read_job_file(from_file)
+            with Site.open(site) as s:  # each job is checked as it is stored, and names its line
+                ids = s.add_jobs([raw for raw, _ in items], sources=[source for _, source in items], progress=progress.stored)
         print("\n".join(map(str, ids)))  # one id per line, as `job add` prints its one id
         err_console.print(f"added {len(ids)} job{'s' if len(ids) != 1 else ''} in {progress.elapsed_s():.1f} s")
         return

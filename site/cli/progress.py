@@ -1,9 +1,9 @@
-"""Progress of ``balsam job add --from FILE`` on the terminal: reading, checking, storing.
+"""Progress of ``balsam job add --from FILE`` on the terminal: reading, then checking and storing.
 
 Shown on stderr, and only when stderr is a terminal: stdout stays one job id per line for scripts,
 and a log or a pipe gets no bar. The bar is transient (it is gone once the jobs are stored; the
-line "added N jobs" stays). Checking is counted job by job (``balsam.site.specs.read_job_file``
-reports every thousand); storing is one transaction, so it is shown as a running clock.
+line "added N jobs" stays). Reading is a spinner; each job is checked as it is stored (one
+transaction, ``balsam.site.specs.Request``), counted every thousand jobs.
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ class AddProgress:
         self.started = time.monotonic()
         self.task = None if progress is None else progress.add_task(f"reading {shown(str(path))}", total=None)
 
-    def checked(self, done: int, total: int) -> None:
-        """``read_job_file``'s report: ``done`` of ``total`` jobs checked."""
+    def stored(self, done: int, total: int) -> None:
+        """``Site.add_jobs``'s report: ``done`` of ``total`` jobs checked and sent to the database."""
         if self.progress is not None:
-            self.progress.update(self.task, description="checking jobs", completed=done, total=total)
-
-    def storing(self, count: int) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, description=f"storing {count:,} jobs", completed=0, total=None)
+            self.progress.update(self.task, description="storing jobs", completed=done, total=total)
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started
