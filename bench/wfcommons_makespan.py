@@ -270,6 +270,7 @@ class Federation:
         if retried:
             raise SystemExit(f"{label} through Argo: tasks with more than one attempt: {retried[:10]}")
         self.check(workflow, label, tasks)
+        print(breakdown(tasks), flush=True)
         return figures(workflow, log, t0, t1)
 
     def check(self, workflow: Workflow, label: str, tasks: list[dict]) -> None:
@@ -292,6 +293,51 @@ class Federation:
         for site in self.sites:
             stop_site(site)
         stop_server(self.server.data)
+
+
+def breakdown(tasks: list[dict]) -> str:
+    """Where Argo's hops go, from the attempts' times: last parent's end -> ready (released by the
+    coordinator), ready -> placed, placed -> started (assignment, job, stage-in, a launcher taking
+    it); and how many tasks each site ran."""
+    from datetime import datetime
+
+    def at(value: str) -> float:
+        return datetime.fromisoformat(value.removesuffix("Z") + "+00:00").timestamp()
+
+    by_id = {t["id"]: t["attempts"][-1] for t in tasks}
+    steps: dict[str, list[float]] = {"end->ready": [], "ready->placed": [], "placed->started": []}
+    for t in tasks:
+        a = by_id[t["id"]]
+        if t["parents"]:
+            steps["end->ready"].append(at(a["ready_at"]) - max(at(by_id[p]["ended_at"]) for p in t["parents"]))
+        steps["ready->placed"].append(at(a["placed_at"]) - at(a["ready_at"]))
+        steps["placed->started"].append(at(a["started_at"]) - at(a["placed_at"]))
+    first = min(at(a["started_at"]) for a in by_id.values())
+    per_site = {}
+    for site in sorted({t["site"] for t in tasks}):
+        mine = [by_id[t["id"]] for t in tasks if t["site"] == site]
+        busy = sum(at(a["ended_at"]) - at(a["started_at"]) for a in mine)
+        per_site[site] = f"{len(mine)} tasks, {busy:.1f} s busy, last end +{max(at(a['ended_at']) for a in mine) - first:.1f} s"
+    # Each site's lost time on a 10 ms grid: its slot empty while a task placed there waits (assignment,
+    # stage-in, a launcher), or empty with nothing placed there while the other site has tasks waiting.
+    span = {site: [(at(by_id[t["id"]]["placed_at"]), at(by_id[t["id"]]["started_at"]), at(by_id[t["id"]]["ended_at"]))
+                   for t in tasks if t["site"] == site] for site in per_site}  # fmt: skip
+    last = max(e for v in span.values() for _p, _s, e in v)
+    step, now = 0.01, first
+    lost = {site: [0.0, 0.0] for site in span}
+    while now < last:
+        waiting = {site: any(p <= now < s_ for p, s_, _e in v) for site, v in span.items()}
+        for site, v in span.items():
+            if not any(s_ <= now < e for _p, s_, e in v):
+                if waiting[site]:
+                    lost[site][0] += step
+                elif any(w for other, w in waiting.items() if other != site):
+                    lost[site][1] += step
+        now += step
+    for site, (own, other) in lost.items():
+        per_site[site] += f", empty {own:.1f} s with a task of its own waiting, {other:.1f} s while only the other's waited"
+    shown = "   ".join(f"{k} median {statistics.median(v) * 1000:.0f} ms, max {max(v) * 1000:.0f} ms" for k, v in steps.items() if v)
+    return f"           argo steps: {shown}\n           per site: " + "; ".join(f"{k} {v}" for k, v in per_site.items())
 
 
 # ---------------------------------------------------------------------------------------------
