@@ -249,7 +249,7 @@ class Federation:
                 raise SystemExit("the sites did not come up within 60 s")
             time.sleep(0.2)
 
-    def run(self, workflow: Workflow, label: str, external_dir: Path, log: Path) -> Figures:
+    def run(self, workflow: Workflow, label: str, external_dir: Path, log: Path, estimates: bool = False) -> Figures:
         import shlex
 
         spec = {"name": label, "tasks": []}
@@ -258,6 +258,8 @@ class Federation:
             args = workflow.argv(task, log, Path("."), None)[3:]  # inputs staged into the work folder, read there
             spec["tasks"].append({"name": task.name, "app": "wftask", "params": {"args": shlex.join(args)}, "parents": task.parents,
                                   "inputs": inputs, "outputs": [f for f, _ in task.outputs]})  # fmt: skip
+            if estimates:  # the instance's runtime as the user's estimate: placement weighs tasks by it
+                spec["tasks"][-1]["resources"] = {"wall_time_min": max(task.seconds, 0.001) / 60}
         t0 = time.time()
         workflow_id = self.client.submit(spec)
         status = self.client.wait(workflow_id, timeout_s=600)
@@ -270,7 +272,7 @@ class Federation:
         if retried:
             raise SystemExit(f"{label} through Argo: tasks with more than one attempt: {retried[:10]}")
         self.check(workflow, label, tasks)
-        print(breakdown(tasks), flush=True)
+        print(breakdown(tasks, log), flush=True)
         return figures(workflow, log, t0, t1)
 
     def check(self, workflow: Workflow, label: str, tasks: list[dict]) -> None:
@@ -295,10 +297,11 @@ class Federation:
         stop_server(self.server.data)
 
 
-def breakdown(tasks: list[dict]) -> str:
+def breakdown(tasks: list[dict], log: Path) -> str:
     """Where Argo's hops go, from the attempts' times: last parent's end -> ready (released by the
     coordinator), ready -> placed, placed -> started (assignment, job, stage-in, a launcher taking
-    it); and how many tasks each site ran."""
+    it); how long the launcher counted a task RUNNING before and after the program's own run (as
+    the program logged it); and what each site did."""
     from datetime import datetime
 
     def at(value: str) -> float:
@@ -312,6 +315,11 @@ def breakdown(tasks: list[dict]) -> str:
             steps["end->ready"].append(at(a["ready_at"]) - max(at(by_id[p]["ended_at"]) for p in t["parents"]))
         steps["ready->placed"].append(at(a["placed_at"]) - at(a["ready_at"]))
         steps["placed->started"].append(at(a["started_at"]) - at(a["placed_at"]))
+    ran = {line.split()[0]: (float(line.split()[1]), float(line.split()[2])) for line in log.read_text().splitlines()}
+    for t in tasks:
+        a, (start, end) = by_id[t["id"]], ran[t["name"]]
+        steps.setdefault("RUNNING->program start", []).append(start - at(a["started_at"]))
+        steps.setdefault("program end->ended", []).append(at(a["ended_at"]) - end)
     first = min(at(a["started_at"]) for a in by_id.values())
     per_site = {}
     for site in sorted({t["site"] for t in tasks}):
@@ -374,6 +382,7 @@ def main() -> None:
     parser.add_argument("--target-s", type=float, default=30.0, help="seconds the scaled work fills both slots for")
     parser.add_argument("--megabytes", type=float, default=50.0, help="at most this many MB of files per workflow")
     parser.add_argument("--parsl", choices=("htex", "threads"), default="htex", help="Parsl's executor for bash_app")
+    parser.add_argument("--estimates", action="store_true", help="give Argo each task's runtime as its wall_time_min estimate")
     parser.add_argument("--shapes", default=",".join(s for s, _ in SHAPES), help="which WfCommons recipes (comma-separated)")
     parser.add_argument("--smoke", action="store_true", help="a built-in shape of 10 tasks, 2 s of work; Parsl only if its scratch environment exists")
     args = parser.parse_args()
@@ -406,7 +415,7 @@ def main() -> None:
             found: dict[str, list[Figures]] = {"argo": [], "parsl": []}
             for repeat in range(args.repeats):
                 label = f"{workflow.name}-{repeat}"
-                found["argo"].append(federation.run(workflow, label, external, root / f"{label}.argo.log"))
+                found["argo"].append(federation.run(workflow, label, external, root / f"{label}.argo.log", args.estimates))
                 print(describe("argo", found["argo"][-1]), flush=True)
                 if python is not None:
                     found["parsl"].append(run_parsl(python, workflow, args.parsl, root / f"{label}.parsl", external, root / f"{label}.parsl.log"))
