@@ -224,24 +224,31 @@ def check_outputs(workflow: Workflow, folder_of: dict[str, Path]) -> None:
 
 class Federation:
     def __init__(self, root: Path) -> None:
-        from balsam.argo.client import ArgoClient
         from balsam.argo.config import ServerSettings
-        from balsam.argo.demo import make_site
-        from balsam.argo.server import start_server
         from balsam.postgres import free_port
 
         self.root = root
         self.address = f"127.0.0.1:{free_port()}"
         self.server = ServerSettings(data=root / "argo", address=self.address)
         self.server.coordinator.site_timeout_s = 30
-        start_server(self.server)
         self.sites = []
+        self.client = None
+        self.started = False
+
+    def start(self) -> None:
+        """The coordinator, then the sites; what was started is stopped by ``close`` whatever failed."""
+        from balsam.argo.client import ArgoClient
+        from balsam.argo.demo import make_site
+        from balsam.argo.server import start_server
+
+        self.started = True
+        start_server(self.server)
         self.owner = (self.server.data / "owner-token").read_text().strip()
         app = f"{sys.executable} -S {TASK_PROGRAM} {{*args}}"
         for name in ("alpha", "beta"):
             with ArgoClient(self.address, token=self.owner) as admin:
                 token = admin.enrol_site(name)["token"]
-            self.sites.append(make_site(root, name, self.address, token, apps={"wftask": app}))
+            self.sites.append(make_site(self.root, name, self.address, token, apps={"wftask": app}))
         self.client = ArgoClient(self.address, token=self.owner)
         deadline = time.monotonic() + 60
         while {s["name"] for s in self.client.sites() if s["status"] == "up"} != {"alpha", "beta"}:
@@ -291,10 +298,12 @@ class Federation:
         from balsam.argo.demo import stop_site
         from balsam.argo.server import stop_server
 
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
         for site in self.sites:
             stop_site(site)
-        stop_server(self.server.data)
+        if self.started:
+            stop_server(self.server.data)
 
 
 def breakdown(tasks: list[dict], log: Path) -> str:
@@ -406,6 +415,7 @@ def main() -> None:
     federation = Federation(root)
     ratios = {}
     try:
+        federation.start()
         for workflow in workflows:
             external = root / "inputs" / workflow.name
             write_external(workflow, external)
