@@ -293,6 +293,30 @@ class Federation:
                 if task:
                     folder_of[task] = workdir(site.settings.data_dir, label, job.id)
         check_outputs(workflow, folder_of)
+        print(self.site_steps(label), flush=True)
+
+    def site_steps(self, label: str) -> str:
+        """Each site's own steps, from its job events: created -> staged in (the transfer service),
+        staged in -> RUNNING (a launcher taking it: waiting for the slot, or for a launcher to start)."""
+        from sqlalchemy import text
+
+        shown = []
+        for site in self.sites:
+            with site.session() as session:
+                rows = session.execute(text(
+                    "SELECT e.job_id, e.to_state, min(e.timestamp) FROM job_events e JOIN jobs j ON j.id = e.job_id"
+                    " WHERE j.workflow = :w GROUP BY e.job_id, e.to_state"), {"w": label}).all()  # fmt: skip
+            at: dict[int, dict[str, float]] = {}
+            for job_id, state, when in rows:
+                at.setdefault(job_id, {})[state] = when.timestamp()
+            staging = [a["STAGED_IN"] - min(a.get("READY", a["STAGED_IN"]), a.get("CREATED", a["STAGED_IN"])) for a in at.values() if "STAGED_IN" in a]
+            taking = [a["RUNNING"] - a.get("STAGED_IN", a.get("READY", a["RUNNING"])) for a in at.values() if "RUNNING" in a]
+            part = f"{site.settings.name}:"
+            for name, values in (("created->staged in", staging), ("staged in->RUNNING", taking)):
+                if values:
+                    part += f" {name} median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms, sum {sum(values):.1f} s;"
+            shown.append(part)
+        return "           site steps: " + "  ".join(shown)
 
     def close(self) -> None:
         from balsam.argo.demo import stop_site
