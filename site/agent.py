@@ -1,6 +1,7 @@
 """The site agent: a daemon that keeps a site's batch jobs and leases in order.
 
-Every ``elastic_queue.interval_s`` seconds it
+Every ``elastic_queue.interval_s`` seconds, and at once (at most every ``MIN_TICK_GAP_S``) when the
+database says jobs became runnable (the launchers' NOTIFY), it
 1. takes back the jobs of launchers whose lease expired (even with no launcher running),
 2. brings the site's batch jobs up to date with the scheduler, retries cancellations and
    submissions that failed,
@@ -37,6 +38,7 @@ from balsam.site.access import check_site_secrets, protect_site, site_umask
 from balsam.site.api import Site
 from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
 from balsam.site.db import leases
+from balsam.site.db.notify import RUNNABLE_CHANNEL, Listener
 from balsam.site.db.models import BatchJob
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.scheduler.base import SchedulerError
@@ -46,6 +48,7 @@ log = logging.getLogger("balsam.site.agent")
 
 PID_FILE, LOG_FILE, STATUS_FILE = "agent.pid", "agent.log", "agent-status.json"
 MAX_BACKOFF_S = 300.0
+MIN_TICK_GAP_S = 0.2  # a flood of NOTIFYs (a bulk submit) costs at most five rounds a second
 
 # Jobs waiting to start: runnable and not yet running, whether or not a launcher has taken them
 # (a launcher takes many ahead; they are still work its nodes have to do).
@@ -288,6 +291,27 @@ class Agent:
         self.triggers = TriggerWatcher(self.site)
         threading.Thread(target=self.triggers.run, args=(stop,), name="triggers", daemon=True).start()
 
+    def start_wakeups(self, stop: threading.Event) -> threading.Event:
+        """An event set when jobs become runnable (NOTIFY) or the agent stops: a task Argo assigns to a
+        site with no launcher gets one within a tick's time, not after up to ``interval_s`` (10 s by
+        default) of waiting for the next round."""
+        wake = threading.Event()
+        listener = Listener(self.site.engine, [RUNNABLE_CHANNEL])
+
+        def listen() -> None:
+            while not stop.is_set():
+                if listener.wait(1.0):
+                    wake.set()
+            listener.close()
+
+        def on_stop() -> None:
+            stop.wait()
+            wake.set()
+
+        threading.Thread(target=listen, name="agent-listen", daemon=True).start()
+        threading.Thread(target=on_stop, name="agent-stop", daemon=True).start()
+        return wake
+
     def run(self, stop: threading.Event) -> None:
         interval = self.settings.elastic_queue.interval_s
         status_file = self.settings.logs_dir / STATUS_FILE
@@ -300,8 +324,10 @@ class Agent:
             self._unlinked = False  # done in the first tick that reaches the database
         self.start_transfers(stop)
         self.start_triggers(stop)
+        wake = self.start_wakeups(stop)
         while not stop.is_set():
             started = time.monotonic()
+            wake.clear()
             report = self.tick()
             if self.argo_sync is not None:
                 report["argo"] = dict(self.argo_sync.status)
@@ -310,7 +336,8 @@ class Agent:
             if self.triggers is not None:
                 report["triggers"] = dict(self.triggers.status)
             _write_json(status_file, report)
-            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+            stop.wait(max(0.0, MIN_TICK_GAP_S - (time.monotonic() - started)))
+            wake.wait(max(0.0, interval - (time.monotonic() - started)))
         self.status["stopped_at"] = _iso()
         _write_json(status_file, self.status)
         log.info("agent stopped")

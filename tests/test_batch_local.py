@@ -115,6 +115,35 @@ def test_the_agent_sizes_batch_jobs_to_the_backlog_and_they_finish_it(site):
     assert len(_batch_rows(site)) == 1  # no backlog, no new batch job
 
 
+def test_new_work_starts_a_launcher_at_once_not_at_the_agents_next_round(site):
+    """A job added while no launcher runs (a task Argo just assigned) wakes the agent by NOTIFY: its
+    launcher is asked for within a few seconds, not after the round of a minute set here."""
+    import threading
+
+    site.settings.elastic_queue.enabled = True
+    site.settings.elastic_queue.job_mode = "serial"
+    site.settings.elastic_queue.min_wall_min = 5
+    site.settings.elastic_queue.interval_s = 60.0
+    site.settings.elastic_queue.linger_s = 0.5
+    site.add_app("hello", "echo hello")
+    agent = Agent(site)
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: agent.status.get("last_tick"), timeout=30, what="the agent's first round")
+        time.sleep(0.5)  # that round saw no backlog; the next is a minute away
+        added = time.monotonic()
+        site.add_job("hello")
+        wait_for(lambda: _batch_rows(site), timeout=20, what="a launcher batch job for the new job")
+        assert time.monotonic() - added < 20
+        wait_for(lambda: _finished(site, 1), timeout=60, what="the job to run")
+    finally:
+        stop.set()
+        runner.join(timeout=15)
+    assert not runner.is_alive()  # a stop still ends the agent's wait at once
+
+
 def test_the_agent_retries_a_failed_submission_and_stays_consistent(site, monkeypatch):
     site.settings.elastic_queue.enabled = True
     site.settings.elastic_queue.interval_s = 0.01  # back-off of a few hundredths of a second

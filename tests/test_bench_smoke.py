@@ -22,6 +22,8 @@ NOT_RUN = {
     "simsite.py": "a module the benches import (the simulated site), not a script",
     "web_speed.py": "run by tests/test_bench_web.py, which also checks its figures are measured and skips without chromium",
     "rsync_batch.py": "run by tests/test_rsync_bed.py, beside the bed of network namespaces and sshd it needs (and skips without)",
+    "wfctask.py": "the task program bench/wfcommons_makespan.py runs (for Argo and Parsl alike), not a bench",
+    "wfcommons_side.py": "the half of bench/wfcommons_makespan.py that runs in its scratch environment (wfcommons, Parsl)",
 }
 
 # The lines each bench prints, a pattern each (a number where the figure goes).
@@ -45,6 +47,9 @@ FIGURES = {
     "launcher_throughput.py": [rf"launcher\s+{NUMBER} jobs/s", rf"raw pool\s+{NUMBER} processes/s", rf"ratio\s+{NUMBER}",
                                rf"READY->RUNNING\s+{NUMBER} ms median"],
     "stage_in.py": [rf"transfer service: {NUMBER} s \({NUMBER} files/s", rf"raw copy loop:\s+{NUMBER} s", rf"ratio service/raw: {NUMBER}x"],
+    # Its Parsl half runs only where its scratch environment already is (the smoke installs nothing).
+    "wfcommons_makespan.py": [rf"argo\s+makespan\s+{NUMBER} s\s+slots busy\s+{NUMBER}%", r"every task ran exactly once; every output intact",
+                              r"Parsl half skipped|parsl\s+makespan"],
     "trigger_latency.py": [rf"closed -> created\s.*{NUMBER}", rf"closed -> RUNNING\s.*{NUMBER}", rf"raw: closed -> event\s.*{NUMBER}"],
 }
 
