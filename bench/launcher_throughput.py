@@ -9,6 +9,9 @@ neighbour slows all three):
   from the first job taken (its first event after READY) to the last one finished (from the event log);
 - the raw baseline: as many ``true`` through a pool of threads as wide as the launcher (one per
   core), each starting a process with ``subprocess`` and waiting for it;
+- the same pool where each task also gets a new folder of its own as working directory and its
+  stdout and stderr in files there, as a launcher's jobs do: on a journaling filesystem that costs
+  about as much as starting ``true``, a floor no launcher can go under (printed beside, as a ratio too);
 - Parsl's HighThroughputExecutor with ``bash_app`` running ``true``, as many workers as the
   launcher has cores, timed from the first submission to the last result (after a warm-up batch,
   as the launcher's start is not timed either). Parsl is no dependency of the project: the bench
@@ -166,6 +169,31 @@ def raw_run(n: int, width: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def raw_files_run(n: int, width: int, folder: Path) -> float:
+    """The same pool, each task also given what a launcher must give it: its own new folder as working
+    directory and its stdout and stderr in files there. What that costs on this filesystem no launcher
+    can save; this figure shows it beside the bare one."""
+    true = shutil.which("true") or "/bin/true"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+    def one(i: int) -> None:
+        cwd = folder / str(i)
+        cwd.mkdir(parents=True)
+        out, err = os.open(cwd / "job.out", flags, 0o666), os.open(cwd / "job.err", flags, 0o666)
+        try:
+            subprocess.run([true], check=True, cwd=cwd, stdout=out, stderr=err, start_new_session=True)
+        finally:
+            os.close(out)
+            os.close(err)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(width) as pool:
+        list(pool.map(one, range(n)))
+    rate = n / (time.perf_counter() - start)
+    shutil.rmtree(folder, ignore_errors=True)
+    return rate
+
+
 def _started(site: Site) -> int:
     with site.session() as session:
         return session.execute(text("SELECT count(DISTINCT e.job_id) FROM job_events e JOIN jobs j ON j.id = e.job_id"
@@ -205,12 +233,13 @@ def median_or_dash(values: list[float], fmt: str) -> str:
     return format(statistics.median(values), fmt) if values else "-"
 
 
-def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int, first_run: int) -> None:
-    launcher_rates, raw_rates, parsl_rates = [], [], []
+def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int, first_run: int, scratch: Path) -> None:
+    launcher_rates, raw_rates, files_rates, parsl_rates = [], [], [], []
     for r in range(rounds):
         # Side by side in each round, so a noisy neighbour slows all three.
         launcher_rates.append(launcher_run(site, n, width, first_run + r))
         raw_rates.append(raw_run(n, width))
+        files_rates.append(raw_files_run(n, width, scratch / f"raw{first_run + r}"))
         line = (f"{n} jobs, round {r + 1}: launcher {launcher_rates[-1]:7.0f} jobs/s   raw pool {raw_rates[-1]:7.0f} /s   "
                 f"launcher/raw {launcher_rates[-1] / raw_rates[-1]:.2f}")  # fmt: skip
         if parsl is not None and parsl.ok:
@@ -223,6 +252,7 @@ def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int,
     print(f"{n} jobs of `true`, serial mode, {width} at a time, {rounds} round(s) (medians); load average {os.getloadavg()[0]:.2f}")
     print(f"  launcher              {statistics.median(launcher_rates):8.0f} jobs/s")
     print(f"  raw Popen pool        {statistics.median(raw_rates):8.0f} tasks/s")
+    print(f"  raw pool, own folder and output files  {statistics.median(files_rates):8.0f} tasks/s")
     if parsl is None:
         print("  Parsl HTEX bash_app   skipped (--no-parsl)")
     elif parsl.ok:
@@ -231,6 +261,8 @@ def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int,
         print(f"  Parsl HTEX bash_app   skipped: {parsl.reason}")
     print(f"  launcher/raw          {statistics.median(raw_ratio):8.2f}   (target >= 0.8)")
     print(f"  launcher/Parsl        {median_or_dash(parsl_ratio, '8.2f'):>8}")
+    files_ratio = [a / b for a, b in zip(launcher_rates, files_rates, strict=True)]
+    print(f"  launcher/(raw pool with folder and files)  {statistics.median(files_ratio):8.2f}")
     print(flush=True)
 
 
@@ -254,7 +286,7 @@ def main() -> None:
     try:
         site.add_app("true", "true")
         for index, n in enumerate(args.jobs):
-            throughput(site, parsl, n, width, args.repeat, index * args.repeat)
+            throughput(site, parsl, n, width, args.repeat, index * args.repeat, folder)
         lat = latency(site, args.latency_jobs)
         if not lat:
             print("  READY->RUNNING  none measured (no job of the launcher started within 30 s)")
