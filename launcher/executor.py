@@ -101,6 +101,8 @@ class LocalExecutor:
             self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="task")
         # Taken once (a copy per start cost more than the fork): the launcher changes its environment only before this.
         self._env_base = dict(os.environ)
+        # Every task's stdin; opened once, as subprocess.DEVNULL would open and close it at each start.
+        self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     @property
     def wakeup_fd(self) -> int:
@@ -126,7 +128,7 @@ class LocalExecutor:
             if task.key in self._running:
                 raise ValueError(f"task {task.key!r} is already running")
         started = time.time()
-        proc, error = _spawn(task, self._env_base)
+        proc, error = _spawn(task, self._env_base, self._devnull)
         if proc is None:
             with self._lock:
                 self._exits.append(TaskExit(task.key, 127, started, time.time(), error))
@@ -204,14 +206,14 @@ class LocalExecutor:
         self._by_fd.clear()
         if self._epoll is not None:
             self._epoll.close()
-        for fd in (self._wakeup_r, self._wakeup_w):
+        for fd in (self._wakeup_r, self._wakeup_w, self._devnull):
             try:
                 os.close(fd)
             except OSError:
                 pass
 
 
-def _spawn(task: Task, env_base: dict[str, str]) -> tuple[subprocess.Popen | None, str]:
+def _spawn(task: Task, env_base: dict[str, str], stdin: int) -> tuple[subprocess.Popen | None, str]:
     """Start the task's process in a session of its own; (process, "") or (None, why it could not start)."""
     out = err = -1
     try:
@@ -224,7 +226,7 @@ def _spawn(task: Task, env_base: dict[str, str]) -> tuple[subprocess.Popen | Non
         out = os.open(task.stdout, _OUTPUT_FLAGS, _OUTPUT_MODE)
         err = os.open(task.stderr, _OUTPUT_FLAGS, _OUTPUT_MODE)
         proc = subprocess.Popen(
-            task.argv, cwd=task.cwd, env={**env_base, **task.env} if task.env else env_base, stdin=subprocess.DEVNULL,
+            task.argv, cwd=task.cwd, env={**env_base, **task.env} if task.env else env_base, stdin=stdin,
             stdout=out, stderr=err, start_new_session=True, close_fds=True,
         )  # fmt: skip
         return proc, ""
