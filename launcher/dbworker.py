@@ -90,17 +90,24 @@ class DbWorker:
     # -- the loop's side -------------------------------------------------------------------------
 
     def record(self, change: Change, rescue: dict[str, Any] | None = None) -> None:
+        # Only the first change since the thread last took them wakes it: for the others it already
+        # knows a write is pending (or is writing and looks again after). Tasks ending a thousand times
+        # a second would otherwise wake it, and make it contend for the interpreter, at each one.
         with self._lock:
+            first = not (self._changes or self._fenced)
             self._changes.append(change)
             if rescue is not None:
                 self._rescues[change.job_id] = rescue
             self.dry = False
-        _poke(self._wake_w)
+        if first:
+            _poke(self._wake_w)
 
     def release(self, job_id: int) -> None:
         with self._lock:
+            first = not (self._changes or self._fenced)
             self._fenced.add(job_id)
-        _poke(self._wake_w)
+        if first:
+            _poke(self._wake_w)
 
     def ask(self, want: int, fit: store.Fit) -> None:
         with self._lock:

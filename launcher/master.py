@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from balsam.launcher import commands, lifecycle, store
-from balsam.launcher.executor import LocalExecutor, Task, TaskExit, prepare, tail
+from balsam.launcher.executor import LocalExecutor, Task, TaskExit, prepare_all, tail
 from balsam.launcher.lifecycle import HeldJob, Outcome
 from balsam.site.workdir import workdir
 from balsam.launcher.nodes import Node
@@ -143,6 +143,8 @@ class Launcher:
         self.preparer = ThreadPoolExecutor(2, thread_name_prefix="prepare")
         self.held: dict[int, HeldJob] = {}
         self.queue: list[int] = []  # held jobs waiting for resources, oldest first
+        self.argo_queued: set[int] = set()  # those of them that are Argo tasks (see _start_queued)
+        self.workflow_dirs: dict[str, str] = {}  # workflow -> its folder under the site's data
         self.running: dict[int, _Running] = {}
         self.steps: dict[int, str] = {}  # job id -> "pre" | "post" while that step runs
         # Until when (monotonic) this site holds the Argo coordinator's lease, as last read; Argo tasks
@@ -311,9 +313,8 @@ class Launcher:
         self.recent_ends.append(time.monotonic())
         self.pool.release(job_id)
         job = running.job
-        folder = self._workdir(job)
         # Only a failure's stderr is worth reading: a success costs no extra file access.
-        error_tail = ended.error or (tail(str(folder / "job.err")) if ended.return_code != 0 else "")
+        error_tail = ended.error or (tail(f"{self._workdir(job)}/job.err") if ended.return_code != 0 else "")
         outcome = lifecycle.after_run(job, ended.return_code, ended.ended - ended.started, error_tail, running.timed_out)
         if running.timed_out:
             self.counts["timed out"] += 1
@@ -323,7 +324,7 @@ class Launcher:
         if self.steps.pop(job_id, None) is None:
             return
         job = self.held[job_id]
-        error_tail = ended.error or tail(str(self._workdir(job) / f"{kind}process.err"))
+        error_tail = ended.error or tail(f"{self._workdir(job)}/{kind}process.err")
         if kind == "pre":
             outcome = lifecycle.after_pre(job, ended.return_code, error_tail)
             if outcome.next == "run":
@@ -367,6 +368,7 @@ class Launcher:
     def _accept(self, jobs: list[HeldJob], broken: list[tuple[int, str]]) -> None:
         """Jobs just acquired: their first steps, and into the queue (or straight to a step)."""
         now = time.time()
+        folders: list[str] = []
         for job_id, reason in broken:
             self.db.record(Change(job_id, [Step(S.FAILED, f"cannot build its command: {reason}")], {"launcher_id": None}))
         for job in jobs:
@@ -382,21 +384,39 @@ class Launcher:
             elif follow == "post":
                 self._start_step("post", job)
             else:
-                self._enqueue(job)
+                self._enqueue(job, folders)
+        if folders:
+            self.preparer.submit(prepare_all, folders)
 
-    def _enqueue(self, job: HeldJob) -> None:
+    def _enqueue(self, job: HeldJob, batch: list[str] | None = None) -> None:
+        """Into the queue; its folder is made off the loop, in ``batch`` (one hand-over for many) when given."""
         self.queue.append(job.id)
+        if job.argo:
+            self.argo_queued.add(job.id)
         if self.runs is self.local:  # an ensemble worker's node may not see this filesystem path the same way
             folder = self._workdir(job)
-            self.preparer.submit(prepare, str(folder), str(folder / "job.out"), str(folder / "job.err"))
+            if batch is None:
+                self.preparer.submit(prepare_all, [folder])
+            else:
+                batch.append(folder)
 
     def _start_queued(self, stop_at: float | None) -> None:
         if not self.queue:
             return
+        # Every job needs a core: with none free nothing starts, and the queue (up to MAX_QUEUE jobs)
+        # is not walked at each turn of the loop, unless Argo tasks in it may have to be let go.
+        lease_ok = self.argo_until is not None and time.monotonic() < self.argo_until
+        fence_due = bool(self.argo_queued) and not lease_ok and not self.argo_queued <= self.fenced
+        if not fence_due and (self.pool.free_cores() == 0 or self._max_jobs_reached()):
+            return
         left = None if stop_at is None else stop_at - time.monotonic()
         waiting = []
         no_room: set[tuple[int, ...]] = set()  # shapes that did not fit in this pass
-        for job_id in self.queue:
+        queue = self.queue
+        for index, job_id in enumerate(queue):
+            if not fence_due and (self.pool.free_cores() == 0 or self._max_jobs_reached()):
+                waiting.extend(queue[index:])  # nothing more can start: the rest keeps its order
+                break
             job = self.held[job_id]
             shape = (job.nodes, job.ranks_per_node, job.threads_per_rank, job.gpus_per_rank, job.node_packing_count)
             if shape in no_room:
@@ -408,7 +428,7 @@ class Launcher:
             if left is not None and job.wall_time_min is not None and job.wall_time_min * 60 > left:
                 waiting.append(job_id)  # let go at the end; another launcher may have the time
                 continue
-            if job.argo and (self.argo_until is None or time.monotonic() >= self.argo_until):
+            if job.argo and not lease_ok:
                 if job_id not in self.fenced:  # the site's lease ran out: not started here; let go of it
                     self.fenced.add(job_id)
                     self.db.release(job_id)
@@ -424,16 +444,17 @@ class Launcher:
         self.queue = waiting
 
     def _start_run(self, job: HeldJob, assignment: Assignment) -> None:
+        self.argo_queued.discard(job.id)
         folder = self._workdir(job)
         env = commands.environment(job, assignment, self.ctx)
         try:
-            argv = commands.run_argv(job, assignment, env, str(folder), self.ctx)
+            argv = commands.run_argv(job, assignment, env, folder, self.ctx)
         except (RuntimeError, ValueError) as exc:
             self.pool.release(job.id)
             steps = [Step(S.RUNNING, f"on {', '.join(assignment.hostnames)}"), Step(S.RUN_ERROR, f"cannot start: {exc}"), Step(S.FAILED, "cannot start")]
             self._record(job, Outcome(steps, {"error_tail": str(exc)}), time.time())
             return
-        task = Task(("run", job.id), argv, str(folder), env, str(folder / "job.out"), str(folder / "job.err"))
+        task = Task(("run", job.id), argv, folder, env, f"{folder}/job.out", f"{folder}/job.err")
         if self.runs is self.local:
             started = self.local.start(task)
         else:  # the node's worker in the serial ensemble
@@ -448,7 +469,7 @@ class Launcher:
         folder = self._workdir(job)
         env = {**job.environment, commands.JOB_ID_VARIABLE: str(job.id), "BALSAM_SITE": self.ctx.site_path}
         self.steps[job.id] = kind
-        self.local.start(Task((kind, job.id), list(argv or []), str(folder), env, str(folder / f"{kind}process.out"), str(folder / f"{kind}process.err")))
+        self.local.start(Task((kind, job.id), list(argv or []), folder, env, f"{folder}/{kind}process.out", f"{folder}/{kind}process.err"))
 
     def _stop_tasks(self, signum: int) -> None:
         for job_id in list(self.running):
@@ -462,8 +483,12 @@ class Launcher:
         if self.runs is not self.local:
             self.runs.close()
 
-    def _workdir(self, job: HeldJob):
-        return workdir(self.site.settings.data_dir, job.workflow, job.id)
+    def _workdir(self, job: HeldJob) -> str:
+        """The job's folder (``balsam.site.workdir``), as a string: the workflow's part is worked out once."""
+        base = self.workflow_dirs.get(job.workflow)
+        if base is None:
+            base = self.workflow_dirs[job.workflow] = str(workdir(self.site.settings.data_dir, job.workflow, 0).parent)
+        return f"{base}/{job.id}"
 
     # -- the database --------------------------------------------------------------------------
 
@@ -479,6 +504,7 @@ class Launcher:
             self.local.signal((kind, job_id), signal.SIGKILL)
         if job_id in self.queue:
             self.queue.remove(job_id)
+        self.argo_queued.discard(job_id)
         self.held.pop(job_id, None)
 
     def _finish(self, reason: str) -> None:

@@ -145,6 +145,7 @@ class NodePool:
             seen.add(n.hostname)
             self._nodes.append(_Node(n.hostname, n.cores, n.gpus, 0, 1, set(), set()))
         self._holds: dict[int, list[_Hold]] = {}
+        self._free_cores = sum(n.cores for n in self._nodes)  # kept as holds come and go: asked before each start
 
     def fits_ever(self, request: Request) -> bool:
         """Whether the request could run on this allocation if it were entirely empty."""
@@ -183,6 +184,7 @@ class NodePool:
             node.add(hold.share, -1)
             node.busy_cores -= hold.cores
             node.busy_gpus -= hold.gpus
+            self._free_cores += len(hold.cores)
 
     def idle(self) -> bool:
         return not self._holds
@@ -195,7 +197,7 @@ class NodePool:
         return sum(1 for n in self._nodes if n.empty)
 
     def free_cores(self) -> int:
-        return sum(n.cores - len(n.busy_cores) for n in self._nodes)
+        return self._free_cores
 
     def free_gpus(self) -> int:
         return sum(n.gpus - len(n.busy_gpus) for n in self._nodes)
@@ -234,6 +236,7 @@ class NodePool:
             node.add(share, 1)
             node.busy_cores |= held_cores
             node.busy_gpus |= held_gpus
+            self._free_cores -= len(held_cores)
             holds.append(_Hold(i, share, held_cores, held_gpus))
             cores[node.hostname] = given_cores
             gpus[node.hostname] = given_gpus
