@@ -138,6 +138,9 @@ class SyncEndpoint:
         bodies = [(m.seq, site_message_body(m)) for m in messages]  # malformed: BadRequest, nothing applied
         if heartbeat is not None:
             _check_heartbeat(heartbeat)
+        # All that needs no row is done before the lock: the moves checked, their event lines made.
+        # (Messages applied before are prepared too, and left out below: a resent batch is rare.)
+        prepared = taskstore.prepare_reports(site, [body for _, body in bodies if isinstance(body, Report)])
         released = False
         with self.db.session() as session:
             if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
@@ -146,21 +149,24 @@ class SyncEndpoint:
             if row is None:
                 raise NotFound(f"site {site!r} is not registered")
             new = fresh(messages, row.last_applied, f"site {site}")
-            numbers = {m.seq for m in new}
-            touched: set[int] = set()
-            spawned = [body for seq, body in bodies if seq in numbers and isinstance(body, Spawned)]
-            reports = [body for seq, body in bodies if seq in numbers and isinstance(body, Report)]
+            unseen = {id(m) for m in new}
+            is_new = [id(m) in unseen for m in messages]
+            ending: set[int] = set()
+            spawned = [body for (_, body), keep in zip(bodies, is_new) if keep and isinstance(body, Spawned)]
             if spawned:
-                touched |= self._adopt(session, site, spawned)
-            if reports:
-                self._refuse_foreign(session, site, reports)
-                applied = taskstore.apply_reports(session, site, reports)
-                touched |= applied.workflows
+                self._adopt(session, site, spawned)  # a new task is not final: no workflow ends by it
+            reports = prepared.subset([keep for (_, body), keep in zip(bodies, is_new) if isinstance(body, Report)])
+            if reports.reports:
+                try:
+                    applied = taskstore.apply_reports(session, reports)
+                except taskstore.ForeignReport as exc:
+                    raise PermissionDenied(str(exc)) from None
+                ending = applied.ended
                 released = bool(applied.released)
                 for report, why in applied.ignored:
                     if why != "a stale copy":
                         log.warning("site %s: report on task %s not applied: %s", site, report.task_id, why)
-            graph.close_workflows(session, touched)
+            graph.close_workflows(session, ending)
             if new:
                 row.last_applied = new[-1].seq
             row.last_seen_at = func.now()
@@ -177,17 +183,6 @@ class SyncEndpoint:
         if new or came_back:
             self.db.notify(place=released or came_back)
         return last, grant
-
-    @staticmethod
-    def _refuse_foreign(session: Session, site: str, reports: Sequence[Report]) -> None:
-        """A site reports only on tasks it was given: news of a task never placed there is refused
-        (the whole batch: nothing of it is applied), unlike news of its own stale copies."""
-        foreign = session.execute(
-            text("SELECT id FROM tasks WHERE id = ANY(:ids) AND NOT (coalesce(site, '') = :s OR sites_tried ? :s) ORDER BY id"),
-            {"ids": sorted({r.task_id for r in reports}), "s": site},
-        ).scalars().all()
-        if foreign:
-            raise PermissionDenied(f"site {site} reported on task(s) never assigned to it: {', '.join(foreign[:5])}")
 
     @staticmethod
     def _adopt(session: Session, site: str, spawned: Sequence[Spawned]) -> set[int]:
