@@ -76,6 +76,17 @@ class SiteRegistry:
         margin = lease_margin_s(timeout_s)
         said: list[str] = []
         with self.db.session() as session:
+            # Nearly always nothing is to be done: seen without the whole graph's lock, which would stop
+            # every workflow's writers while it is taken (the same three conditions as below).
+            if not session.scalar(text(
+                "SELECT EXISTS (SELECT 1 FROM sites WHERE status <> 'down' AND last_seen_at < now() - make_interval(secs => :t))"
+                " OR EXISTS (SELECT 1 FROM sites s WHERE status = 'up' AND coalesce(acked_at, registered_at) < now() - make_interval(secs => :t)"
+                "  AND EXISTS (SELECT 1 FROM site_outbox o WHERE o.site = s.name AND o.created_at < now() - make_interval(secs => :t)))"
+                " OR EXISTS (SELECT 1 FROM sites WHERE status = 'down' AND lease_until < now() - make_interval(secs => :m)"
+                f"  AND launchers_end < now() - make_interval(secs => :m) AND EXISTS (SELECT 1 FROM tasks t WHERE t.site = sites.name AND t.state NOT IN {FINAL}))"
+            ), {"t": timeout_s, "m": margin}):  # fmt: skip
+                return said
+        with self.db.session() as session:
             graph.lock_graph(session)
             down = session.execute(
                 text("UPDATE sites SET status = 'down' WHERE status <> 'down' AND last_seen_at < now() - make_interval(secs => :t)"

@@ -144,7 +144,9 @@ class SyncEndpoint:
         released = False
         with self.db.session() as session:
             if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
-                graph.lock_graph(session)
+                # The workflows the messages name (those applied before too: a superset is safe),
+                # before the site's row, as every writer takes its locks first.
+                graph.lock_workflows(session, prepared.workflows | {b.workflow_id for _, b in bodies if isinstance(b, Spawned)})
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered")
