@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from contextlib import nullcontext
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +40,12 @@ from balsam.wire.outbox import ENVELOPE_BYTES, MAX_BATCH, check_seq, fresh
 
 log = logging.getLogger("balsam.argo.sync")
 
+# Batches of the sites' messages applied at once, at most. Batches of different workflows need not
+# wait for each other, but each is Python work as much as the database's: with ten applying at once
+# on two cores they took the server's interpreter from its event loop (watch streams, leases) and
+# from its unary calls. The others wait here, holding no lock of the database.
+APPLYING_AT_ONCE = 2
+
 
 @dataclass(frozen=True)
 class Welcome:
@@ -52,6 +60,7 @@ class SyncEndpoint:
     def __init__(self, db: Database, lease_s: float = 60.0) -> None:
         self.db = db
         self.lease_s = lease_s
+        self._applying = threading.BoundedSemaphore(APPLYING_AT_ONCE)
         with db.session() as session:
             self.instance = session.scalar(text("SELECT instance FROM coordinator WHERE id = 1"))
 
@@ -142,7 +151,7 @@ class SyncEndpoint:
         # (Messages applied before are prepared too, and left out below: a resent batch is rare.)
         prepared = taskstore.prepare_reports(site, [body for _, body in bodies if isinstance(body, Report)])
         released = False
-        with self.db.session() as session:
+        with self._applying if messages else nullcontext(), self.db.session() as session:
             if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
                 # The workflows the messages name (those applied before too: a superset is safe),
                 # before the site's row, as every writer takes its locks first.
