@@ -40,11 +40,6 @@ from balsam.wire.outbox import ENVELOPE_BYTES, MAX_BATCH, check_seq, fresh
 
 log = logging.getLogger("balsam.argo.sync")
 
-# Batches of the sites' messages applied at once, at most. Batches of different workflows need not
-# wait for each other, but each is Python work as much as the database's: with ten applying at once
-# on two cores they took the server's interpreter from its event loop (watch streams, leases) and
-# from its unary calls. The others wait here, holding no lock of the database.
-APPLYING_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -57,10 +52,14 @@ class Welcome:
 
 
 class SyncEndpoint:
-    def __init__(self, db: Database, lease_s: float = 60.0) -> None:
+    def __init__(self, db: Database, lease_s: float = 60.0, batches_at_once: int = 2) -> None:
         self.db = db
         self.lease_s = lease_s
-        self._applying = threading.BoundedSemaphore(APPLYING_AT_ONCE)
+        # Batches of different workflows need not wait for each other, but each is Python work as much
+        # as the database's: with ten applying at once on two cores they took the server's interpreter
+        # from its event loop (watch streams, leases) and from its unary calls. The others wait here,
+        # holding no lock of the database (``coordinator.sync_batches_at_once``).
+        self._applying = threading.BoundedSemaphore(batches_at_once)
         with db.session() as session:
             self.instance = session.scalar(text("SELECT instance FROM coordinator WHERE id = 1"))
 
