@@ -1,7 +1,7 @@
 """The shell around the placement policy: a snapshot of the sites and ready tasks in, assignments out.
 
-One round, in one transaction holding the locks of the ready tasks' workflows: read the sites that are up and what is placed
-at each (grouped by shape, for the backlog), read the ready tasks, let ``balsam.argo.placement``
+One round, in one transaction holding the locks of the ready tasks' workflows: read the ready
+tasks, the sites that are up and what is placed at each (grouped by shape, for the backlog), let ``balsam.argo.placement``
 decide, then place the chosen tasks (``taskstore.place``), send each site its assignments with the
 inputs resolved to where the parents left them, and record why the others wait.
 """

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from contextlib import nullcontext
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,7 +39,6 @@ from balsam.wire.convert import Report, Spawned, site_message_body
 from balsam.wire.outbox import ENVELOPE_BYTES, MAX_BATCH, check_seq, fresh
 
 log = logging.getLogger("balsam.argo.sync")
-
 
 
 @dataclass(frozen=True)

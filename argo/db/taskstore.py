@@ -2,8 +2,8 @@
 
 Each function is one kind of move of ``balsam.states.TASK_MOVES`` (created, spawned, released,
 placed, replaced, unplaceable, killed, cancelled, reported), runs inside the caller's transaction
-(which holds the locks of the workflows it touches, ``balsam.argo.graph``), checks every move against that
-table, and writes each task's event in the same transaction: a change with no event is not
+(which holds the locks of the workflows it touches, ``balsam.argo.graph``), checks every move
+against that table, and writes each task's event in the same transaction: a change with no event is not
 possible, nor a move the table does not name (``IllegalTaskMove`` names the task, the move and both
 states). No other module writes the ``tasks`` table; a test checks that.
 
