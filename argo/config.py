@@ -129,6 +129,10 @@ class CoordinatorPolicy:
     rpc_workers: int = 16
     # Response streams (argo watch, a dashboard's feed, a site's sync) one caller may hold open at once.
     max_streams_per_caller: int = 64
+    # Sites' batches of messages applied at once (those of different workflows need not wait for each
+    # other): about the cores the server and its database have; more take the server's interpreter
+    # from its streams and calls (docs/scaling.md).
+    sync_batches_at_once: int = 2
 
     def check(self) -> None:
         for f in fields(self):

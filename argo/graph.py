@@ -1,9 +1,13 @@
-"""The global graph's lock, the numbered orders to sites, and the endings of workflows.
+"""The graph's locks, the numbered orders to sites, and the endings of workflows.
 
-Every transaction that changes tasks already in the graph takes ``lock_graph`` first. The
-coordinator's writers (site message batches, placement rounds, kills, additions) are short, and one
-lock taken first makes them queue instead of deadlocking on each other's rows. The tasks themselves
-are written by ``balsam.argo.db.taskstore`` alone.
+Every transaction that changes tasks already in the graph takes its locks first, before any row:
+``lock_workflows`` for the workflows it touches (site message batches, placement rounds, kills,
+additions, submissions: nothing a task does reaches outside its workflow, whose parents, children
+and ending are its own), or ``lock_graph`` for the whole graph (what acts on every task of a site:
+its health, its coming back from another coordinator). A workflow's lock is taken with the graph's
+lock shared, in key order, so writers of different workflows run side by side and none deadlock on
+each other: each waits only for locks taken in the same order. The tasks themselves are written by
+``balsam.argo.db.taskstore`` alone.
 """
 
 from __future__ import annotations
@@ -19,13 +23,28 @@ from balsam.protos import argo_pb2 as pb
 from balsam.wire.convert import KillOrder, kill_message
 from balsam.wire.outbox import Outbox
 
-_GRAPH_LOCK = 0xA7601
+_GRAPH_LOCK = 0xA7601  # a bigint key: its space is not the two-int keys' below
+_WORKFLOW_LOCKS = 0xA7602  # the first int of a workflow's lock; the second is its id modulo _KEYS
+_KEYS = 2**31  # two workflows 2^31 ids apart share a lock: needlessly queued, never wrong
 # Messages to each site, numbered by the site's row (``sites.last_seq``) and kept until acknowledged.
 SITE_OUTBOX = Outbox("site_outbox", "sites", key_column="site", counter_key="name")
 
 
 def lock_graph(session: Session) -> None:
+    """The whole graph, for this transaction: no workflow's writer runs beside it."""
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _GRAPH_LOCK})
+
+
+def lock_workflows(session: Session, workflow_ids: Iterable[int]) -> None:
+    """These workflows, for this transaction (the graph's lock shared, then each one's, in key order).
+
+    Take them all in one call, before any row: a second call may only add workflows newer than all
+    those held (one just made)."""
+    keys = sorted({workflow_id % _KEYS for workflow_id in workflow_ids})
+    session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _GRAPH_LOCK})
+    if keys:  # a scan of the sorted array: taken one row at a time, in its order
+        session.execute(text("SELECT count(pg_advisory_xact_lock(:kind, k)) FROM unnest(CAST(:keys AS int[])) AS k"),
+                        {"kind": _WORKFLOW_LOCKS, "keys": keys})  # fmt: skip
 
 
 def send(session: Session, site: str, messages: Sequence[pb.CoordinatorMessage]) -> None:

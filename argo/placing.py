@@ -1,7 +1,7 @@
 """The shell around the placement policy: a snapshot of the sites and ready tasks in, assignments out.
 
-One round, in one transaction under the graph lock: read the sites that are up and what is placed
-at each (grouped by shape, for the backlog), read the ready tasks, let ``balsam.argo.placement``
+One round, in one transaction holding the locks of the ready tasks' workflows: read the ready
+tasks, the sites that are up and what is placed at each (grouped by shape, for the backlog), let ``balsam.argo.placement``
 decide, then place the chosen tasks (``taskstore.place``), send each site its assignments with the
 inputs resolved to where the parents left them, and record why the others wait.
 """
@@ -32,11 +32,10 @@ class Placer:
         """Place up to ``limit`` ready tasks on the sites that are up; the number placed."""
         with self.db.session() as session:
             # Most rounds (woken by every finish and acknowledgement) find nothing to place: that is
-            # seen without the graph lock, so they do not queue behind the sites' event batches for it.
+            # seen without any lock, so they do not queue behind the sites' event batches.
             if not session.scalar(text("SELECT EXISTS (SELECT 1 FROM tasks WHERE site IS NULL AND state = 'READY')")):
                 return 0
         with self.db.session() as session:
-            graph.lock_graph(session)
             rows = session.execute(
                 text("SELECT id, workflow_id, app, pin, resources, inputs, params FROM tasks WHERE site IS NULL AND state = 'READY'"
                      " ORDER BY workflow_id, created_at, id LIMIT :n"),
@@ -44,6 +43,9 @@ class Placer:
             ).all()  # fmt: skip
             if not rows:
                 return 0
+            # The workflows of the tasks read, locked before anything is written: what changed in them
+            # meanwhile (a task killed, placed) is seen by the writes, which touch only tasks still READY.
+            graph.lock_workflows(session, {row.workflow_id for row in rows})
             sites = session.scalars(select(Site).order_by(Site.name)).all()
             result = placement.place(_ready(session, rows), _views(session, sites))
             if result.assigned:

@@ -192,7 +192,8 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     auth.ensure_owner_token(settings.data)
     # A site's lease lasts as long as it may stay silent before it is down: by the time we give up on
     # it, its launchers have stopped starting Argo tasks.
-    coordinator = Coordinator(engine, auth, lease_s=settings.coordinator.site_timeout_s)
+    coordinator = Coordinator(engine, auth, lease_s=settings.coordinator.site_timeout_s,
+                              batches_at_once=settings.coordinator.sync_batches_at_once)
     coordinator.sites.forgive_downtime()
     policy = settings.coordinator
     server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)

@@ -203,7 +203,7 @@ class SitesService:
 
             # Heartbeats alone skip the queue: each is answered at once, beside the batch being applied
             # (it touches only the site's row, and waits for no writer of the graph), so a site's lease is
-            # renewed on time however long its events wait for the graph lock.
+            # renewed on time however long its events wait for their workflows' locks.
             leases: asyncio.Queue[pb.CoordinatorEnvelope] = asyncio.Queue()
             beating: set[asyncio.Task] = set()
 
@@ -248,7 +248,7 @@ class SitesService:
                     busy = carry is not None or not inbox.empty()
                     while carry is not None or not inbox.empty():
                         # What queued while the last batch was applied is applied as one: one transaction
-                        # (and one wait for the graph lock) for many envelopes, the latest heartbeat answered.
+                        # (and one wait for the workflows' locks) for many envelopes, the latest heartbeat answered.
                         envelope, carry, end = _merged(carry, inbox)
                         if envelope is not None:
                             applying = asyncio.ensure_future(call.run(self._answer, site, envelope))

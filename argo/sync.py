@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -49,9 +51,14 @@ class Welcome:
 
 
 class SyncEndpoint:
-    def __init__(self, db: Database, lease_s: float = 60.0) -> None:
+    def __init__(self, db: Database, lease_s: float = 60.0, batches_at_once: int = 2) -> None:
         self.db = db
         self.lease_s = lease_s
+        # Batches of different workflows need not wait for each other, but each is Python work as much
+        # as the database's: with ten applying at once on two cores they took the server's interpreter
+        # from its event loop (watch streams, leases) and from its unary calls. The others wait here,
+        # holding no lock of the database (``coordinator.sync_batches_at_once``).
+        self._applying = threading.BoundedSemaphore(batches_at_once)
         with db.session() as session:
             self.instance = session.scalar(text("SELECT instance FROM coordinator WHERE id = 1"))
 
@@ -138,29 +145,37 @@ class SyncEndpoint:
         bodies = [(m.seq, site_message_body(m)) for m in messages]  # malformed: BadRequest, nothing applied
         if heartbeat is not None:
             _check_heartbeat(heartbeat)
+        # All that needs no row is done before the lock: the moves checked, their event lines made.
+        # (Messages applied before are prepared too, and left out below: a resent batch is rare.)
+        prepared = taskstore.prepare_reports(site, [body for _, body in bodies if isinstance(body, Report)])
         released = False
-        with self.db.session() as session:
+        with self._applying if messages else nullcontext(), self.db.session() as session:
             if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
-                graph.lock_graph(session)
+                # The workflows the messages name (those applied before too: a superset is safe),
+                # before the site's row, as every writer takes its locks first.
+                graph.lock_workflows(session, prepared.workflows | {b.workflow_id for _, b in bodies if isinstance(b, Spawned)})
             row = session.get(Site, site, with_for_update=True)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered")
             new = fresh(messages, row.last_applied, f"site {site}")
-            numbers = {m.seq for m in new}
-            touched: set[int] = set()
-            spawned = [body for seq, body in bodies if seq in numbers and isinstance(body, Spawned)]
-            reports = [body for seq, body in bodies if seq in numbers and isinstance(body, Report)]
+            unseen = {id(m) for m in new}
+            is_new = [id(m) in unseen for m in messages]
+            ending: set[int] = set()
+            spawned = [body for (_, body), keep in zip(bodies, is_new) if keep and isinstance(body, Spawned)]
             if spawned:
-                touched |= self._adopt(session, site, spawned)
-            if reports:
-                self._refuse_foreign(session, site, reports)
-                applied = taskstore.apply_reports(session, site, reports)
-                touched |= applied.workflows
+                self._adopt(session, site, spawned)  # a new task is not final: no workflow ends by it
+            reports = prepared.subset([keep for (_, body), keep in zip(bodies, is_new) if isinstance(body, Report)])
+            if reports.reports:
+                try:
+                    applied = taskstore.apply_reports(session, reports)
+                except taskstore.ForeignReport as exc:
+                    raise PermissionDenied(str(exc)) from None
+                ending = applied.ended
                 released = bool(applied.released)
                 for report, why in applied.ignored:
                     if why != "a stale copy":
                         log.warning("site %s: report on task %s not applied: %s", site, report.task_id, why)
-            graph.close_workflows(session, touched)
+            graph.close_workflows(session, ending)
             if new:
                 row.last_applied = new[-1].seq
             row.last_seen_at = func.now()
@@ -177,17 +192,6 @@ class SyncEndpoint:
         if new or came_back:
             self.db.notify(place=released or came_back)
         return last, grant
-
-    @staticmethod
-    def _refuse_foreign(session: Session, site: str, reports: Sequence[Report]) -> None:
-        """A site reports only on tasks it was given: news of a task never placed there is refused
-        (the whole batch: nothing of it is applied), unlike news of its own stale copies."""
-        foreign = session.execute(
-            text("SELECT id FROM tasks WHERE id = ANY(:ids) AND NOT (coalesce(site, '') = :s OR sites_tried ? :s) ORDER BY id"),
-            {"ids": sorted({r.task_id for r in reports}), "s": site},
-        ).scalars().all()
-        if foreign:
-            raise PermissionDenied(f"site {site} reported on task(s) never assigned to it: {', '.join(foreign[:5])}")
 
     @staticmethod
     def _adopt(session: Session, site: str, spawned: Sequence[Spawned]) -> set[int]:

@@ -2,7 +2,7 @@
 
 **Workflows.** Each rule owns a running workflow (named by the rule's ``workflow``, default the
 rule's name), created with the rule; a file's task is added to it through the one writer of
-tasks (``taskstore.insert``, under the graph lock), so it is placed like any other task. A
+tasks (``taskstore.insert``, under its workflow's lock), so it is placed like any other task. A
 workflow ends when no task can move any more, which happens between bursts when every task
 finished: the next file then opens a fresh workflow of the same name and the rule follows it
 (``trigger_rules.workflow_id``). ``argo trigger ls`` shows the current one.
@@ -133,11 +133,11 @@ class TriggerService:
 
     def deliver(self, watched: fswatch.WatchRule, paths: list[str]) -> int:
         with self.store.session() as session:
-            # The graph lock first, as every transaction that adds tasks takes it (one lock order).
-            graph.lock_graph(session)
             rule = session.scalar(select(TriggerRule).where(TriggerRule.id == watched.id).with_for_update())
             if rule is None:
                 return 0  # removed meanwhile
+            # Its workflow's lock before its row and its tasks (no writer of the graph waits for a rule's row).
+            graph.lock_workflows(session, [rule.workflow_id] if rule.workflow_id else [])
             new = fswatch.claim_files(session, rule.id, paths)
             if not new:
                 return 0
@@ -146,6 +146,7 @@ class TriggerService:
                 workflow = Workflow(name=rule.workflow, status="running")
                 session.add(workflow)
                 session.flush()
+                graph.lock_workflows(session, [workflow.id])  # newer than the one held: still in key order
                 rule.workflow_id = workflow.id
                 log.info("trigger rule %s: workflow %d opened", rule.name, workflow.id)
             folder = Path(rule.folder)

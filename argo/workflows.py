@@ -49,6 +49,7 @@ class WorkflowStore:
             workflow = Workflow(name=name, status="running", project=project, submitted_by=submitted_by)
             session.add(workflow)
             session.flush()
+            graph.lock_workflows(session, [workflow.id])  # nobody knows it yet, but every writer of tasks holds its workflow
             taskstore.insert(session, workflow.id, tasks, existing={})
         self.db.notify(place=True)
         return workflow.id, len(tasks)
@@ -70,8 +71,8 @@ class WorkflowStore:
 
     @staticmethod
     def _running_workflow(session: Session, workflow_id: int, refusal: str) -> Workflow:
-        """The workflow, locked with the graph; an error unless it is still running."""
-        graph.lock_graph(session)
+        """The workflow, locked; an error unless it is still running."""
+        graph.lock_workflows(session, [workflow_id])
         workflow = session.get(Workflow, workflow_id, with_for_update=True)
         if workflow is None:
             raise NotFound(f"no workflow {workflow_id}")
@@ -179,7 +180,8 @@ class WorkflowStore:
 
     def kill_task(self, task_id: str, reason: str = "killed by user") -> Task:
         with self.session() as session:
-            graph.lock_graph(session)
+            workflow_id = taskstore.workflow_of(task_id)  # None: an id of no task
+            graph.lock_workflows(session, [] if workflow_id is None else [workflow_id])
             task = session.get(Task, task_id)
             if task is None:
                 raise NotFound(f"no task {task_id!r} (task ids look like WORKFLOW/NAME, e.g. 3/produce)")
@@ -204,7 +206,7 @@ class WorkflowStore:
 
     @staticmethod
     def kill(session: Session, task_ids: Sequence[str], reason: str, move: TaskMove) -> list[taskstore.Moved]:
-        """Kill the tasks and tell their sites to kill their copies (inside the caller's graph lock)."""
+        """Kill the tasks and tell their sites to kill their copies (the caller holds their workflows' locks)."""
         killed = taskstore.kill(session, task_ids, reason, move)
         graph.kill_orders(session, ((t.site, t.id, t.attempt) for t in killed), reason)
         return killed

@@ -84,7 +84,7 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
 
     # reported: the site's job moves, mirrored; the end releases the child
     chain = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED]
-    applied = taskstore.apply_reports(session, "s1", [report("1/p", a, b) for a, b in zip(chain, chain[1:])])
+    applied = taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/p", a, b) for a, b in zip(chain, chain[1:])]))
     assert applied.released == ["1/c"] and applied.ignored == []
     assert tasks(session)["1/p"][0] == "JOB_FINISHED"
     # released: its last parent finished
@@ -93,7 +93,7 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
 
     # replaced: its site was lost, whatever the attempt had reached (RUNNING here), it waits again
     taskstore.place(session, [("1/c", "s1")])
-    taskstore.apply_reports(session, "s1", [report("1/c", a, b) for a, b in zip(chain[:5], chain[1:5])])
+    taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/c", a, b) for a, b in zip(chain[:5], chain[1:5])]))
     assert tasks(session)["1/c"][:3] == ("RUNNING", "s1", 1)
     taskstore.record_assignments(session, [("1/c", 5)])
     session.execute(text("UPDATE sites SET confirmed = 5 WHERE name = 's1'"))
@@ -104,7 +104,7 @@ def test_every_coordinator_move_is_applied_with_its_event_in_the_same_transactio
     assert tasks(session)["1/c"][:2] == ("READY", None)
     assert events(session, "1/c")[-1] == ("RUNNING", "READY", "site s1 is down")
     # ... and news of that stale copy is not the task's any more
-    stale = taskstore.apply_reports(session, "s1", [report("1/c", S.RUNNING, S.RUN_DONE)])
+    stale = taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/c", S.RUNNING, S.RUN_DONE)]))
     assert [why for _, why in stale.ignored] == ["a stale copy"] and tasks(session)["1/c"][0] == "READY"
 
     # unplaceable: it can run nowhere
@@ -142,7 +142,7 @@ def test_a_move_the_table_does_not_name_is_refused_naming_the_task_and_both_stat
     taskstore.insert(session, 1, [TaskSpec("done", "a")], existing={})
     taskstore.place(session, [("1/done", "s1")])
     chain = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED]
-    taskstore.apply_reports(session, "s1", [report("1/done", a, b) for a, b in zip(chain, chain[1:])])
+    taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/done", a, b) for a, b in zip(chain, chain[1:])]))
     session.commit()
     before = session.execute(text("SELECT count(*) FROM task_events")).scalar()
 
@@ -153,7 +153,7 @@ def test_a_move_the_table_does_not_name_is_refused_naming_the_task_and_both_stat
     assert session.execute(text("SELECT count(*) FROM task_events")).scalar() == before
 
     # A site that reports a move its own job table forbids: not applied, and said so in an event.
-    bogus = taskstore.apply_reports(session, "s1", [report("1/done", S.JOB_FINISHED, S.RUNNING)])
+    bogus = taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/done", S.JOB_FINISHED, S.RUNNING)]))
     assert bogus.ignored and "illegal move 'reported' for task 1/done: JOB_FINISHED -> RUNNING" in bogus.ignored[0][1]
     assert tasks(session)["1/done"][0] == "JOB_FINISHED"
     assert "reported an illegal move, not applied" in events(session, "1/done")[-1][2]

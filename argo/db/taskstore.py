@@ -2,8 +2,8 @@
 
 Each function is one kind of move of ``balsam.states.TASK_MOVES`` (created, spawned, released,
 placed, replaced, unplaceable, killed, cancelled, reported), runs inside the caller's transaction
-(which holds the graph lock, ``balsam.argo.graph.lock_graph``), checks every move against that
-table, and writes each task's event in the same transaction: a change with no event is not
+(which holds the locks of the workflows it touches, ``balsam.argo.graph``), checks every move
+against that table, and writes each task's event in the same transaction: a change with no event is not
 possible, nor a move the table does not name (``IllegalTaskMove`` names the task, the move and both
 states). No other module writes the ``tasks`` table; a test checks that.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from balsam.argo.db.models import FINAL
-from balsam.pgcopy import copy_rows, json_field
+from balsam.pgcopy import copy_field, copy_lines, copy_rows, json_field
 from balsam.errors import IllegalTaskMove
-from balsam.states import JobState, TaskMove, check_task_move
+from balsam.states import JobState, TaskMove, check_task_move, is_legal_task_move
 from balsam.taskspec import TaskSpec
 from balsam.wire.convert import Report, Spawned
 
@@ -311,41 +311,102 @@ def kill(session: Session, task_ids: Sequence[str], reason: str, move: TaskMove 
 class Applied:
     """What a batch of a site's reports changed."""
 
-    workflows: set[int]
+    workflows: set[int]  # every workflow with a task moved
     released: list[str]
     ignored: list[tuple[Report, str]]  # reports that were not applied, and why
+    ended: set[int] = field(default_factory=set)  # the workflows with a task that reached a final state: the only ones that may end
 
 
-def apply_reports(session: Session, site: str, reports: Sequence[Report]) -> Applied:
+@dataclass(frozen=True)
+class Prepared:
+    """A batch of a site's reports, with all that needs no row done before the caller takes its locks:
+    each move checked against the job table (each distinct pair once) and its event line formatted."""
+
+    site: str
+    reports: Sequence[Report]
+    illegal: Sequence[str | None]  # per report: why its move is not allowed, or None
+    lines: Sequence[str | None]  # per report: its event's COPY line, or None (a task id of no workflow: never a task)
+    workflows: frozenset[int]  # the workflows the reports name (by their task ids): the ones to lock
+
+    def subset(self, keep: Sequence[bool]) -> Prepared:
+        """Only the reports where ``keep`` (one flag a report) is true."""
+        if all(keep):
+            return self
+        chosen = [i for i, k in enumerate(keep) if k]
+        return Prepared(self.site, [self.reports[i] for i in chosen], [self.illegal[i] for i in chosen], [self.lines[i] for i in chosen],
+                        frozenset(w for i in chosen if (w := workflow_of(self.reports[i].task_id)) is not None))  # fmt: skip
+
+
+def workflow_of(task_id: str) -> int | None:
+    """The workflow a task id names ("WORKFLOW/NAME", as every task's id is made), or None."""
+    prefix, sep, _ = task_id.partition("/")
+    return int(prefix) if sep and prefix.isdigit() and len(prefix) < 19 else None
+
+
+def prepare_reports(site: str, reports: Sequence[Report]) -> Prepared:
+    legality: dict[tuple[JobState, JobState], str | None] = {}
+    illegal: list[str | None] = []
+    lines: list[str | None] = []
+    workflows: set[int] = set()
+    quoted_site = copy_field(site)
+    for report in reports:
+        pair = (report.from_state, report.to_state)
+        if pair not in legality:
+            legality[pair] = None if is_legal_task_move(M.REPORTED, *pair) else "illegal"
+        why = legality[pair]
+        if why is not None:  # named per task, as IllegalTaskMove does
+            try:
+                check_task_move(report.task_id, M.REPORTED, *pair)
+            except IllegalTaskMove as exc:
+                why = str(exc)
+        illegal.append(why)
+        workflow = workflow_of(report.task_id)
+        if workflow is None:
+            lines.append(None)
+            continue
+        workflows.add(workflow)
+        at = report.at.isoformat() if report.at else "now"
+        lines.append("\t".join((copy_field(report.task_id), str(workflow), quoted_site, report.from_state.value, report.to_state.value,
+                                at, copy_field(report.message), str(report.attempt), M.REPORTED.value)) + "\n")  # fmt: skip
+    return Prepared(site, reports, illegal, lines, frozenset(workflows))
+
+
+def apply_reports(session: Session, prepared: Prepared) -> Applied:
     """Mirror the moves a site reports of its jobs onto their tasks, for the tasks' current attempts.
 
     Reports of stale copies (the task was placed again elsewhere, or killed) are not the task's news
     and are left out; so is a move the job table does not allow (a site's bug), with an event saying
-    so. Reports on tasks never placed at the site are refused by the caller before this runs."""
+    so. News of a task never placed at the site refuses the whole batch (``ForeignReport``), before
+    anything is written. The caller holds the locks of ``prepared.workflows``."""
+    site, reports = prepared.site, prepared.reports
     ids = sorted({r.task_id for r in reports})
-    tasks = {t.id: t for t in session.execute(
-        text("SELECT id, workflow_id, site, attempt, state FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"), {"ids": ids}
-    )}  # fmt: skip
-    state = {task_id: t.state for task_id, t in tasks.items()}
+    rows = session.execute(
+        text("SELECT id, workflow_id, site, attempt, state, coalesce(coalesce(site, '') = :s OR sites_tried ? :s, true) AS ours"
+             " FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"), {"ids": ids, "s": site}
+    ).all()  # fmt: skip
+    foreign = [t.id for t in rows if not t.ours]
+    if foreign:
+        raise ForeignReport(site, foreign)
+    tasks = {t.id: t for t in rows}
+    state = {t.id: t.state for t in rows}
     updates: dict[str, tuple[str, int, int | None, str]] = {}
     located: dict[str, dict[str, Any]] = {}
-    events, finished, ended, ignored, illegal = [], [], [], [], []
-    for report in reports:
+    lines: list[str] = []
+    finished, ended, ignored, illegal = [], [], [], []
+    for report, why, line in zip(reports, prepared.illegal, prepared.lines):
         task = tasks.get(report.task_id)
         if task is None or task.site != site or task.attempt != report.attempt or state[task.id] == S.USER_KILLED:
             ignored.append((report, "a stale copy"))
             continue
         old, new = state[task.id], report.to_state.value
-        try:
-            check_task_move(task.id, M.REPORTED, report.from_state, report.to_state)
-        except IllegalTaskMove as exc:
-            ignored.append((report, str(exc)))
-            illegal.append((task.id, task.workflow_id, site, old, old, None, f"site {site} reported an illegal move, not applied: {exc}",
+        if why is not None:
+            ignored.append((report, why))
+            illegal.append((task.id, task.workflow_id, site, old, old, None, f"site {site} reported an illegal move, not applied: {why}",
                             task.attempt))  # fmt: skip
             continue
         state[task.id] = new
         updates[task.id] = (new, report.job_id, report.return_code, report.message)
-        events.append((task.id, task.workflow_id, site, report.from_state.value, new, report.at, report.message, task.attempt))
+        lines.append(line)  # its workflow is the task's: the id says so
         if new == S.JOB_FINISHED and old != S.JOB_FINISHED:
             finished.append(task.id)
             if report.outputs:
@@ -357,25 +418,28 @@ def apply_reports(session: Session, site: str, reports: Sequence[Report]) -> App
         session.execute(
             text(
                 "UPDATE tasks SET state = v.state, site_job_id = nullif(v.job, 0), return_code = coalesce(v.rc, tasks.return_code),"
-                " message = v.msg, updated_at = now()"
+                " message = v.msg, output_locations = coalesce(v.loc, tasks.output_locations), updated_at = now()"
                 " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:states AS text[])) AS state,"
-                "  unnest(CAST(:jobs AS bigint[])) AS job, unnest(CAST(:rcs AS int[])) AS rc, unnest(CAST(:msgs AS text[])) AS msg) v"
+                "  unnest(CAST(:jobs AS bigint[])) AS job, unnest(CAST(:rcs AS int[])) AS rc, unnest(CAST(:msgs AS text[])) AS msg,"
+                "  unnest(CAST(:locs AS jsonb[])) AS loc) v"
                 " WHERE tasks.id = v.id"
             ),
             {"ids": keys, "states": [updates[k][0] for k in keys], "jobs": [updates[k][1] for k in keys],
-             "rcs": [updates[k][2] for k in keys], "msgs": [updates[k][3] for k in keys]},
+             "rcs": [updates[k][2] for k in keys], "msgs": [updates[k][3] for k in keys],
+             "locs": [json.dumps(located[k]) if k in located else None for k in keys]},
         )  # fmt: skip
-    _events(session, M.REPORTED, events)
+    if lines:
+        copy_lines(session, "task_events", EVENT_COLUMNS, lines)
     _events(session, ILLEGAL, illegal)
-    if located:
-        keys = sorted(located)
-        session.execute(
-            text(
-                "UPDATE tasks SET output_locations = v.loc FROM (SELECT unnest(CAST(:ids AS text[])) AS id,"
-                " unnest(CAST(:locs AS jsonb[])) AS loc) v WHERE tasks.id = v.id"
-            ),
-            {"ids": keys, "locs": [json.dumps(located[k]) for k in keys]},
-        )
+    # Only a final move can release children or end a workflow: a batch of none (RUNNING, RUN_DONE, ...) skips both.
     released = release_children(session, finished)
     block_descendants(session, ended)
-    return Applied({tasks[k].workflow_id for k in updates}, released, ignored)
+    return Applied({tasks[k].workflow_id for k in updates}, released, ignored, {tasks[k].workflow_id for k in finished + ended})
+
+
+class ForeignReport(Exception):
+    """A site reported on tasks never placed there (the caller refuses its whole batch)."""
+
+    def __init__(self, site: str, task_ids: Sequence[str]) -> None:
+        super().__init__(f"site {site} reported on task(s) never assigned to it: {', '.join(task_ids[:5])}")
+        self.task_ids = list(task_ids)
