@@ -22,7 +22,8 @@ depends_on = None
 # commits after this check would leave its events behind only if a client wrote events for it
 # without holding its row, which jobstore never does (it locks the rows it moves).
 CHECK_FUNCTION = """
-CREATE FUNCTION job_events_check_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION job_events_check_jobs() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
     orphan bigint;
 BEGIN
@@ -40,8 +41,11 @@ CREATE TRIGGER job_events_check_jobs AFTER INSERT ON job_events
 REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION job_events_check_jobs()
 """
 # What ON DELETE CASCADE did: a removed job takes its events with it, one DELETE per statement.
+# Both functions run as the schema's owner, as a foreign key's checks and actions do: a
+# collaborator may remove jobs but has no DELETE on job_events (balsam.site.access).
 CASCADE_FUNCTION = """
-CREATE FUNCTION jobs_remove_events() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION jobs_remove_events() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
     DELETE FROM job_events e USING removed_jobs r WHERE e.job_id = r.id;
     RETURN NULL;
