@@ -12,7 +12,7 @@ import difflib
 import graphlib
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,17 +272,15 @@ class Request:
         self.shapes_checked = shapes_checked  # the specs' own fields passed spec_from_dict or check_shape
         self.sources = sources  # where each mapping came from, for errors; "item N" when not given
         self.progress = progress  # told (drawn, total) every PROGRESS_EVERY jobs and at the last
-        self.names: dict[str, int | None] = {}
+        # What is not a mapping, or a field of the wrong type, is left out here; the item's own
+        # checks refuse it when it is drawn.
+        def given(item: Any, key: str) -> Any:
+            return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
+
+        self.names = name_index(given(item, "name") for item in items)
         parent_ids: set[int] = set()
-        for i, item in enumerate(items):
-            # What is not a mapping, or a field of the wrong type, is left out here; the item's own
-            # checks refuse it when it is drawn.
-            if isinstance(item, dict):
-                name, parents = item.get("name"), item.get("parents")
-            else:
-                name, parents = getattr(item, "name", None), getattr(item, "parents", None)
-            if isinstance(name, str) and name:
-                self.names[name] = None if name in self.names else i
+        for item in items:
+            parents = given(item, "parents")
             if isinstance(parents, list):
                 parent_ids.update(p for p in parents if type(p) is int and _BIGINT_MIN <= p <= _BIGINT_MAX)
         self.parent_ids = sorted(parent_ids)
@@ -320,10 +318,15 @@ _BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
 
 def batch_name_index(specs: list[JobSpec]) -> dict[str, int | None]:
     """Name -> position in the batch; None marks a name that several jobs share."""
+    return name_index(spec.name for spec in specs)
+
+
+def name_index(names: Iterable[Any]) -> dict[str, int | None]:
+    """Like ``batch_name_index``, over the names as given (what is not a non-empty text is no name)."""
     index: dict[str, int | None] = {}
-    for i, spec in enumerate(specs):
-        if spec.name:
-            index[spec.name] = None if spec.name in index else i
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name:
+            index[name] = None if name in index else i
     return index
 
 
