@@ -26,10 +26,12 @@ from balsam.site.api import Site
 from balsam.site.postgres import EmbeddedPostgres
 
 ARGO = [sys.executable, "-m", "balsam.argo.cli"]
-# Every run of the app appends "SITE TASK" to one log shared by all sites: how tests count runs.
+# Every run of the app appends "SITE TASK" to one log shared by all sites, as it starts (closed at
+# once: an unclosed file is written only when the process ends): how tests count runs.
 RUN_APP = (
     f"{shlex.quote(sys.executable)} -c 'import sys, time, os; "
-    "open(sys.argv[1], \"a\").write(os.environ[\"BALSAM_SITE_NAME\"] + \" \" + sys.argv[2] + \"\\n\"); time.sleep(float(sys.argv[3]))'"
+    "log = open(sys.argv[1], \"a\"); log.write(os.environ[\"BALSAM_SITE_NAME\"] + \" \" + sys.argv[2] + \"\\n\"); log.close();"
+    " time.sleep(float(sys.argv[3]))'"
     " {log} {task} {seconds}"
 )
 
@@ -190,15 +192,22 @@ class TcpProxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(16)
-        self._listener = listener
+        with self._lock:
+            self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener:
-            listener.close()
         with self._lock:
+            listener, self._listener = self._listener, None
             conns, self._conns = self._conns, []
+        if listener:
+            # close() alone does not wake a thread blocked in accept(): that thread would go on
+            # accepting the site's reconnection, and the cut would not cut. shutdown() wakes it.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
         for conn in conns:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -218,6 +227,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # accepted as the cut came: it is cut too
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
