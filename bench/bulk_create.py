@@ -25,6 +25,9 @@ from pathlib import Path
 from balsam.site import Site
 from balsam.site.postgres import EmbeddedPostgres
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cputime import server_cpu_s  # noqa: E402
+
 APP = "noop"
 
 
@@ -61,27 +64,6 @@ def create_run(site: Site, n: int, run: int) -> tuple[float, float, float]:
     ]  # fmt: skip
     site.add_jobs(second)
     return time.perf_counter() - start, time.process_time() - client, server_cpu_s(site) - server
-
-
-def server_cpu_s(site: Site) -> float:
-    """CPU seconds used so far by the site's PostgreSQL server and the backends it forked.
-
-    On a shared, loaded machine the wall time of a run depends on what else runs; CPU time much
-    less, so the split between Python and the server is printed beside the wall time.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def used(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            return 0.0  # a backend that ended between two reads
-        # utime + stime of the process, and of its children it has waited for (ended backends)
-        return sum(int(f) for f in fields[11:15]) / tick + sum(used(c) for c in children)
-
-    postmaster = int((site.settings.db_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    return used(postmaster)
 
 
 def timed(fn, repeat: int) -> tuple[list[float], object]:

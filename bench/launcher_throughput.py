@@ -32,6 +32,7 @@ under 100 ms from READY to RUNNING.
 from __future__ import annotations
 
 import argparse
+import resource
 import json
 import os
 import shutil
@@ -42,12 +43,16 @@ import tempfile
 import time
 import venv
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
 
 from balsam.site import Site
 from balsam.site.postgres import EmbeddedPostgres
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cputime import run_measured, server_cpu_s  # noqa: E402
 
 PARSL_REQUIREMENT = "parsl>=2024.1"
 PARSL_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balsam-bench" / "parsl-venv"
@@ -137,14 +142,31 @@ def balsam() -> str:
     return str(Path(sys.executable).with_name("balsam"))
 
 
-def launcher_run(site: Site, n: int, width: int, run: int) -> float:
+@dataclass
+class Run:
+    """One run's rate, and the CPU it used per task (ms): the process(es) running the tasks, the
+    tasks themselves, and (the launcher's) the database server; and its writes to the database per job."""
+
+    rate: float
+    own_ms: float
+    tasks_ms: float
+    server_ms: float = 0.0
+    updates: float = 0.0  # row updates of the jobs table
+    events: float = 0.0  # rows added to job_events
+
+
+def launcher_run(site: Site, n: int, width: int, run: int) -> Run:
     """Jobs per second through one serial-mode launcher."""
     site.add_jobs([{"app": "true", "workflow": f"run{run}", "node_packing_count": width} for _ in range(n)])
     env = {**os.environ, "BALSAM_SITE": str(site.settings.path)}
-    subprocess.run(
-        [balsam(), "launcher", "--job-mode", "serial", "--until-idle", "--workflow", f"run{run}"],
-        env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    before = table_writes(site)
+    server = server_cpu_s(site)
+    code, own, tasks = run_measured([balsam(), "launcher", "--job-mode", "serial", "--until-idle", "--workflow", f"run{run}"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = server_cpu_s(site) - server
+    if code != 0:
+        raise SystemExit(f"the launcher exited {code}")
+    updates, events = (after - was for after, was in zip(table_writes(site, at_least=(before[0] + 2 * n, before[1] + 7 * n)), before))
     with site.session() as session:
         first, last, finished = session.execute(
             text(
@@ -157,16 +179,41 @@ def launcher_run(site: Site, n: int, width: int, run: int) -> float:
         ).one()
     if finished != n:
         raise SystemExit(f"only {finished} of {n} jobs finished")
-    return n / (last - first).total_seconds()
+    ms = 1000 / n
+    return Run(n / (last - first).total_seconds(), own * ms, tasks * ms, server * ms, updates / n, events / n)
 
 
-def raw_run(n: int, width: int) -> float:
+def table_writes(site: Site, at_least: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """(row updates of jobs, rows inserted into job_events) so far, by the server's statistics. A
+    backend reports its counts when it ends or within a second: wait (up to 5 s) for ``at_least``."""
+    deadline = time.monotonic() + 5
+    while True:
+        with site.session() as session:
+            session.execute(text("SELECT pg_stat_clear_snapshot()"))
+            counts = session.execute(text(
+                "SELECT (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'jobs'),"
+                " (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'job_events')"
+            )).one()  # fmt: skip
+        if (counts[0] >= at_least[0] and counts[1] >= at_least[1]) or time.monotonic() > deadline:
+            return counts[0], counts[1]
+        time.sleep(0.1)
+
+
+def raw_run(n: int, width: int) -> Run:
     """Processes per second through a bare pool of ``width`` threads."""
     true = shutil.which("true") or "/bin/true"
+    own, tasks = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with ThreadPoolExecutor(width) as pool:
         list(pool.map(lambda _: subprocess.run([true], check=True), range(n)))
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    own_after, tasks_after = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    ms = 1000 / n
+    return Run(rate, (cpu(own_after) - cpu(own)) * ms, (cpu(tasks_after) - cpu(tasks)) * ms)
+
+
+def cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
 
 
 def raw_files_run(n: int, width: int, folder: Path) -> float:
@@ -235,10 +282,13 @@ def median_or_dash(values: list[float], fmt: str) -> str:
 
 def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int, first_run: int, scratch: Path) -> None:
     launcher_rates, raw_rates, files_rates, parsl_rates = [], [], [], []
+    launcher_runs, raw_runs = [], []
     for r in range(rounds):
         # Side by side in each round, so a noisy neighbour slows all three.
-        launcher_rates.append(launcher_run(site, n, width, first_run + r))
-        raw_rates.append(raw_run(n, width))
+        launcher_runs.append(launcher_run(site, n, width, first_run + r))
+        raw_runs.append(raw_run(n, width))
+        launcher_rates.append(launcher_runs[-1].rate)
+        raw_rates.append(raw_runs[-1].rate)
         files_rates.append(raw_files_run(n, width, scratch / f"raw{first_run + r}"))
         line = (f"{n} jobs, round {r + 1}: launcher {launcher_rates[-1]:7.0f} jobs/s   raw pool {raw_rates[-1]:7.0f} /s   "
                 f"launcher/raw {launcher_rates[-1] / raw_rates[-1]:.2f}")  # fmt: skip
@@ -263,6 +313,12 @@ def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int,
     print(f"  launcher/Parsl        {median_or_dash(parsl_ratio, '8.2f'):>8}")
     files_ratio = [a / b for a, b in zip(launcher_rates, files_rates, strict=True)]
     print(f"  launcher/(raw pool with folder and files)  {statistics.median(files_ratio):8.2f}")
+    med = statistics.median
+    print(f"  CPU per job, launcher: {med(x.own_ms for x in launcher_runs):.3f} ms itself, {med(x.server_ms for x in launcher_runs):.3f} ms"
+          f" its database server, {med(x.tasks_ms for x in launcher_runs):.3f} ms the tasks")
+    print(f"  CPU per task, raw pool: {med(x.own_ms for x in raw_runs):.3f} ms itself, {med(x.tasks_ms for x in raw_runs):.3f} ms the tasks")
+    print(f"  database writes per job: {med(x.updates for x in launcher_runs):.2f} row updates of jobs,"
+          f" {med(x.events for x in launcher_runs):.2f} events")
     print(flush=True)
 
 

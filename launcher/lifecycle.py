@@ -26,7 +26,7 @@ class HeldJob:
     id: int
     name: str
     workflow: str
-    state: JobState  # as the launcher last wrote it
+    state: JobState  # as the launcher knows it: written, or among ``unwritten``
     app_name: str
     command: list[str]  # the app's template, filled in
     environment: dict[str, str]
@@ -48,6 +48,9 @@ class HeldJob:
     params: dict[str, Any] = field(default_factory=dict)
     launch: str = "mpi"  # the app's: "script" runs the command once, which starts its own ranks
     argo: bool = False  # an Argo task: it starts only while the site holds the coordinator's lease
+    # Steps taken but not handed to the database yet (a queued job's way to PREPROCESSED): they go
+    # with the job's next change, its start, so that the row is written once for both.
+    unwritten: list[Step] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -338,7 +338,8 @@ class Launcher:
     def _record(self, job: HeldJob, outcome: Outcome, at: float, keep: bool = False) -> None:
         """Queue the outcome's transitions for the next write, and do what follows."""
         moment = datetime.fromtimestamp(at, UTC)
-        steps = [Step(s.state, s.message, s.at or moment) for s in outcome.steps]
+        steps = job.unwritten + [Step(s.state, s.message, s.at or moment) for s in outcome.steps]
+        job.unwritten = []
         final = steps[-1].state if steps else job.state
         release = not keep and outcome.next in ("release", "rescue")
         fields = dict(outcome.fields)
@@ -377,7 +378,12 @@ class Launcher:
             if follow == "finish":
                 self._record(job, Outcome(lifecycle.finishing_steps(job, "")), now)
                 continue
-            if steps:
+            if steps and follow == "run":
+                # Written with its start, in the same change: one update of its row instead of two.
+                moment = datetime.fromtimestamp(now, UTC)
+                job.unwritten = [Step(s.state, s.message, s.at or moment) for s in steps]
+                job.state = steps[-1].state
+            elif steps:
                 self._record(job, Outcome(steps, next="keep"), now, keep=True)
             if follow == "pre":
                 self._start_step("pre", job)

@@ -341,3 +341,36 @@ def test_an_idle_launcher_lingers_for_work_that_comes_soon_then_exits(site, tmp_
     listed = json.loads(balsam("job ls --json").out)["jobs"]
     assert all(j["started_at"] and j["ended_at"] and j["started_at"] <= j["ended_at"] for j in listed)
     assert listed[0]["ended_at"] < listed[1]["started_at"]
+
+
+def test_a_job_that_waits_in_the_launchers_queue_is_written_once_on_its_way_to_running(site, tmp_path):
+    """Its steps to PREPROCESSED are taken when it is acquired but written with its start: one update
+    of its row fewer (acquired, started, ended: three in all), and its history still says when each
+    step happened. Before, each queued job's row was also written when it entered the queue."""
+    site.add_app("nap", "sleep 0.2")
+    jobs = site.add_jobs([{"app": "nap", "node_packing_count": 1} for _ in range(12)])
+    with site.session() as session:
+        session.execute(text("SELECT pg_stat_reset()"))
+    result = run_launcher(site, "--job-mode", "serial", "--until-idle", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert site.count_jobs() == {"JOB_FINISHED": 12}
+
+    order = ["READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_DONE", "POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"]
+    waits = []
+    for job_id in jobs:
+        history = [e for e in site.history(job_id) if e.from_state != e.to_state]
+        assert [e.to_state for e in history] == order, f"job {job_id}: every step, in order"
+        times = [e.timestamp for e in history]
+        assert times == sorted(times), f"job {job_id}: its steps' times are when they happened, in order"
+        waits.append((times[3] - times[2]).total_seconds())  # from PREPROCESSED (taken) to RUNNING (started)
+    assert max(waits) >= 0.2, "the last jobs waited in the queue, and their history says so"
+
+    deadline = time.monotonic() + 10
+    while True:  # the launcher's backends report their counts as they exit
+        with site.session() as session:
+            session.execute(text("SELECT pg_stat_clear_snapshot()"))
+            updates = session.execute(text("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'jobs'")).scalar_one()
+        if updates >= 3 * len(jobs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert updates == 3 * len(jobs), f"{updates} updates of the jobs table for {len(jobs)} jobs: three each (taken, started, ended)"
