@@ -20,7 +20,9 @@ neighbour slows all three):
   when it cannot be installed within a minute; ``--no-parsl`` skips it always.
 
 Both ratios are printed, launcher/raw and launcher/Parsl (medians over the rounds of the ratio in
-each round).
+each round). Beside them, what a load-independent reading needs: the CPU each part used per job (the
+launcher process, its database server, the tasks; the raw pool's own process and tasks), and the
+launcher's writes per job (row updates of ``jobs`` by the server's statistics, events in the log).
 
 Latency: an idle launcher is waiting; jobs are added one at a time, and the time from each one's
 READY event to its RUNNING event is measured (medians quoted).
@@ -152,27 +154,28 @@ class Run:
     tasks_ms: float
     server_ms: float = 0.0
     updates: float = 0.0  # row updates of the jobs table
-    events: float = 0.0  # rows added to job_events
+    events: float = 0.0  # rows added to job_events (after the one that made it READY)
 
 
 def launcher_run(site: Site, n: int, width: int, run: int) -> Run:
     """Jobs per second through one serial-mode launcher."""
     site.add_jobs([{"app": "true", "workflow": f"run{run}", "node_packing_count": width} for _ in range(n)])
     env = {**os.environ, "BALSAM_SITE": str(site.settings.path)}
-    before = table_writes(site)
+    before = updates_of_jobs(site)
     server = server_cpu_s(site)
     code, own, tasks = run_measured([balsam(), "launcher", "--job-mode", "serial", "--until-idle", "--workflow", f"run{run}"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server = server_cpu_s(site) - server
     if code != 0:
         raise SystemExit(f"the launcher exited {code}")
-    updates, events = (after - was for after, was in zip(table_writes(site, at_least=(before[0] + 2 * n, before[1] + 7 * n)), before))
+    updates = updates_of_jobs(site, at_least=before + 2 * n) - before
     with site.session() as session:
-        first, last, finished = session.execute(
+        first, last, finished, events = session.execute(
             text(
                 "SELECT min(e.timestamp) FILTER (WHERE e.from_state = 'READY'), "
                 "max(e.timestamp) FILTER (WHERE e.to_state = 'JOB_FINISHED'), "
-                "count(*) FILTER (WHERE e.to_state = 'JOB_FINISHED') "
+                "count(*) FILTER (WHERE e.to_state = 'JOB_FINISHED'), "
+                "count(*) FILTER (WHERE e.from_state <> 'CREATED') "
                 "FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.workflow = :w"
             ),
             {"w": f"run{run}"},
@@ -183,19 +186,16 @@ def launcher_run(site: Site, n: int, width: int, run: int) -> Run:
     return Run(n / (last - first).total_seconds(), own * ms, tasks * ms, server * ms, updates / n, events / n)
 
 
-def table_writes(site: Site, at_least: tuple[int, int] = (0, 0)) -> tuple[int, int]:
-    """(row updates of jobs, rows inserted into job_events) so far, by the server's statistics. A
-    backend reports its counts when it ends or within a second: wait (up to 5 s) for ``at_least``."""
+def updates_of_jobs(site: Site, at_least: int = 0) -> int:
+    """Row updates of the jobs table so far, by the server's statistics. A backend reports its counts
+    when it ends or within a second: wait (up to 5 s) for ``at_least``."""
     deadline = time.monotonic() + 5
     while True:
         with site.session() as session:
             session.execute(text("SELECT pg_stat_clear_snapshot()"))
-            counts = session.execute(text(
-                "SELECT (SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'jobs'),"
-                " (SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'job_events')"
-            )).one()  # fmt: skip
-        if (counts[0] >= at_least[0] and counts[1] >= at_least[1]) or time.monotonic() > deadline:
-            return counts[0], counts[1]
+            count = session.execute(text("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'jobs'")).scalar_one()
+        if count >= at_least or time.monotonic() > deadline:
+            return count
         time.sleep(0.1)
 
 
