@@ -5,7 +5,11 @@ jobs it may not start (``release``), says how many more it wants (``ask``) and r
 transaction brought (``take``). This thread does the rest, one transaction at a time, each holding
 everything recorded since the last one began (group commit): when tasks end often, one commit carries
 many; when they end seldom, each end is written at once. A commit is at most one every
-``flush_seconds``, so the database is not asked for thousands a second.
+``flush_seconds``, so the database is not asked for thousands a second; while commits carry many
+changes each (``BUSY_BATCH``: jobs end by the hundred a second) at most one every
+``busy_flush_seconds``: each commit has a fixed cost (a WAL flush, some eight statements) that larger
+batches share, and a job's end then reaches the database a fraction of a second later, where a
+single dependent job (a chain: small batches) still sees its parent's end at once.
 
 Each transaction writes the changes, lets go of released jobs, reads the site's Argo lease, and, when
 due, looks for jobs users killed (every ``poll_seconds``), takes back the jobs of lost launchers
@@ -43,6 +47,7 @@ from balsam.site.db.notify import RUNNABLE_CHANNEL, Listener
 log = logging.getLogger("balsam.launcher")
 DB_ERRORS = (OperationalError, DBAPIError, psycopg2.Error)
 FINAL_ATTEMPTS = 30  # at the end, tries to write what is left before leaving it in the journal
+BUSY_BATCH = 32  # changes in the last commit from which the next waits busy_flush_s
 
 
 @dataclass
@@ -62,10 +67,11 @@ class Result:
 
 class DbWorker:
     def __init__(self, site: Site, launcher_id: int, fit: store.Fit, *, lease_s: float, heartbeat_s: float, poll_s: float,
-                 flush_s: float, on_result: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 flush_s: float, busy_flush_s: float | None = None, on_result: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.site = site
         self.id = launcher_id
         self.lease_s, self.heartbeat_s, self.poll_s, self.flush_s = lease_s, heartbeat_s, poll_s, flush_s
+        self.busy_flush_s = flush_s if busy_flush_s is None else max(flush_s, busy_flush_s)
         self.journal = journal.Journal(journal.journal_path(site.settings.logs_dir, launcher_id))
         self.listener = Listener(site.engine, [RUNNABLE_CHANNEL])
         self.too_big_noted: set[int] = set()
@@ -144,6 +150,7 @@ class DbWorker:
     def _run(self) -> None:
         next_poll = next_scan = next_beat = 0.0
         last_commit = -1e9
+        flush_s = self.flush_s  # the least time from one commit to the next: longer while batches are large
         while True:
             now = time.monotonic()
             with self._lock:
@@ -158,9 +165,9 @@ class DbWorker:
                 self._sleep(self.outage.next_try - now, listen=False)
                 continue
             due_poll, due_scan, due_beat = now >= next_poll, now >= next_scan, now >= next_beat
-            write_due = pending and now - last_commit >= self.flush_s
+            write_due = pending and now - last_commit >= flush_s
             if not (write_due or want or due_poll or due_scan or due_beat):
-                deadlines = [next_poll, next_scan, next_beat] + ([last_commit + self.flush_s] if pending else [])
+                deadlines = [next_poll, next_scan, next_beat] + ([last_commit + flush_s] if pending else [])
                 if self._sleep(min(deadlines) - now, listen=True):
                     with self._lock:
                         self._woken = True
@@ -179,6 +186,7 @@ class DbWorker:
                 self._failed(now, exc, changes, rescues, fenced)
                 continue
             last_commit = now
+            flush_s = self.busy_flush_s if len(changes) >= BUSY_BATCH else self.flush_s
             if due_poll:
                 next_poll = now + self.poll_s
             if due_scan:

@@ -60,6 +60,7 @@ class LauncherConfig:
     lease_seconds: float = 60.0
     batch_job_id: int | None = None  # the site's batch job this launcher runs in, if any
     flush_seconds: float = 0.02  # at most one commit this often; a change after a quiet while is written at once
+    busy_flush_seconds: float = 0.1  # at most one this often while commits carry many changes (dbworker.BUSY_BATCH)
     poll_seconds: float = 1.0  # look for work and kills this often even without a NOTIFY
     progress_seconds: float = 30.0  # a progress line in the log this often (done, failed, running, rate)
 
@@ -179,7 +180,7 @@ class Launcher:
         )  # fmt: skip
         cfg = self.config
         self.db = db = DbWorker(self.site, self.id, self.fit, lease_s=cfg.lease_seconds, heartbeat_s=cfg.heartbeat_seconds,
-                                poll_s=cfg.poll_seconds, flush_s=cfg.flush_seconds)  # fmt: skip
+                                poll_s=cfg.poll_seconds, flush_s=cfg.flush_seconds, busy_flush_s=cfg.busy_flush_seconds)  # fmt: skip
         try:
             while True:
                 now = time.monotonic()
