@@ -55,23 +55,32 @@ from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
 from balsam.wire.channel import OPTIONS, bearer
 
-# The watchers: COUNT streams over the given viewer tokens, round robin; each counts its finished
-# tasks and the lag of each. Once stdin closes, waits (a minute at most) for EXPECTED finished tasks
+# The watchers: COUNT streams over the given viewer tokens, round robin, of WatchBatches (FORM
+# "batches") or of Watch ("events"); each counts its finished tasks and the lag of each. Once stdin closes, waits (a minute at most) for EXPECTED finished tasks
 # in all, then prints one JSON line.
 WATCHERS = """
 import asyncio, json, sys, time
 import grpc
 from balsam.protos import argo_pb2 as pb, argo_pb2_grpc as rpc, states_pb2
 from balsam.wire.channel import OPTIONS, bearer
-address, count, expected, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+address, form, count, expected, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 lags, received = [], [0]
 
 async def watch(stub, token):
-    stream = stub.Watch(pb.WatchRequest(states=[states_pb2.JOB_FINISHED]), metadata=bearer(token))
-    async for event in stream:
-        received[0] += 1
-        if event.task_id:
-            lags.append(time.time() - event.at.ToMicroseconds() / 1e6)
+    request = pb.WatchRequest(states=[states_pb2.JOB_FINISHED])
+    if form == "events":  # one message per event (the older form of Watch)
+        async for event in stub.Watch(request, metadata=bearer(token)):
+            seen(event, time.time())
+        return
+    async for batch in stub.WatchBatches(request, metadata=bearer(token)):
+        now = time.time()
+        for event in batch.events:
+            seen(event, now)
+
+def seen(event, now):
+    received[0] += 1
+    if event.task_id:
+        lags.append(now - event.at.ToMicroseconds() / 1e6)
 
 async def main():
     async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
@@ -202,7 +211,7 @@ class UnaryProbe(threading.Thread):
             self.latencies.append(time.perf_counter() - started)
 
 
-def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float) -> dict[str, float]:
+def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float, form: str = "batches") -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="balsam-federation-"))
     address = f"127.0.0.1:{free_port()}"
     settings = ServerSettings(data=root / "argo", address=address)
@@ -226,7 +235,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
         probe = UnaryProbe(address, owner)
         probe.start()
         if watchers:
-            holder = subprocess.Popen([sys.executable, "-c", WATCHERS, address, str(watchers), str(watchers * (tasks // workflows)), *viewers], stdin=subprocess.PIPE,
+            holder = subprocess.Popen([sys.executable, "-c", WATCHERS, address, form, str(watchers), str(watchers * (tasks // workflows)), *viewers], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
             if holder.stdout.readline().strip() != "open":
                 raise RuntimeError("the watch streams did not open")
@@ -315,13 +324,15 @@ def main() -> None:
     parser.add_argument("--run-s", type=float, default=0.2, help="the mean simulated runtime of a task")
     parser.add_argument("--nodes", type=int, default=64, help="slots of each simulated site")
     parser.add_argument("--timeout", type=float, default=3600, help="give up if the tasks have not all finished by then")
+    parser.add_argument("--watch-form", choices=("batches", "events"), default="batches",
+                        help="what the watchers call: WatchBatches (many events a message) or Watch (one event a message)")
     parser.add_argument("--smoke", action="store_true", help="a small size, for the tests")
     args = parser.parse_args()
     if args.smoke:
         args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.timeout = 3, 300, 2, 4, 0.05, 300
     print(f"federation: {args.sites} simulated sites x {args.nodes} slots, {args.tasks} tasks in {args.workflows} workflows,"
-          f" {args.watchers} watchers, runtime ~{args.run_s} s; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    run(args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.nodes, args.timeout)
+          f" {args.watchers} watchers ({args.watch_form}), runtime ~{args.run_s} s; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    run(args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.nodes, args.timeout, args.watch_form)
 
 
 if __name__ == "__main__":
