@@ -6,7 +6,11 @@ pool of threads from everything else (with 100 watchers, a watcher's lag reached
 reader, a task on the server's event loop, reads what was committed after each change (a query at a
 time, so a burst of changes costs one query) with each event's project joined, into a ring of the
 most recent events in memory; watchers filter that ring themselves (the filters of
-``WorkflowStore.events_after``) and wait on the feed's own signal. A watcher that asks for older
+``WorkflowStore.events_after``) and wait on the feed's own signal. The ring is a list of blocks, one
+per read: a watcher takes every block published since its last batch, and what a filter lets
+through of a block (and its wire form) is made once for every watcher with that filter, so that
+a thousand watchers of ten projects cost ten filterings, and their batches, paced (``pace_s``),
+cost the server about as many messages a second however many follow. A watcher that asks for older
 events than the ring holds, or that falls so far behind that the ring has moved past it, reads them
 from the database (``events_after``) until it has caught up, then follows the ring again.
 
