@@ -48,6 +48,10 @@ MESSAGES_PER_S = 4000  # about how many messages a second all watchers together 
 MIN_PACE_S = 0.05  # the shortest time between two messages to one watcher
 
 
+EVENTS = ("SELECT e.id, e.task_id, e.workflow_id, e.site, e.from_state, e.to_state, e.at, e.message, e.workflow_status, e.attempt,"
+          " e.move, w.project FROM task_events e LEFT JOIN workflows w ON w.id = e.workflow_id")  # an Entry's columns, in order
+
+
 @dataclass(frozen=True)
 class Filter:
     """What a watcher sees: the filters of ``WorkflowStore.events_after``, in memory. A site's own
@@ -229,13 +233,16 @@ class EventFeed:
             self._late = [r for r in self._late if r[2] > now]
             if not self._late:
                 self._late_seen.clear()
-            late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
-            rows = session.execute(
-                text("SELECT e.id, e.task_id, e.workflow_id, e.site, e.from_state, e.to_state, e.at, e.message, e.workflow_status,"
-                     " e.attempt, e.move, w.project FROM task_events e LEFT JOIN workflows w ON w.id = e.workflow_id"
-                     f" WHERE e.id > :high{' OR ' + late if late else ''} ORDER BY e.id LIMIT :n"),
-                {"high": self.high, "n": READ_BATCH},
-            ).all()  # fmt: skip
+            rows = session.execute(text(f"{EVENTS} WHERE e.id > :high ORDER BY e.id LIMIT :n"), {"high": self.high, "n": READ_BATCH}).all()
+            more = len(rows) == READ_BATCH
+            if self._late:
+                # The numbers passed over, asked apart and only those not found yet: in the same query the
+                # ones found came first on every read and could fill its LIMIT (a late batch of 5,000
+                # events held the reader at them, and every watcher, until their minute was over).
+                late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
+                found = session.execute(text(f"{EVENTS} WHERE ({late}) AND e.id <> ALL(CAST(:seen AS bigint[])) ORDER BY e.id"),
+                                        {"seen": sorted(self._late_seen)}).all()  # fmt: skip
+                rows = found + rows
         out: list[Entry] = []
         before = self.high
         for row in rows:
@@ -255,7 +262,7 @@ class EventFeed:
             out.append(Entry(row))
         if out:
             self._publish(Block(out, before, self.high))
-        return len(rows) == READ_BATCH and not self._gap_since
+        return more and not self._gap_since
 
     def _publish(self, block: Block) -> None:
         with self._lock:
