@@ -170,7 +170,7 @@ class ArgoClient:
         request = pb.WatchRequest(
             workflow_id=workflow_id, site=site, states=[state_number(s.upper()) for s in states], after_id=after_id, until_done=until_done
         )
-        stream = self.monitor.Watch(request, timeout=timeout_s)
+        stream = EventStream(self.monitor, request, timeout_s)
         try:
             yield from stream
         except grpc.RpcError as exc:
@@ -185,8 +185,8 @@ class ArgoClient:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         after = 0
         while True:
-            stream = self.monitor.Watch(pb.WatchRequest(workflow_id=workflow_id, until_done=True, after_id=after),
-                                        timeout=None if deadline is None else max(0.1, deadline - time.monotonic()))  # fmt: skip
+            stream = EventStream(self.monitor, pb.WatchRequest(workflow_id=workflow_id, until_done=True, after_id=after),
+                                 None if deadline is None else max(0.1, deadline - time.monotonic()))  # fmt: skip
             try:
                 for event in stream:
                     after = event.id
@@ -282,3 +282,25 @@ def _resources(given: dict[str, Any]) -> pb.Resources:
     if problems:
         raise ArgoError("; ".join(problems))
     return resources_to_wire(resources)
+
+
+class EventStream:
+    """A Watch call's events one by one, read in batches (``WatchBatches``), or one message per
+    event from a server that has no batches yet (it answers UNIMPLEMENTED before any event)."""
+
+    def __init__(self, monitor: rpc.MonitorStub, request: pb.WatchRequest, timeout_s: float | None) -> None:
+        self._monitor, self._request, self._timeout_s = monitor, request, timeout_s
+        self.call = monitor.WatchBatches(request, timeout=timeout_s)
+
+    def __iter__(self) -> Iterator[pb.Event]:
+        try:
+            for batch in self.call:
+                yield from batch.events
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            self.call = self._monitor.Watch(self._request, timeout=self._timeout_s)
+            yield from self.call
+
+    def cancel(self) -> None:
+        self.call.cancel()

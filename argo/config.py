@@ -133,6 +133,8 @@ class CoordinatorPolicy:
     # other): about the cores the server and its database have; more take the server's interpreter
     # from its streams and calls (docs/scaling.md).
     sync_batches_at_once: int = 2
+    # Events the feed keeps in memory for its watchers (argo/feed.py); one further behind reads the database.
+    feed_events: int = 50_000
 
     def check(self) -> None:
         for f in fields(self):

@@ -22,11 +22,11 @@ from balsam.argo.workflows import WorkflowStore
 
 
 class Coordinator:
-    def __init__(self, engine: Engine, auth=None, lease_s: float = 60.0, batches_at_once: int = 2) -> None:
+    def __init__(self, engine: Engine, auth=None, lease_s: float = 60.0, batches_at_once: int = 2, feed_events: int = 50_000) -> None:
         self.db = Database(engine)
         self.workflows = WorkflowStore(self.db)
         self.sites = SiteRegistry(self.db)
         self.sync = SyncEndpoint(self.db, lease_s, batches_at_once)
         self.placer = Placer(self.db, self.sync.instance)
-        self.feed = EventFeed(self.db, self.workflows)  # read by a task of the gRPC server's loop (server.RpcServer)
+        self.feed = EventFeed(self.db, self.workflows, feed_events)  # read by a task of the gRPC server's loop (server.RpcServer)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)

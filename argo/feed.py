@@ -6,7 +6,11 @@ pool of threads from everything else (with 100 watchers, a watcher's lag reached
 reader, a task on the server's event loop, reads what was committed after each change (a query at a
 time, so a burst of changes costs one query) with each event's project joined, into a ring of the
 most recent events in memory; watchers filter that ring themselves (the filters of
-``WorkflowStore.events_after``) and wait on the feed's own signal. A watcher that asks for older
+``WorkflowStore.events_after``) and wait on the feed's own signal. The ring is a list of blocks, one
+per read: a watcher takes every block published since its last batch, and what a filter lets
+through of a block (and its wire form) is made once for every watcher with that filter, so that
+a thousand watchers of ten projects cost ten filterings, and their batches, paced (``pace_s``),
+cost the server about as many messages a second however many follow. A watcher that asks for older
 events than the ring holds, or that falls so far behind that the ring has moved past it, reads them
 from the database (``events_after``) until it has caught up, then follows the ring again.
 
@@ -39,6 +43,13 @@ log = logging.getLogger("balsam.argo.feed")
 
 READ_BATCH = 5000  # events per read of the table
 READ_EVERY_S = 0.02  # the shortest time between two reads: a burst of commits is read (and wakes the watchers) at once
+KEEP_MADE = 64  # the newest blocks keep what each filter made of them (older ones are read by watchers far behind)
+MESSAGES_PER_S = 4000  # about how many messages a second all watchers together are sent, once many follow (see ``pace_s``)
+MIN_PACE_S = 0.05  # the shortest time between two messages to one watcher
+
+
+EVENTS = ("SELECT e.id, e.task_id, e.workflow_id, e.site, e.from_state, e.to_state, e.at, e.message, e.workflow_status, e.attempt,"
+          " e.move, w.project FROM task_events e LEFT JOIN workflows w ON w.id = e.workflow_id")  # an Entry's columns, in order
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,94 @@ class Entry:
         return found
 
 
+class Block:
+    """What one read published, in number order (late ones, numbered lower, among them): the unit a
+    watcher takes. Which of its events each filter lets through, and their wire form, are worked out
+    once per filter, for every watcher with that filter; its events are grouped by workflow, so a
+    filter of one workflow or of a few projects picks its groups instead of testing every event."""
+
+    __slots__ = ("entries", "before", "high", "groups", "picked", "encoded")
+
+    def __init__(self, entries: list[Entry], before: int, high: int) -> None:
+        self.entries = entries
+        self.before = before  # ``high`` before this block: every event of it numbered above this is new
+        self.high = high  # ``high`` once it was published
+        self.groups: dict[int, list[Entry]] = {}
+        for entry in entries:
+            self.groups.setdefault(entry.workflow_id, []).append(entry)
+        self.picked: dict[Filter, list[Entry]] = {}
+        self.encoded: dict[tuple[Callable, Filter], bytes] = {}
+
+    def pick(self, which: Filter) -> list[Entry]:
+        found = self.picked.get(which)
+        if found is None:
+            found = self.picked[which] = _pick(self, which)
+        return found
+
+    def forget(self) -> None:
+        """Drop what the filters made of it (a block far behind the newest is read by few watchers)."""
+        self.picked = {}
+        self.encoded = {}
+
+
+def _pick(block: Block, which: Filter) -> list[Entry]:
+    if which.workflow_id:
+        found = block.groups.get(which.workflow_id, [])
+    elif which.projects is None:
+        found = block.entries
+    else:  # a site's own events (workflow 0) pass every filter of projects
+        chosen = [group for workflow, group in block.groups.items() if workflow == 0 or group[0].project in which.projects]
+        if len(chosen) == len(block.groups):
+            found = block.entries
+        elif len(chosen) == 1:
+            found = chosen[0]
+        else:
+            found = sorted((e for group in chosen for e in group), key=_number)
+    if which.site or which.states:
+        found = [e for e in found if which.matches(e, e.project)]
+    return found
+
+
+def _number(entry: Entry) -> int:
+    return entry.id
+
+
+class Batch(list):
+    """The events one watcher gets at once, in order; ``encoded`` makes their wire form, sharing the
+    work with every watcher of the same filter that took the same blocks."""
+
+    def __init__(self, events: Sequence[Any] = (), which: Filter | None = None) -> None:
+        super().__init__(events)
+        self.which = which
+        self.parts: list[tuple[Block | None, list[Any]]] = []  # (the block it is the whole pick of, or None; its events)
+
+    def add(self, block: Block | None, events: list[Any]) -> None:
+        self.extend(events)
+        self.parts.append((block, events))
+
+    def encoded(self, encode: Callable[[Any], bytes]) -> bytes:
+        """The concatenation of ``encode(event)`` over the events (a repeated field's wire form, when
+        ``encode`` frames each as one element of it); each event is encoded once (``Entry.made``)."""
+        if not self.parts:
+            return b"".join([encoded(e, encode) for e in self])
+        out = []
+        for block, events in self.parts:
+            if block is None:
+                out.append(b"".join([encoded(e, encode) for e in events]))
+                continue
+            key = (encode, self.which)
+            found = block.encoded.get(key)
+            if found is None:
+                found = block.encoded[key] = b"".join([encoded(e, encode) for e in events])
+            out.append(found)
+        return b"".join(out)
+
+
+def encoded(event: Any, encode: Callable[[Any], bytes]) -> bytes:
+    """``encode(event)``, made once for an event of the ring however many watchers send it."""
+    return event.made(encode, encode) if isinstance(event, Entry) else encode(event)
+
+
 class EventFeed:
     def __init__(self, db: Database, store: WorkflowStore, capacity: int = 50_000, gap_s: float = 1.0, late_s: float = 60.0) -> None:
         self.db = db
@@ -88,9 +187,10 @@ class EventFeed:
         self.gap_s = gap_s
         self.late_s = late_s
         self._lock = threading.Lock()  # the ring is appended on the server's loop and read from others (the dashboard's)
-        self._entries: list[Entry] = []
-        self._ids: list[int] = []  # the entries' ids, for finding a watcher's place (ascending but for late ones)
-        self._base = 0  # the position (count of entries ever published) of _entries[0]
+        self._blocks: list[Block] = []
+        self._highs: list[int] = []  # each block's ``high``, for finding a watcher's place (never decreasing)
+        self._held = 0  # events in the ring's blocks
+        self._base = 0  # the number (count of blocks ever published) of _blocks[0]
         self.high = -1  # every event numbered up to this was published (or its number given up); -1: not started
         self.floor = -1  # the ring holds every event numbered above this that was published
         self._gap_since = 0.0  # when the reader first waited at the gap above ``high``
@@ -98,7 +198,7 @@ class EventFeed:
         self._late_seen: set[int] = set()
         self.published = Signal()
         self.reads = 0  # queries of the table so far
-        self._matched: dict[tuple[int, int, Filter], list[Entry]] = {}  # (ring position, length, filter) -> the entries it lets through
+        self.following = 0  # watchers following now (on any loop)
 
     # -- the reader ------------------------------------------------------------------------------
 
@@ -133,14 +233,18 @@ class EventFeed:
             self._late = [r for r in self._late if r[2] > now]
             if not self._late:
                 self._late_seen.clear()
-            late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
-            rows = session.execute(
-                text("SELECT e.id, e.task_id, e.workflow_id, e.site, e.from_state, e.to_state, e.at, e.message, e.workflow_status,"
-                     " e.attempt, e.move, w.project FROM task_events e LEFT JOIN workflows w ON w.id = e.workflow_id"
-                     f" WHERE e.id > :high{' OR ' + late if late else ''} ORDER BY e.id LIMIT :n"),
-                {"high": self.high, "n": READ_BATCH},
-            ).all()  # fmt: skip
+            rows = session.execute(text(f"{EVENTS} WHERE e.id > :high ORDER BY e.id LIMIT :n"), {"high": self.high, "n": READ_BATCH}).all()
+            more = len(rows) == READ_BATCH
+            if self._late:
+                # The numbers passed over, asked apart and only those not found yet: in the same query the
+                # ones found came first on every read and could fill its LIMIT (a late batch of 5,000
+                # events held the reader at them, and every watcher, until their minute was over).
+                late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
+                found = session.execute(text(f"{EVENTS} WHERE ({late}) AND e.id <> ALL(CAST(:seen AS bigint[])) ORDER BY e.id"),
+                                        {"seen": sorted(self._late_seen)}).all()  # fmt: skip
+                rows = found + rows
         out: list[Entry] = []
+        before = self.high
         for row in rows:
             if row.id <= self.high:  # a late one
                 if row.id not in self._late_seen:
@@ -157,79 +261,104 @@ class EventFeed:
             self._gap_since = 0.0
             out.append(Entry(row))
         if out:
-            self._publish(out)
-        return len(rows) == READ_BATCH and not self._gap_since
+            self._publish(Block(out, before, self.high))
+        return more and not self._gap_since
 
-    def _publish(self, entries: list[Entry]) -> None:
+    def _publish(self, block: Block) -> None:
         with self._lock:
-            self._entries.extend(entries)
-            self._ids.extend(e.id for e in entries)
-            if len(self._entries) > 2 * self.capacity:
-                cut = len(self._entries) - self.capacity
-                self.floor = max(self.floor, max(self._ids[:cut]))
-                del self._entries[:cut], self._ids[:cut]
+            self._blocks.append(block)
+            self._highs.append(block.high)
+            self._held += len(block.entries)
+            if len(self._blocks) > KEEP_MADE:
+                self._blocks[-KEEP_MADE - 1].forget()
+            if self._held > 2 * self.capacity:
+                cut = 0
+                while self._held > self.capacity:
+                    gone = self._blocks[cut]
+                    self._held -= len(gone.entries)
+                    self.floor = max(self.floor, max(e.id for e in gone.entries))
+                    cut += 1
+                del self._blocks[:cut], self._highs[:cut]
                 self._base += cut
         self.published.fire()
 
     # -- the watchers ----------------------------------------------------------------------------
 
-    def _from_ring(self, after: int, position: int | None, limit: int) -> tuple[list[Entry], int] | None:
-        """Up to ``limit`` entries from ``position`` (None: the first after event ``after``) and the
-        position they start at; None if the ring no longer (or not yet) holds what comes after ``after``."""
+    def _from_ring(self, after: int, position: int | None) -> tuple[list[Block], int] | None:
+        """The blocks from number ``position`` (None: the first that may hold an event after number
+        ``after``) and the number of the first; None if the ring no longer (or not yet) holds what
+        comes after ``after``."""
         with self._lock:
             if position is None:
                 if self.high < 0 or after < self.floor:
                     return None
-                position = self._base + bisect.bisect_right(self._ids, after)
+                position = self._base + bisect.bisect_right(self._highs, after)
             if position < self._base:
                 return None
-            start = position - self._base
-            return self._entries[start:start + limit], position
+            return self._blocks[position - self._base:], position
 
-    def _matching(self, start: int, chunk: list[Entry], which: Filter) -> list[Entry]:
-        """The entries of ``chunk`` (from ring position ``start``) that ``which`` lets through: worked
-        out once for all the watchers with the same filter that read the same stretch of the ring."""
-        key = (start, len(chunk), which)
-        found = self._matched.get(key)
-        if found is None:
-            found = [e for e in chunk if which.matches(e, e.project)]
-            if len(self._matched) > 1000:
-                self._matched.clear()
-            self._matched[key] = found
-        return found
+    def pace_s(self) -> float:
+        """The shortest time between two messages to one watcher: short while few follow, longer with
+        many, so that all of them together are sent about ``MESSAGES_PER_S`` messages a second (each
+        message costs the server's loop about as much whatever it holds, so batching is what scales)."""
+        return max(MIN_PACE_S, self.following / MESSAGES_PER_S)
 
     async def follow(self, after: int, which: Filter, run: Callable[..., Awaitable[Any]], batch: int = 1000,
-                     idle_s: float | None = None) -> AsyncIterator[list[Entry]]:  # fmt: skip
-        """The events after number ``after`` that ``which`` lets through, in batches, for as long as
-        the caller iterates; ``run(fn, *args)`` runs a query in a thread (the caller's pool). With
-        ``idle_s``, an empty batch after that long without one (a keep-alive's turn)."""
+                     idle_s: float | None = None) -> AsyncIterator[Batch]:  # fmt: skip
+        """The events after number ``after`` that ``which`` lets through, in batches (in number
+        order, but for late ones), for as long as the caller iterates; ``run(fn, *args)`` runs a
+        query in a thread (the caller's pool). A batch holds what was published since the last one
+        (at least one block, else about ``batch`` events); batches come at most every ``pace_s()``.
+        With ``idle_s``, an empty batch after that long without one (a keep-alive's turn)."""
         position: int | None = None
         states = sorted(which.states)
         projects = sorted(which.projects) if which.projects is not None else None
-        with self.published.wakened() as published:
-            while True:
-                published.clear()
-                found = self._from_ring(after, position, batch)
-                if found is None:  # from the database, until the ring holds what comes next
-                    position = None
-                    high = self.high
-                    rows = await run(self.store.events_after, after, which.workflow_id, which.site, states, batch, projects)
-                    if rows:
-                        after = rows[-1].id
-                        yield rows
-                    if len(rows) < batch:
-                        after = max(after, high)  # everything numbered up to ``high`` had committed before the query
-                        if high < 0:
-                            await _wait(published, 1.0)  # the reader has not started yet
-                    continue
-                chunk, start = found
-                position = start + len(chunk)
-                matched = [e for e in self._matching(start, chunk, which) if e.id > after or e.id in self._late_seen]
-                if matched:
-                    after = max(after, max(e.id for e in matched))
-                    yield matched
-                if len(chunk) < batch and not await _wait(published, idle_s) and idle_s is not None:
-                    yield []
+        loop = asyncio.get_running_loop()
+        last = 0.0
+        self.following += 1
+        try:
+            with self.published.wakened() as published:
+                while True:
+                    published.clear()
+                    found = self._from_ring(after, position)
+                    if found is None:  # from the database, until the ring holds what comes next
+                        position = None
+                        high = self.high
+                        rows = await run(self.store.events_after, after, which.workflow_id, which.site, states, batch, projects)
+                        if rows:
+                            after = rows[-1].id
+                            yield Batch(rows)
+                        if len(rows) < batch:
+                            after = max(after, high)  # everything numbered up to ``high`` had committed before the query
+                            if high < 0:
+                                await _wait(published, 1.0)  # the reader has not started yet
+                        continue
+                    blocks, position = found
+                    out = Batch(which=which)
+                    for block in blocks:
+                        position += 1
+                        if block.before >= after:  # all of it is new to this watcher: the filter's shared pick
+                            picked = block.pick(which)
+                            if picked:
+                                out.add(block, picked)
+                        else:  # the block it joined at, coming from the database: what it has not seen yet
+                            late = self._late_seen
+                            out.add(None, [e for e in block.pick(which) if e.id > after or e.id in late])
+                        after = max(after, block.high)
+                        if len(out) >= batch:
+                            break
+                    if out:
+                        yield out
+                    last = loop.time()
+                    if position - self._base < len(self._blocks):
+                        continue  # more at once (the batch was full)
+                    if not await _wait(published, idle_s) and idle_s is not None:
+                        yield Batch()
+                    wait = last + self.pace_s() - loop.time()
+                    if wait > 0:  # what is published meanwhile goes in the next batch
+                        await asyncio.sleep(wait)
+        finally:
+            self.following -= 1
 
 
 async def _wait(event: asyncio.Event, timeout: float | None) -> bool:

@@ -234,8 +234,9 @@ async def _authenticate(call: Call, authenticate: Callable | None) -> None:
         call.principal = await call.run(authenticate, call.token)
 
 
-def _serialize(reply: protobuf_message.Message) -> bytes:
-    return reply.SerializeToString()
+def _serialize(reply: protobuf_message.Message | bytes) -> bytes:
+    # A method may hand over a reply already encoded (Watch: the same events go to many watchers).
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
 def _unary(impl: Callable, kind: type, new_call: Callable, authenticate: Callable | None, streaming: bool) -> Callable:

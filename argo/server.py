@@ -193,7 +193,7 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     # A site's lease lasts as long as it may stay silent before it is down: by the time we give up on
     # it, its launchers have stopped starting Argo tasks.
     coordinator = Coordinator(engine, auth, lease_s=settings.coordinator.site_timeout_s,
-                              batches_at_once=settings.coordinator.sync_batches_at_once)
+                              batches_at_once=settings.coordinator.sync_batches_at_once, feed_events=settings.coordinator.feed_events)
     coordinator.sites.forgive_downtime()
     policy = settings.coordinator
     server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)

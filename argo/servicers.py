@@ -16,7 +16,7 @@ import grpc
 
 from balsam.argo import spec as specs
 from balsam.argo.coordinator import Coordinator
-from balsam.argo.feed import Entry, watch_filter
+from balsam.argo.feed import Batch, encoded, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
 from balsam.argo.rpc import Call, bounded
 from balsam.errors import BadRequest, SpecError
@@ -27,6 +27,16 @@ from balsam.wire.convert import params_from_json, resources_given, state_from_wi
 
 log = logging.getLogger("balsam.argo.servicers")
 WATCH_BATCH = 1000
+
+
+def event_bytes(event: Any) -> bytes:
+    """An event as the Watch stream's message."""
+    return event_message(event).SerializeToString()
+
+
+def batch_element(event: Any) -> bytes:
+    """An event as one element of an EventBatch: batches of them are these, one after another."""
+    return pb.EventBatch(events=[event_message(event)]).SerializeToString()
 
 
 def _decode(messages) -> list[TaskSpec]:
@@ -125,7 +135,8 @@ class MonitorService:
         self.sites = coordinator.sites
         self.feed = coordinator.feed
 
-    async def Watch(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[pb.Event]:
+    async def _follow(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[Batch]:
+        """The batches of events the watcher may see, after checking it may (both forms of Watch)."""
         states = [state_from_wire(s, "states[]").value for s in request.states]
         caller = call.principal
         projects = None
@@ -140,10 +151,23 @@ class MonitorService:
         # The coordinator's one reader of the event log (argo/feed.py) serves every watcher.
         which = watch_filter(request.workflow_id, request.site, states, projects)
         async for events in self.feed.follow(request.after_id, which, call.run, WATCH_BATCH):
-            for event in events:
-                yield event.made("grpc", event_message) if isinstance(event, Entry) else event_message(event)
-                if request.until_done and request.workflow_id and event.workflow_status:
+            if request.until_done and request.workflow_id:
+                end = next((i for i, e in enumerate(events) if e.workflow_status), None)
+                if end is not None:
+                    yield Batch(events[:end + 1])
                     return
+            yield events
+
+    async def Watch(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[bytes]:
+        async for events in self._follow(request, call):
+            for event in events:
+                yield encoded(event, event_bytes)
+
+    async def WatchBatches(self, request: pb.WatchRequest, call: Call) -> AsyncIterator[bytes]:
+        # An EventBatch's wire form is its elements' forms one after another, so each event is
+        # encoded once and a block's batch once for every watcher with the same filter.
+        async for events in self._follow(request, call):
+            yield events.encoded(batch_element)
 
     def Summary(self, request: pb.SummaryRequest, call: Call) -> pb.SummaryReply:
         caller = call.principal

@@ -55,23 +55,44 @@ from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
 from balsam.wire.channel import OPTIONS, bearer
 
-# The watchers: COUNT streams over the given viewer tokens, round robin; each counts its finished
-# tasks and the lag of each. Once stdin closes, waits (a minute at most) for EXPECTED finished tasks
-# in all, then prints one JSON line.
+# The watchers: COUNT streams over the given viewer tokens, round robin, of WatchBatches (FORM
+# "batches") or of Watch ("events"); each notes when each finished task's event came. Stdin then
+# brings one JSON line, when the sites saw each task's JOB_FINISHED acknowledged (applied at the
+# coordinator); the script waits (a minute at most) for EXPECTED finished tasks in all, then prints
+# one JSON line: the lag from the event's own time (end to end: the sites' sync, then the feed and
+# the stream) and from its acknowledgement (the feed and the stream alone).
 WATCHERS = """
-import asyncio, json, sys, time
+import array, asyncio, json, sys, time
 import grpc
 from balsam.protos import argo_pb2 as pb, argo_pb2_grpc as rpc, states_pb2
 from balsam.wire.channel import OPTIONS, bearer
-address, count, expected, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-lags, received = [], [0]
+address, form, count, expected, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+came, at, received = {}, {}, [0]  # task -> when its event came to each watcher; task -> the event's time
 
 async def watch(stub, token):
-    stream = stub.Watch(pb.WatchRequest(states=[states_pb2.JOB_FINISHED]), metadata=bearer(token))
-    async for event in stream:
-        received[0] += 1
-        if event.task_id:
-            lags.append(time.time() - event.at.ToMicroseconds() / 1e6)
+    request = pb.WatchRequest(states=[states_pb2.JOB_FINISHED])
+    if form == "events":  # one message per event (the older form of Watch)
+        async for event in stub.Watch(request, metadata=bearer(token)):
+            seen(event, time.time())
+        return
+    async for batch in stub.WatchBatches(request, metadata=bearer(token)):
+        now = time.time()
+        for event in batch.events:
+            seen(event, now)
+
+def seen(event, now):
+    received[0] += 1
+    if event.task_id:
+        times = came.get(event.task_id)
+        if times is None:
+            times = came[event.task_id] = array.array("d")
+            at[event.task_id] = event.at.ToMicroseconds() / 1e6
+        times.append(now)
+
+def quantiles(lags):
+    lags.sort()
+    p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
+    return p(0.5), p(0.99), lags[-1] if lags else 0.0
 
 async def main():
     async with grpc.aio.insecure_channel(address, options=OPTIONS) as channel:
@@ -79,17 +100,17 @@ async def main():
         tasks = [asyncio.create_task(watch(stub, tokens[i % len(tokens)])) for i in range(count)]
         await asyncio.sleep(1.0 + count / 500)  # the streams are open once their calls are sent (a Watch says nothing until an event)
         print("open", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        applied = json.loads(await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline))
         end = time.monotonic() + 60
-        while len(lags) < expected and time.monotonic() < end:  # the last events may still be on their way
+        while sum(map(len, came.values())) < expected and time.monotonic() < end:  # the last events may still be on their way
             await asyncio.sleep(0.1)
         failed = [t for t in tasks if t.done() and t.exception() is not None]
         for t in tasks:
             t.cancel()
-        lags.sort()
-        p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] if lags else 0.0
-        print(json.dumps({"received": received[0], "lag_p50": p(0.5), "lag_p99": p(0.99), "lag_max": lags[-1] if lags else 0.0,
-                          "failed": [repr(t.exception()) for t in failed[:3]], "streams_failed": len(failed)}), flush=True)
+        lag = quantiles([t - at[task] for task, times in came.items() for t in times])
+        fed = quantiles([t - applied[task] for task, times in came.items() if task in applied for t in times])
+        print(json.dumps({"received": received[0], "lag_p50": lag[0], "lag_p99": lag[1], "lag_max": lag[2], "fed_p50": fed[0], "fed_p99": fed[1],
+                          "fed_max": fed[2], "failed": [repr(t.exception()) for t in failed[:3]], "streams_failed": len(failed)}), flush=True)
 
 asyncio.run(main())
 """
@@ -202,7 +223,7 @@ class UnaryProbe(threading.Thread):
             self.latencies.append(time.perf_counter() - started)
 
 
-def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float) -> dict[str, float]:
+def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float, form: str = "batches") -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="balsam-federation-"))
     address = f"127.0.0.1:{free_port()}"
     settings = ServerSettings(data=root / "argo", address=address)
@@ -226,7 +247,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
         probe = UnaryProbe(address, owner)
         probe.start()
         if watchers:
-            holder = subprocess.Popen([sys.executable, "-c", WATCHERS, address, str(watchers), str(watchers * (tasks // workflows)), *viewers], stdin=subprocess.PIPE,
+            holder = subprocess.Popen([sys.executable, "-c", WATCHERS, address, form, str(watchers), str(watchers * (tasks // workflows)), *viewers], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True)  # fmt: skip
             if holder.stdout.readline().strip() != "open":
                 raise RuntimeError("the watch streams did not open")
@@ -272,6 +293,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
         probe.join(timeout=10)
         watched = {}
         if holder is not None:
+            holder.stdin.write(json.dumps({task: when for site in fleet for task, when in site.applied_at.items()}) + "\n")
             holder.stdin.close()
             watched = json.loads(holder.stdout.readline())
             holder.wait(timeout=30)
@@ -280,6 +302,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
             "sites": sites, "tasks": total, "submit_s": submit_s, "place_per_s": place_per_s, "refill_p99_ms": p99(refills) * 1000,
             "events_per_s": events_per_s, "watch_lag_p99_ms": watched.get("lag_p99", 0.0) * 1000, "unary_p99_ms": p99(probe.latencies) * 1000,
             "coordinator_rss_mb": max(rss_seen), "db_mb": db_mb(settings), "raw_copy_s": raw_copy, "raw_stream_per_s": raw_stream,
+            "watch_fed_p99_ms": watched.get("fed_p99", 0.0) * 1000,
         }  # fmt: skip
         print(f"  workflows ended: {', '.join(sorted(ended))}")
         print(f"  placement: {place_per_s:,.0f} tasks/s; a site's room to its next assignment: median"
@@ -287,7 +310,9 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
         print(f"  sync: {events:,} job events applied at {events_per_s:,.0f}/s; heartbeats answered p99 {p99(beats) * 1000:.0f} ms")
         if watchers:
             print(f"  watch: {watchers} streams received {watched['received']:,} events; lag median {watched['lag_p50'] * 1000:.0f} ms,"
-                  f" p99 {watched['lag_p99'] * 1000:.0f} ms, max {watched['lag_max'] * 1000:.0f} ms; {watched['streams_failed']} streams failed"
+                  f" p99 {watched['lag_p99'] * 1000:.0f} ms, max {watched['lag_max'] * 1000:.0f} ms; from the event's acknowledgement to the site"
+                  f" (the feed and the stream alone): median {watched['fed_p50'] * 1000:.0f} ms, p99 {watched['fed_p99'] * 1000:.0f} ms,"
+                  f" max {watched['fed_max'] * 1000:.0f} ms; {watched['streams_failed']} streams failed"
                   f" {watched['failed']}; raw: a bare gRPC stream carries {raw_stream:,.0f} events/s")  # fmt: skip
         print(f"  unary calls: median {statistics.median(probe.latencies) * 1000:.1f} ms, p99 {p99(probe.latencies) * 1000:.1f} ms"
               f" ({len(probe.latencies)} calls, {len(probe.errors)} failed)")  # fmt: skip
@@ -315,13 +340,15 @@ def main() -> None:
     parser.add_argument("--run-s", type=float, default=0.2, help="the mean simulated runtime of a task")
     parser.add_argument("--nodes", type=int, default=64, help="slots of each simulated site")
     parser.add_argument("--timeout", type=float, default=3600, help="give up if the tasks have not all finished by then")
+    parser.add_argument("--watch-form", choices=("batches", "events"), default="batches",
+                        help="what the watchers call: WatchBatches (many events a message) or Watch (one event a message)")
     parser.add_argument("--smoke", action="store_true", help="a small size, for the tests")
     args = parser.parse_args()
     if args.smoke:
         args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.timeout = 3, 300, 2, 4, 0.05, 300
     print(f"federation: {args.sites} simulated sites x {args.nodes} slots, {args.tasks} tasks in {args.workflows} workflows,"
-          f" {args.watchers} watchers, runtime ~{args.run_s} s; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    run(args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.nodes, args.timeout)
+          f" {args.watchers} watchers ({args.watch_form}), runtime ~{args.run_s} s; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    run(args.sites, args.tasks, args.workflows, args.watchers, args.run_s, args.nodes, args.timeout, args.watch_form)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class SimulatedSite:
         self.finished: list[str] = []
         self.events_sent = 0
         self.first_event_at = self.last_ack_at = 0.0  # perf_counter times: the rate the coordinator applied our events
+        self.applied_at: dict[str, float] = {}  # task -> when (time.time()) its JOB_FINISHED was acknowledged
         # Seconds from our reporting tasks finished (room made) to the next assignment, while tasks were
         # still to come: how long placement left our room empty.
         self.refill_gaps: list[float] = []
@@ -106,7 +107,11 @@ class SimulatedSite:
                     if sent is not None:
                         self.heartbeat_latencies.append(now - sent)
                 if envelope.ack:
+                    wall = time.time()
                     with self._lock:
+                        for m in self._outbox:
+                            if m.seq <= envelope.ack and m.event.to_state == S.JOB_FINISHED.number:
+                                self.applied_at[m.event.task_id] = wall
                         self._outbox = [m for m in self._outbox if m.seq > envelope.ack]
                         self.last_ack_at = now
                 if envelope.confirmed:

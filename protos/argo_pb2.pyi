@@ -244,6 +244,12 @@ class Event(_message.Message):
     attempt: int
     def __init__(self, id: _Optional[int] = ..., task_id: _Optional[str] = ..., workflow_id: _Optional[int] = ..., site: _Optional[str] = ..., from_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_states_pb2.JobState, str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., workflow_status: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
 class WatchRequest(_message.Message):
     __slots__ = ("workflow_id", "site", "states", "after_id", "until_done")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]

@@ -412,6 +412,11 @@ class MonitorStub:
                 request_serializer=balsam_dot_protos_dot_argo__pb2.WatchRequest.SerializeToString,
                 response_deserializer=balsam_dot_protos_dot_argo__pb2.Event.FromString,
                 _registered_method=True)
+        self.WatchBatches = channel.unary_stream(
+                '/balsam.v1.Monitor/WatchBatches',
+                request_serializer=balsam_dot_protos_dot_argo__pb2.WatchRequest.SerializeToString,
+                response_deserializer=balsam_dot_protos_dot_argo__pb2.EventBatch.FromString,
+                _registered_method=True)
         self.Summary = channel.unary_unary(
                 '/balsam.v1.Monitor/Summary',
                 request_serializer=balsam_dot_protos_dot_argo__pb2.SummaryRequest.SerializeToString,
@@ -428,7 +433,15 @@ class MonitorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Watch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """one message per event (older clients)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatches(self, request, context):
+        """the same events, batched
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -452,6 +465,11 @@ def add_MonitorServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=balsam_dot_protos_dot_argo__pb2.WatchRequest.FromString,
                     response_serializer=balsam_dot_protos_dot_argo__pb2.Event.SerializeToString,
+            ),
+            'WatchBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatches,
+                    request_deserializer=balsam_dot_protos_dot_argo__pb2.WatchRequest.FromString,
+                    response_serializer=balsam_dot_protos_dot_argo__pb2.EventBatch.SerializeToString,
             ),
             'Summary': grpc.unary_unary_rpc_method_handler(
                     servicer.Summary,
@@ -491,6 +509,33 @@ class Monitor:
             '/balsam.v1.Monitor/Watch',
             balsam_dot_protos_dot_argo__pb2.WatchRequest.SerializeToString,
             balsam_dot_protos_dot_argo__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/balsam.v1.Monitor/WatchBatches',
+            balsam_dot_protos_dot_argo__pb2.WatchRequest.SerializeToString,
+            balsam_dot_protos_dot_argo__pb2.EventBatch.FromString,
             options,
             channel_credentials,
             insecure,

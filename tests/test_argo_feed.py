@@ -142,3 +142,47 @@ def test_an_event_committed_after_later_ones_still_reaches_watchers_and_does_not
             site.stop()
         channel.close()
         fed.stop()
+
+
+def test_a_late_transaction_of_more_events_than_a_read_takes_does_not_hold_the_feed(tmp_path):
+    """A transaction that took its numbers first and commits after the gap was passed: its events
+    are published late, and the events committed after them still come at once (they once waited
+    behind the late ones, which filled every read, until the late numbers' minute was over)."""
+    fed = Federation(tmp_path)
+    fed.start_server()
+    channel = grpc.insecure_channel(fed.address, options=OPTIONS)
+    held = later = site = None
+    try:
+        url = database_url(ServerSettings.load(fed.data)).render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+        enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
+        site = SimulatedSite(fed.address, "sim", site_token(fed.address, enrolment, "sim"))  # offers the app "run"
+        site.start()
+        watching = Watcher(channel, fed.owner_token())
+        held = psycopg2.connect(url)
+        with held.cursor() as cursor:  # more events than one read of the feed takes (READ_BATCH)
+            cursor.execute("INSERT INTO task_events (task_id, workflow_id, site, from_state, to_state, message)"
+                           " SELECT '', 0, 'x', '', '', 'late ' || n FROM generate_series(1, 6000) n")  # fmt: skip
+        later = psycopg2.connect(url)
+        later.autocommit = True
+        _site_event(later, "committed first")
+        with fed.client() as client:  # a change through the server wakes the feed's reader
+            client.submit({"name": "w", "tasks": [{"name": "t", "app": "run"}]})
+        watching.wait_for("committed first", 20)  # the gap is passed after about a second
+        held.commit()
+        with fed.client() as client:
+            client.submit({"name": "w2", "tasks": [{"name": "t", "app": "run"}]})
+        watching.wait_for("late 6000", 20)
+        _site_event(later, "after the late ones")
+        with fed.client() as client:
+            client.submit({"name": "w3", "tasks": [{"name": "t", "app": "run"}]})
+        assert watching.wait_for("after the late ones", 30) < 10
+        messages = [e.message for e in watching.seen]
+        assert sum(m.startswith("late ") for m in messages) == 6000 and len(set(e.id for e in watching.seen)) == len(watching.seen)
+    finally:
+        for connection in (held, later):
+            if connection is not None and not connection.closed:
+                connection.close()
+        if site is not None:
+            site.stop()
+        channel.close()
+        fed.stop()
