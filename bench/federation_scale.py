@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -318,7 +319,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
               f" ({len(probe.latencies)} calls, {len(probe.errors)} failed)")  # fmt: skip
         print(f"  coordinator RSS: highest {max(rss_seen):.0f} MB; at each quarter done: "
               + ", ".join(f"{d} done {m:.0f} MB" for d, m in quarters) + f"; database {figures['db_mb']:.0f} MB")
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()), flush=True)
+        print(" ".join(f"{k}={plain(v)}" for k, v in figures.items()), flush=True)
         return figures
     finally:
         if probe is not None:
@@ -329,6 +330,14 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
             site.stop()
         stop_server(settings.data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def plain(value: object) -> str:
+    """A figure with about four significant digits and never an exponent (1.061e+04 is no number a reader or a pattern expects)."""
+    if not isinstance(value, float):
+        return str(value)
+    digits = max(0, 3 - int(math.floor(math.log10(abs(value))))) if value else 0
+    return f"{value:.{digits}f}"
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def test_generic_grpc_tools_can_list_the_services_and_check_health(server):
     services = set(database.get_services())
     assert {"balsam.v1.Workflows", "balsam.v1.Monitor", "balsam.v1.Sites", "grpc.health.v1.Health"} <= services
     monitor = DescriptorPool(database).FindServiceByName("balsam.v1.Monitor")
-    assert {m.name for m in monitor.methods} == {"Watch", "Summary", "ListSites"}
+    assert {m.name for m in monitor.methods} == {"Watch", "WatchBatches", "Summary", "ListSites"}
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "balsam.v1.Workflows"):
         assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
