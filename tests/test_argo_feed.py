@@ -135,13 +135,17 @@ def test_an_event_committed_after_later_ones_still_reaches_watchers_and_does_not
         assert len(ids) == len(set(ids)), ids
         assert {hidden, shown} <= {e.workflow_id for e in again.seen}
     finally:
-        for connection in (held, later):
-            if connection is not None and not connection.closed:
-                connection.close()
-        if site is not None:
-            site.stop()
-        channel.close()
-        fed.stop()
+        _tear_down(fed, channel, site, held, later)
+
+
+def _tear_down(fed, channel, site, *connections) -> None:
+    for connection in connections:
+        if connection is not None and not connection.closed:
+            connection.close()
+    if site is not None:
+        site.stop()
+    channel.close()
+    fed.stop()
 
 
 def test_a_late_transaction_of_more_events_than_a_read_takes_does_not_hold_the_feed(tmp_path):
@@ -179,10 +183,4 @@ def test_a_late_transaction_of_more_events_than_a_read_takes_does_not_hold_the_f
         messages = [e.message for e in watching.seen]
         assert sum(m.startswith("late ") for m in messages) == 6000 and len(set(e.id for e in watching.seen)) == len(watching.seen)
     finally:
-        for connection in (held, later):
-            if connection is not None and not connection.closed:
-                connection.close()
-        if site is not None:
-            site.stop()
-        channel.close()
-        fed.stop()
+        _tear_down(fed, channel, site, held, later)
