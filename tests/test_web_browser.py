@@ -31,12 +31,14 @@ def _by(driver, css: str):
 
 
 def _wait(driver, condition, timeout_s: float, what: str):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 
     def holds():
         try:
             return condition(driver)
-        except StaleElementReferenceException:  # the page redrew the element while we read it: look again
+        # The page redrew the element while we read it, or the next page has not loaded yet (a sign-in's
+        # redirect still on its way, so the element is not there): look again.
+        except (StaleElementReferenceException, NoSuchElementException):
             return False
 
     return wait_for(holds, timeout_s, what, interval_s=0.05)

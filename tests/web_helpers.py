@@ -118,9 +118,16 @@ def chromium(window: str = "1400,1000"):
 def sign_in(driver, base: str, token: str, path: str = "/") -> None:
     from selenium.webdriver.common.by import By
 
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
+
     driver.get(f"{base}/signin?next={path}")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.ID, "signin").click()
+    button = driver.find_element(By.ID, "signin")
+    button.click()
+    # The form posts and the answer is a new document (the page asked for, or the sign-in page again with
+    # its error): wait until this one is gone, so what the caller looks for next is on the answer.
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(button))
 
 
 def screenshot(driver, folder: Path, name: str) -> Path:
