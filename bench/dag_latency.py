@@ -13,8 +13,9 @@ wakes the site's sync, the coordinator releases the child and places it at once,
 streams to the child's site, is confirmed on the same stream (fencing), and the NOTIFY it makes wakes
 an idle launcher there.
 
-The raw baseline, in the same run: the same chain as bare processes, each ``true`` started by Python
-as soon as the one before has ended (a hop with nothing in between but a fork and an exec).
+The raw baseline, in the same run: the same chain as bare processes, each started by Python as soon
+as the one before has ended, its start the time it reads itself (``date``: a hop with nothing in
+between but a fork and an exec).
 
 Targets (issue 20): median hop under 50 ms within a site, under 250 ms across sites.
 """
@@ -49,25 +50,65 @@ def chain(name: str, count: int, sites: list[str]) -> dict:
     return {"name": name, "tasks": tasks}
 
 
+def _at(value: str) -> float:
+    return datetime.fromisoformat(value.removesuffix("Z") + "+00:00").timestamp()
+
+
 def hops(client: ArgoClient, workflow_id: int) -> list[float]:
     by_name = {t["name"]: t["attempts"][-1] for t in client.tasks(workflow_id)}
     ordered = [by_name[f"t{i}"] for i in range(len(by_name))]
+    return [_at(child["started_at"]) - _at(parent["ended_at"]) for parent, child in zip(ordered, ordered[1:])][WARMUP_HOPS:]
 
-    def at(value: str) -> float:
-        return datetime.fromisoformat(value.removesuffix("Z") + "+00:00").timestamp()
 
-    return [at(child["started_at"]) - at(parent["ended_at"]) for parent, child in zip(ordered, ordered[1:])][WARMUP_HOPS:]
+# A hop's steps, in order: each is the time from the step before it (the parent's end first).
+STEPS = ("end->released", "released->placed", "placed->job at site", "job->staged in", "staged in->RUNNING")
+
+
+def hop_steps(client: ArgoClient, workflow_id: int, sites: list) -> dict[str, list[float]]:
+    """Where each hop's time goes: the coordinator's release and placement (its attempt times), the
+    site's job made from the assignment, staged in and taken by a launcher (the site's job events).
+    One host's clock for all of them."""
+    from sqlalchemy import text
+
+    tasks = {t["name"]: t for t in client.tasks(workflow_id)}
+    at_site: dict[str, dict[str, float]] = {}
+    for site in sites:
+        with site.session() as session:
+            rows = session.execute(text(
+                "SELECT j.argo_task_id, e.to_state, min(e.timestamp) FROM job_events e JOIN jobs j ON j.id = e.job_id"
+                " WHERE j.argo_task_id = ANY(:ids) GROUP BY j.argo_task_id, e.to_state"),
+                {"ids": [t["id"] for t in tasks.values()]}).all()  # fmt: skip
+        for task_id, state, when in rows:
+            at_site.setdefault(task_id, {})[state] = when.timestamp()
+    steps: dict[str, list[float]] = {step: [] for step in STEPS}
+    for i in range(1 + WARMUP_HOPS, len(tasks)):
+        parent, child = tasks[f"t{i - 1}"]["attempts"][-1], tasks[f"t{i}"]
+        attempt, events = child["attempts"][-1], at_site.get(child["id"], {})
+        if "RUNNING" not in events:
+            continue
+        made = min(events.values())  # its first event: made READY (or waiting for its inputs)
+        staged = events.get("STAGED_IN", events.get("READY", made))
+        times = (_at(parent["ended_at"]), _at(attempt["ready_at"]), _at(attempt["placed_at"]), made, staged, events["RUNNING"])
+        for step, before, after in zip(STEPS, times, times[1:]):
+            steps[step].append(after - before)
+    return steps
+
+
+def report_steps(steps: dict[str, list[float]]) -> None:
+    shown = [f"{step} {statistics.median(values) * 1000:.1f}" for step, values in steps.items() if values]
+    print(f"    {'its steps, median ms:':32s} " + ", ".join(shown))
 
 
 def raw_hops(count: int) -> list[float]:
+    """From one process's end (its wait returned) to the next one's start as that process reads the
+    clock: a fork and an exec, nothing else."""
     found = []
     ended = None
     for _ in range(count):
-        started = time.perf_counter()
+        started = float(subprocess.run(["date", "+%s.%N"], check=True, capture_output=True, text=True).stdout)
         if ended is not None:
             found.append(started - ended)
-        subprocess.run(["true"], check=True)
-        ended = time.perf_counter()
+        ended = time.time()
     return found
 
 
@@ -107,7 +148,8 @@ def run(count: int) -> dict[str, float]:
                 if status != "finished":
                     raise RuntimeError(f"the chain {label} ended {status}")
                 figures[label] = report(label, hops(client, workflow_id))
-            figures["raw"] = report("raw: true after true (no Argo)", raw_hops(count))
+                report_steps(hop_steps(client, workflow_id, sites))
+            figures["raw"] = report("raw: process after process (no Argo)", raw_hops(count))
         for label in ("within one site (alpha)", "across sites (alpha, beta, ...)"):
             print(f"  {label}: {figures[label] / figures['raw']:.1f}x the raw hop")
         return figures
