@@ -78,12 +78,11 @@ def make_site(root: Path, name: str, address: str, enrol_token: str = "", apps: 
 
 
 def stop_site(site) -> None:
-    from balsam.site.agent import stop_agent
-    from balsam.site.postgres import EmbeddedPostgres
+    """The site's agent, its launchers (their batch jobs cancelled: this site's own), then its database."""
+    from balsam.site.stopping import stop_site as stop
 
-    stop_agent(site.settings)
     site.close()
-    EmbeddedPostgres(site.settings).stop()
+    stop(site.settings, force=True, say=lambda _line: None, warn=console.print)
 
 
 def run_demo(path: Path | None = None, count: int = 6) -> dict:

@@ -1,5 +1,6 @@
 """The README's main command: `argo demo` on embedded defaults, as a user runs it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,20 @@ def test_argo_demo_runs_a_workflow_across_two_sites_and_stops_everything(tmp_pat
         settings = SiteSettings.load(tmp_path / name)
         assert agent_pid(settings) is None
         assert not EmbeddedPostgres(settings).is_running()
+    # Nor any launcher: the sites' elastic queues started them, and each went with its site, not
+    # later against a database that was gone.
+    assert _processes_in(tmp_path) == []
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """The processes of this host started from ``folder`` or working in it (their command lines)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if str(folder) in cmdline or Path(cwd).is_relative_to(folder):
+            found.append(f"{pid}: {cmdline}")
+    return found

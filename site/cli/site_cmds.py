@@ -183,56 +183,9 @@ def stop(
     site: Path | None = SiteOption,
 ) -> None:
     """Stop the site's agent, then its embedded database server (refused while batch jobs need it, unless --force)."""
-    from balsam.site.agent import stop_agent
+    from balsam.site.stopping import stop_site
 
-    settings = _settings(site)
-    server = EmbeddedPostgres(settings) if settings.database.mode == "embedded" else None
-    if server is not None and server.is_running():
-        _batch_jobs_before_stop(settings, force)
-    stopped_agent = stop_agent(settings)
-    if stopped_agent:
-        console.print(f"agent (pid {stopped_agent}) stopped")
-    if settings.database.mode != "embedded":
-        console.print(f"site {settings.name} uses an external database server; nothing to stop")
-        return
-    stopped = server.stop()
-    console.print(f"database of site {settings.name} {'stopped' if stopped else 'was not running'}")
-
-
-def _batch_jobs_before_stop(settings: SiteSettings, force: bool) -> None:
-    """The launchers of queued and running batch jobs need the database. Those the elastic queue
-    submitted are the agent's, and go with it; stopping the database under the user's own is refused,
-    unless ``force`` cancels them too. The agent stops first, so that it submits no more."""
-    from balsam.site.agent import stop_agent
-    from balsam.site.batch import BatchQueue
-    from balsam.site.scheduler.base import SchedulerError
-
-    with Site(settings) as s:
-        queue = BatchQueue(s)
-        try:
-            queue.sync()
-        except SchedulerError as exc:
-            err_console.print(f"warning: cannot ask the scheduler for its batch jobs' states ({exc}); using the last known ones")
-        live = queue.list()
-        users = [row for row in live if row.origin != "elastic"]
-        if users and not force:
-            listed = ", ".join(f"{row.id} ({row.state})" for row in users)
-            raise BalsamError(
-                f"site {settings.name} has batch jobs whose launchers use its database: {listed}. "
-                "Wait for them to end (`balsam queue ls`), cancel them (`balsam queue rm ID`), "
-                "or cancel them and stop with `balsam site stop --force`"
-            )
-        if not live:
-            return
-        stopped_agent = stop_agent(settings)
-        if stopped_agent:
-            console.print(f"agent (pid {stopped_agent}) stopped")
-        for row in queue.cancel_and_wait([row.id for row in live]):
-            console.print(f"batch job {row.id} ({row.scheduler} {row.scheduler_id or '-'}, by {row.origin}) cancelled")
-        left = queue.list()
-        if left:
-            err_console.print(f"warning: batch job(s) {', '.join(str(r.id) for r in left)} not known to have ended yet "
-                              "(`balsam queue ls` shows them once the site is started again)")  # fmt: skip
+    stop_site(_settings(site), force, say=console.print, warn=err_console.print)
 
 
 @app.command("status")
