@@ -557,7 +557,9 @@ class ArgoSync:
             specs.append(spec)
             links.append((assign.task_id, assign.attempt, seq))
         if specs:
-            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps})
+            # No launcher may start them before the coordinator confirms their numbers: `confirm` wakes
+            # the launchers then. Woken now, each would look, find nothing it may take, and delay that.
+            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps}, wake=False)
             session.execute(
                 text(
                     "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a, argo_seq = v.seq, argo_coordinator = :c"

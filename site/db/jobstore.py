@@ -68,11 +68,12 @@ def lock_parents(session: Session, job_ids: list[int]) -> dict[int, str]:
     return {row.id: row.state for row in rows}
 
 
-def insert_jobs(session: Session, request: Request | list[JobSpec], app_ids: dict[str, int]) -> list[int]:
+def insert_jobs(session: Session, request: Request | list[JobSpec], app_ids: dict[str, int], wake: bool = True) -> list[int]:
     """Create a request's jobs with their parent links and first events; their ids.
 
     A ``Request`` checks each job as its line is made (see there); a plain list holds specs that
-    passed every check already.
+    passed every check already. ``wake``: tell the launchers there is new work (not for jobs that
+    may not start yet: whatever lets them start wakes the launchers then).
     """
     if not isinstance(request, Request):
         request = Request.checked(request)
@@ -131,7 +132,7 @@ def insert_jobs(session: Session, request: Request | list[JobSpec], app_ids: dic
     if links:
         copy_rows(session, "job_parents", ("child_id", "parent_id"), links)
     copy_lines(session, "job_events", ("job_id", "from_state", "to_state", "message"), events)
-    if any_ready:
+    if any_ready and wake:
         notify_runnable(session)
     return list(ids)
 
