@@ -78,11 +78,20 @@ def make_site(root: Path, name: str, address: str, enrol_token: str = "", apps: 
 
 
 def stop_site(site) -> None:
-    """The site's agent, its launchers (their batch jobs cancelled: this site's own), then its database."""
+    """The site's agent, its launchers (their batch jobs cancelled: this site's own), then its database.
+    Should cancelling fail, the agent and the database are stopped anyway: the caller stops the
+    other sites and the coordinator next."""
+    from balsam.site.agent import stop_agent
+    from balsam.site.postgres import EmbeddedPostgres
     from balsam.site.stopping import stop_site as stop
 
     site.close()
-    stop(site.settings, force=True, say=lambda _line: None, warn=console.print)
+    try:
+        stop(site.settings, force=True, say=lambda _line: None, warn=console.print)
+    except Exception as exc:  # noqa: BLE001 (a scheduler's refusal, a database gone: say it, stop the rest)
+        console.print(f"site {site.settings.name}: its batch jobs could not all be cancelled ({exc}); stopping its agent and database")
+        stop_agent(site.settings)
+        EmbeddedPostgres(site.settings).stop()
 
 
 def run_demo(path: Path | None = None, count: int = 6) -> dict:

@@ -558,8 +558,10 @@ class ArgoSync:
             links.append((assign.task_id, assign.attempt, seq))
         if specs:
             # No launcher may start them before the coordinator confirms their numbers: `confirm` wakes
-            # the launchers then. Woken now, each would look, find nothing it may take, and delay that.
-            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps}, wake=False)
+            # the launchers then; woken now, each would look and find nothing it may take. The transfer
+            # service, which listens too, may fetch inputs at once: woken for jobs that have some.
+            wake = any(spec.inputs or spec.stage_in for spec in specs)
+            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps}, wake=wake)
             session.execute(
                 text(
                     "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a, argo_seq = v.seq, argo_coordinator = :c"

@@ -4,7 +4,9 @@ One sequence for `balsam site stop` and for the sites ``argo demo`` and the benc
 launchers of queued and running batch jobs need the database: those the elastic queue submitted are
 the agent's and go with it (cancelled, and for the local scheduler waited for, so they give their
 jobs back while the database is still there); stopping the database under the user's own batch jobs
-is refused unless ``force`` cancels them too. The agent stops first, so that it submits no more.
+is refused unless ``force`` cancels them too. The agent stops before the batch jobs are listed for
+cancelling, so that none it submits is missed. (With an external database, or an embedded one not
+running, no batch job is cancelled: the database outlives the stop, or is not there to ask.)
 Without this, a stopped site's local launchers went on for a minute or more against a database that
 was gone.
 """
@@ -49,8 +51,7 @@ def _cancel_batch_jobs(settings: SiteSettings, force: bool, say: Callable[[str],
             queue.sync()
         except SchedulerError as exc:
             warn(f"warning: cannot ask the scheduler for its batch jobs' states ({exc}); using the last known ones")
-        live = queue.list()
-        users = [row for row in live if row.origin != "elastic"]
+        users = [row for row in queue.list() if row.origin != "elastic"]
         if users and not force:
             listed = ", ".join(f"{row.id} ({row.state})" for row in users)
             raise BalsamError(
@@ -58,11 +59,13 @@ def _cancel_batch_jobs(settings: SiteSettings, force: bool, say: Callable[[str],
                 "Wait for them to end (`balsam queue ls`), cancel them (`balsam queue rm ID`), "
                 "or cancel them and stop with `balsam site stop --force`"
             )
-        if not live:
-            return
+        # The agent first, then the list again: what its elastic queue submitted meanwhile is on it.
         stopped_agent = stop_agent(settings)
         if stopped_agent:
             say(f"agent (pid {stopped_agent}) stopped")
+        live = queue.list()
+        if not live:
+            return
         for row in queue.cancel_and_wait([row.id for row in live]):
             say(f"batch job {row.id} ({row.scheduler} {row.scheduler_id or '-'}, by {row.origin}) cancelled")
         left = queue.list()
