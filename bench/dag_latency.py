@@ -54,8 +54,8 @@ def _at(value: str) -> float:
     return datetime.fromisoformat(value.removesuffix("Z") + "+00:00").timestamp()
 
 
-def hops(client: ArgoClient, workflow_id: int) -> list[float]:
-    by_name = {t["name"]: t["attempts"][-1] for t in client.tasks(workflow_id)}
+def hops(tasks: list[dict]) -> list[float]:
+    by_name = {t["name"]: t["attempts"][-1] for t in tasks}
     ordered = [by_name[f"t{i}"] for i in range(len(by_name))]
     return [_at(child["started_at"]) - _at(parent["ended_at"]) for parent, child in zip(ordered, ordered[1:])][WARMUP_HOPS:]
 
@@ -64,13 +64,13 @@ def hops(client: ArgoClient, workflow_id: int) -> list[float]:
 STEPS = ("end->released", "released->placed", "placed->job at site", "job->staged in", "staged in->RUNNING")
 
 
-def hop_steps(client: ArgoClient, workflow_id: int, sites: list) -> dict[str, list[float]]:
+def hop_steps(listed: list[dict], sites: list) -> dict[str, list[float]]:
     """Where each hop's time goes: the coordinator's release and placement (its attempt times), the
     site's job made from the assignment, staged in and taken by a launcher (the site's job events).
     One host's clock for all of them."""
     from sqlalchemy import text
 
-    tasks = {t["name"]: t for t in client.tasks(workflow_id)}
+    tasks = {t["name"]: t for t in listed}
     at_site: dict[str, dict[str, float]] = {}
     for site in sites:
         with site.session() as session:
@@ -147,8 +147,9 @@ def run(count: int) -> dict[str, float]:
                 status = client.wait(workflow_id, timeout_s=60 + count * 5)
                 if status != "finished":
                     raise RuntimeError(f"the chain {label} ended {status}")
-                figures[label] = report(label, hops(client, workflow_id))
-                report_steps(hop_steps(client, workflow_id, sites))
+                tasks = client.tasks(workflow_id)
+                figures[label] = report(label, hops(tasks))
+                report_steps(hop_steps(tasks, sites))
             figures["raw"] = report("raw: process after process (no Argo)", raw_hops(count))
         for label in ("within one site (alpha)", "across sites (alpha, beta, ...)"):
             print(f"  {label}: {figures[label] / figures['raw']:.1f}x the raw hop")

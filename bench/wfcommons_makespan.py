@@ -20,8 +20,8 @@ ThreadPoolExecutor, its lightest path), in one shared folder (Parsl stages nothi
 Both makespans run from the first submit to the moment the workflow is seen finished, and both
 start warm: Parsl's side runs one task before its clock starts (its workers up), Argo's a task of no
 work at each site (each site's launcher started by its elastic queue, which lingers after it); the
-warm-up's time is printed apart. Each task's
-program logs when it ran, on one clock, so the same figures are read for both: slot utilisation,
+warm-up's time is printed apart. Each task's program logs when it ran, on one clock, so the same
+figures are read for both: slot utilisation,
 the longest time with nothing running, and the time from a task's last parent's end to its start.
 Every task must have run exactly once, every output must be intact, or the bench fails.
 

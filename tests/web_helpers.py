@@ -117,7 +117,6 @@ def chromium(window: str = "1400,1000"):
 
 def sign_in(driver, base: str, token: str, path: str = "/") -> None:
     from selenium.webdriver.common.by import By
-
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
