@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2.errors
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -258,7 +259,13 @@ class Site:
             apps = session.execute(select(App.name, App.id, App.command_template)).all()
             templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
             request = Request(items, templates, shapes_checked=shapes_checked, sources=sources, progress=progress)
-            return jobstore.insert_jobs(session, request, {row.name: row.id for row in apps})
+            try:
+                return jobstore.insert_jobs(session, request, {row.name: row.id for row in apps})
+            except psycopg2.errors.ForeignKeyViolation as exc:
+                if not str(exc).startswith("jobs: there is no app"):  # the app check's words (migration 0012)
+                    raise
+                # Read above, removed by `balsam app rm` before the jobs' check could lock it.
+                raise BalsamError("an app of these jobs was removed while they were being added; none was stored") from None
 
     # -- queries -------------------------------------------------------------------------------
 

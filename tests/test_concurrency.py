@@ -166,3 +166,66 @@ def test_a_request_refused_by_a_job_far_into_it_stores_nothing(site):
             site.add_jobs(request)
         assert stored() == before, what
     assert len(site.add_jobs(jobs)) == 30_000
+
+
+def test_a_jobs_app_is_checked_once_per_statement_and_kept_while_it_has_jobs(site):
+    """The jobs' app key is kept by triggers (migration 0012), not a foreign key: a job naming no app
+    is refused by name with nothing of its statement stored, an app with jobs cannot be deleted even
+    by SQL that skips `remove_app`'s count, and a creation that races a removal holding the app waits
+    for it and then stores nothing, with an error that says why."""
+    import threading
+    import time
+
+    import psycopg2.errors
+    import pytest
+    from sqlalchemy import text
+
+    from balsam.errors import BalsamError
+    from balsam.pgcopy import copy_lines
+    from balsam.site.db.jobstore import _JOB_COPY_COLUMNS
+
+    site.add_app("work", "work {i}")
+    site.add_app("other", "other {i}")
+    (kept,) = site.add_jobs([{"app": "work", "params": {"i": 1}}])
+    work = site.app("work").id
+
+    def count_jobs():
+        with site.session() as session:
+            return session.scalar(text("SELECT count(*) FROM jobs"))
+
+    # Through COPY, as insert_jobs writes: one bad row among good ones refuses the statement.
+    line = "{id}\tx\tdefault\t{app}\t{{}}\tREADY\t1\t1\t1\t0\t1\t\\N\t{{}}\t{{}}\t{{}}\t[]\t[]\t[]\t\t0\t0\n"
+    with pytest.raises(psycopg2.errors.ForeignKeyViolation, match="there is no app 424242"):
+        with site.session() as session:
+            copy_lines(session, "jobs", _JOB_COPY_COLUMNS, iter([line.format(id=10**9, app=work), line.format(id=10**9 + 1, app=424242)]))
+    assert count_jobs() == 1
+    with pytest.raises(Exception, match="there is no app 424242"):  # and by an UPDATE of one job
+        with site.session() as session:
+            session.execute(text("UPDATE jobs SET app_id = 424242 WHERE id = :id"), {"id": kept})
+    assert site.job(kept).app.name == "work"
+
+    with pytest.raises(Exception, match=f"app {work} still has jobs"):
+        with site.session() as session:
+            session.execute(text("DELETE FROM apps WHERE id = :id"), {"id": work})
+    assert [app.name for app in site.apps()] == ["other", "work"]
+
+    # A removal holds the app (deleted, not yet committed) while a creation reads the apps and writes.
+    outcome: list[object] = []
+
+    def add() -> None:
+        try:
+            outcome.append(site.add_jobs([{"app": "other", "params": {"i": k}} for k in range(500)]))
+        except BalsamError as exc:
+            outcome.append(exc)
+
+    adder = None
+    with site.session() as session:
+        session.execute(text("DELETE FROM apps WHERE name = 'other'"))
+        adder = threading.Thread(target=add)
+        adder.start()
+        time.sleep(1.0)
+        assert adder.is_alive(), "the creation did not wait for the app's removal"
+    adder.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], BalsamError), outcome
+    assert "removed while they were being added; none was stored" in str(outcome[0])
+    assert count_jobs() == 1 and [app.name for app in site.apps()] == ["work"]

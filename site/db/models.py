@@ -64,7 +64,9 @@ class Job(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     workflow: Mapped[str] = mapped_column(String(200), default="default")
-    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="RESTRICT"))
+    # Names an existing app, checked once per statement by triggers (migration 0012) instead of a
+    # foreign key, whose check is a query per row; an app with jobs cannot be removed.
+    app_id: Mapped[int] = mapped_column(Integer)
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(20), default=JobState.CREATED.value)
 
@@ -106,7 +108,7 @@ class Job(Base):
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
-    app: Mapped[App] = relationship(lazy="joined", innerjoin=True)
+    app: Mapped[App] = relationship(lazy="joined", innerjoin=True, primaryjoin="foreign(Job.app_id) == App.id")
 
     @property
     def resources(self) -> Resources:
