@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from balsam.argo import spec as specs
+from balsam.argo.beats import HeartbeatBatcher
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.feed import Batch, encoded, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
@@ -193,6 +194,7 @@ class SitesService:
         self.db = coordinator.db
         self.auth = coordinator.auth
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
+        self._heartbeats = HeartbeatBatcher(self.sync.heartbeats, self.sync.heartbeat)
 
     def Register(self, request: pb.RegisterRequest, call: Call) -> pb.RegisterReply:
         _check_registration(request)
@@ -225,20 +227,20 @@ class SitesService:
         inbox.put_nowait(first)
         with self.db.wakened() as wake:  # set by every change of the database, and by each envelope read
 
-            # Heartbeats alone skip the queue: each is answered at once, beside the batch being applied
-            # (it touches only the site's row, and waits for no writer of the graph), so a site's lease is
-            # renewed on time however long its events wait for their workflows' locks.
+            # Heartbeats alone skip the queue: each is answered beside the batch being applied, with
+            # the other sites' heartbeats (argo/beats.py; only the sites' rows, no writer of the graph
+            # waited for), so a site's lease is renewed on time however long its events wait for their
+            # workflows' locks.
             leases: asyncio.Queue[pb.CoordinatorEnvelope] = asyncio.Queue()
             beating: set[asyncio.Task] = set()
 
             async def beat(envelope: pb.SiteEnvelope) -> None:
                 try:
-                    reply = await call.run(self._answer, site, envelope)
+                    grant = await self._heartbeats.lease(site, envelope.heartbeat, call.run)
                 except Exception as exc:  # noqa: BLE001 (a bad heartbeat ends the stream, as any bad envelope)
                     inbox.put_nowait(exc)
                 else:
-                    if reply is not None:
-                        leases.put_nowait(reply)
+                    leases.put_nowait(pb.CoordinatorEnvelope(lease=grant))
                 wake.set()
 
             async def read() -> None:

@@ -23,7 +23,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from balsam.argo import graph
@@ -178,20 +178,58 @@ class SyncEndpoint:
             graph.close_workflows(session, ending)
             if new:
                 row.last_applied = new[-1].seq
-            row.last_seen_at = func.now()
-            came_back = row.status == "down"
-            if came_back:
-                row.status = "up"
-                graph.site_event(session, site, f"site {site} is up again")
-            grant = None
-            if heartbeat is not None:
-                _record_heartbeat(row, heartbeat)
-                row.lease_until = func.now() + timedelta(seconds=self.lease_s)
-                grant = pb.LeaseGrant(heartbeat=heartbeat.number, seconds=self.lease_s)
+            came_back, grant = self._heard(session, row, heartbeat)
             last = row.last_applied
         if new or came_back:
             self.db.notify(place=released or came_back)
         return last, grant
+
+    def heartbeats(self, beats: Sequence[tuple[str, pb.Heartbeat]]) -> list[pb.LeaseGrant | BadRequest | None]:
+        """Heartbeats of many sites, recorded in one transaction: each one's lease, the refusal of a
+        malformed one, or None for one not recorded here (``heartbeat`` records each of those alone).
+
+        A hundred sites beat a hundred times a second: one transaction each was most of the
+        coordinator's work at that size. Rows another transaction holds (placement numbering the
+        site's messages, a batch of its events) are skipped, not waited for, so this never holds one
+        site's row while waiting for another's, and the other sites' leases do not wait for it."""
+        results: list[pb.LeaseGrant | BadRequest | None] = [None] * len(beats)
+        for i, (_, beat) in enumerate(beats):
+            try:
+                _check_heartbeat(beat)
+            except BadRequest as exc:
+                results[i] = exc
+        wanted = sorted({site for (site, _), result in zip(beats, results) if result is None})
+        came_back = False
+        with self.db.session() as session:
+            rows = {row.name: row for row in session.scalars(
+                select(Site).where(Site.name.in_(wanted)).order_by(Site.name).with_for_update(skip_locked=True)
+            )}  # fmt: skip
+            for i, (site, beat) in enumerate(beats):
+                if results[i] is None and site in rows:
+                    back, results[i] = self._heard(session, rows[site], beat)
+                    came_back |= back
+        if came_back:
+            self.db.notify(place=True)
+        return results
+
+    def heartbeat(self, site: str, beat: pb.Heartbeat) -> pb.LeaseGrant:
+        """One site's heartbeat, recorded alone (waiting for its row): its lease."""
+        grant = self.apply(site, [], beat)[1]
+        assert grant is not None
+        return grant
+
+    def _heard(self, session: Session, row: Site, heartbeat: pb.Heartbeat | None) -> tuple[bool, pb.LeaseGrant | None]:
+        """The site was heard from (and beat): whether it was down, and the lease that answers its heartbeat."""
+        row.last_seen_at = func.now()
+        came_back = row.status == "down"
+        if came_back:
+            row.status = "up"
+            graph.site_event(session, row.name, f"site {row.name} is up again")
+        if heartbeat is None:
+            return came_back, None
+        _record_heartbeat(row, heartbeat)
+        row.lease_until = func.now() + timedelta(seconds=self.lease_s)
+        return came_back, pb.LeaseGrant(heartbeat=heartbeat.number, seconds=self.lease_s)
 
     @staticmethod
     def _adopt(session: Session, site: str, spawned: Sequence[Spawned]) -> set[int]:

@@ -1,4 +1,4 @@
-"""CPU seconds of the processes a benchmark runs: a site's database server, and a child process of its own.
+"""CPU seconds of the processes a benchmark runs: a database server, the coordinator, a child process of its own.
 
 On a shared, loaded machine the wall time of a run depends on what else runs; the CPU time each
 part used much less, so benchmarks print it beside their rates.
@@ -21,18 +21,23 @@ def _stat(pid: int) -> list[str]:
 
 def server_cpu_s(site: Site) -> float:
     """CPU seconds used so far by the site's PostgreSQL server and the backends it forked."""
+    return cluster_cpu_s(site.settings.db_dir / "pgdata")
 
-    def used(pid: int) -> float:
-        try:
-            fields = _stat(pid)
-            children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            return 0.0  # a backend that ended between two reads
-        # utime + stime of the process, and of its children it has waited for (ended backends)
-        return sum(int(f) for f in fields[11:15]) / TICK + sum(used(c) for c in children)
 
-    postmaster = int((site.settings.db_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
-    return used(postmaster)
+def cluster_cpu_s(pgdata: Path) -> float:
+    """CPU seconds used so far by the PostgreSQL server of ``pgdata`` and the backends it forked."""
+    return process_cpu_s(int((pgdata / "postmaster.pid").read_text().split()[0]))
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by a process and its children, those running and those it has waited for."""
+    try:
+        fields = _stat(pid)
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0  # a backend that ended between two reads
+    # utime + stime of the process, and of its children it has waited for (ended backends)
+    return sum(int(f) for f in fields[11:15]) / TICK + sum(process_cpu_s(c) for c in children)
 
 
 def run_measured(argv: list[str], **popen) -> tuple[int, float, float]:

@@ -21,6 +21,8 @@ Printed, a line each, then one line of all figures:
   unary_p99_ms      the owner's ListSites and Workflows.List, called throughout
   coordinator_rss_mb  the server process's resident memory, highest seen (and at each quarter done)
   db_mb             the coordinator database's size at the end
+  idle_cpu_ms_per_s  the coordinator's CPU (its process and its database) per second while the sites,
+                    all connected, only beat (every 1 s), before any task: what a site costs by being there
 Raw baselines, in the same run: a bare COPY of as many task rows into a scratch table of the
 coordinator's database, and the message rate of a bare gRPC server stream on this machine.
 """
@@ -46,6 +48,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simsite import SimulatedSite, site_token  # noqa: E402
+from cputime import cluster_cpu_s, process_cpu_s  # noqa: E402
 
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
@@ -245,6 +248,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
                 site.start()
                 fleet.append(site)
             viewers = [admin.add_user(f"viewer{k}", "viewer", [f"p{k}"])["token"] for k in range(workflows)]
+        idle_cpu = idle_cost(settings, pid, fleet)
         probe = UnaryProbe(address, owner)
         probe.start()
         if watchers:
@@ -303,7 +307,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
             "sites": sites, "tasks": total, "submit_s": submit_s, "place_per_s": place_per_s, "refill_p99_ms": p99(refills) * 1000,
             "events_per_s": events_per_s, "watch_lag_p99_ms": watched.get("lag_p99", 0.0) * 1000, "unary_p99_ms": p99(probe.latencies) * 1000,
             "coordinator_rss_mb": max(rss_seen), "db_mb": db_mb(settings), "raw_copy_s": raw_copy, "raw_stream_per_s": raw_stream,
-            "watch_fed_p99_ms": watched.get("fed_p99", 0.0) * 1000,
+            "watch_fed_p99_ms": watched.get("fed_p99", 0.0) * 1000, "idle_cpu_ms_per_s": idle_cpu,
         }  # fmt: skip
         print(f"  workflows ended: {', '.join(sorted(ended))}")
         print(f"  placement: {place_per_s:,.0f} tasks/s; a site's room to its next assignment: median"
@@ -330,6 +334,25 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
             site.stop()
         stop_server(settings.data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+IDLE_S = 5.0
+
+
+def idle_cost(settings: ServerSettings, pid: int, fleet: list[SimulatedSite]) -> float:
+    """The coordinator's CPU (its process and its database's) per second while the sites only keep their
+    leases, no task anywhere: what each site costs before it runs anything. Milliseconds a second."""
+    time.sleep(1.0)  # every stream up and beating
+    pgdata = settings.data / "db" / "pgdata"
+    beats = sum(len(s.heartbeat_latencies) for s in fleet)
+    server, database, start = process_cpu_s(pid), cluster_cpu_s(pgdata), time.perf_counter()
+    time.sleep(IDLE_S)
+    seconds = time.perf_counter() - start
+    server, database = (process_cpu_s(pid) - server) / seconds * 1000, (cluster_cpu_s(pgdata) - database) / seconds * 1000
+    beats = (sum(len(s.heartbeat_latencies) for s in fleet) - beats) / seconds
+    print(f"  idle: {len(fleet)} sites keeping their leases ({beats:.0f} heartbeats/s answered): the coordinator used"
+          f" {server + database:.0f} ms of CPU a second (its process {server:.0f}, its database {database:.0f})", flush=True)
+    return server + database
 
 
 def plain(value: object) -> str:
