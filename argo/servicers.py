@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
 
 from balsam.argo import spec as specs
-from balsam.argo.beats import HeartbeatBatcher
+from balsam.argo.batching import HEARTBEAT_GATHER_S, Batcher
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.feed import Batch, encoded, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
@@ -194,7 +194,11 @@ class SitesService:
         self.db = coordinator.db
         self.auth = coordinator.auth
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
-        self._heartbeats = HeartbeatBatcher(self.sync.heartbeats, self.sync.heartbeat)
+        # The sites' heartbeats, and their envelopes of events and acknowledgements, each written
+        # many sites at a time (balsam.argo.batching).
+        self._heartbeats = Batcher(self.sync.heartbeats, apart=self.sync.heartbeat, gather_s=HEARTBEAT_GATHER_S)
+        self._envelopes = Batcher(self._answer_many, writers=self.sync.batches_at_once,
+                                  weight=lambda item: len(item[1].messages), max_weight=MERGE_MESSAGES)  # fmt: skip
 
     def Register(self, request: pb.RegisterRequest, call: Call) -> pb.RegisterReply:
         _check_registration(request)
@@ -228,7 +232,7 @@ class SitesService:
         with self.db.wakened() as wake:  # set by every change of the database, and by each envelope read
 
             # Heartbeats alone skip the queue: each is answered beside the batch being applied, with
-            # the other sites' heartbeats (argo/beats.py; only the sites' rows, no writer of the graph
+            # the other sites' heartbeats (argo/batching.py; only the sites' rows, no writer of the graph
             # waited for), so a site's lease is renewed on time however long its events wait for their
             # workflows' locks.
             leases: asyncio.Queue[pb.CoordinatorEnvelope] = asyncio.Queue()
@@ -236,7 +240,7 @@ class SitesService:
 
             async def beat(envelope: pb.SiteEnvelope) -> None:
                 try:
-                    grant = await self._heartbeats.lease(site, envelope.heartbeat, call.run)
+                    grant = await self._heartbeats.answer((site, envelope.heartbeat), call.run)
                 except Exception as exc:  # noqa: BLE001 (a bad heartbeat ends the stream, as any bad envelope)
                     inbox.put_nowait(exc)
                 else:
@@ -277,7 +281,7 @@ class SitesService:
                         # (and one wait for the workflows' locks) for many envelopes, the latest heartbeat answered.
                         envelope, carry, end = _merged(carry, inbox)
                         if envelope is not None:
-                            applying = asyncio.ensure_future(call.run(self._answer, site, envelope))
+                            applying = asyncio.ensure_future(self._envelopes.answer((site, envelope), call.run))
                             while not applying.done():  # the leases answered meanwhile go out meanwhile
                                 lease = asyncio.ensure_future(leases.get())
                                 await asyncio.wait((applying, lease), return_when=asyncio.FIRST_COMPLETED)
@@ -328,19 +332,11 @@ class SitesService:
                     ended = "a newer stream of the site replaced it"
                 log.info("site %s disconnected%s", site, f" ({bounded(ended, 500)})" if ended else "")
 
-    def _answer(self, site: str, envelope: pb.SiteEnvelope) -> pb.CoordinatorEnvelope | None:
-        """What one envelope of the site's asks of us, done (in a worker thread); the reply, if any."""
-        reply = pb.CoordinatorEnvelope()
-        if envelope.ack:
-            reply.confirmed = self.sync.acknowledge(site, envelope.ack)
-        heartbeat = envelope.heartbeat if envelope.HasField("heartbeat") else None
-        if envelope.messages or heartbeat is not None:
-            applied, grant = self.sync.apply(site, envelope.messages, heartbeat)
-            if envelope.messages:
-                reply.ack = applied
-            if grant is not None:
-                reply.lease.CopyFrom(grant)
-        return reply if reply.ack or reply.confirmed or reply.HasField("lease") else None
+    def _answer_many(self, envelopes: Sequence[tuple[str, pb.SiteEnvelope]]) -> list[pb.CoordinatorEnvelope | None | Exception]:
+        """What envelopes of several sites' streams ask, done (in a worker thread, one transaction);
+        each one's reply (None: nothing to say) or what refused it."""
+        return [reply if isinstance(reply, Exception) or reply.ack or reply.confirmed or reply.HasField("lease") else None
+                for reply in self.sync.answer_many(envelopes)]  # fmt: skip
 
     def MarkLost(self, request: pb.SiteRef, call: Call) -> pb.MarkLostReply:
         if (caller := call.principal) is not None:

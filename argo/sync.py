@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -50,6 +51,36 @@ class Welcome:
     confirmed: int  # the assignment number it may start up to
 
 
+@dataclass
+class _Envelope:
+    """A site's envelope with what needs no row done before the locks: its messages decoded, its
+    moves checked and their event lines made. (Messages applied before are prepared too, and left
+    out under the lock: a resent batch is rare.)"""
+
+    site: str
+    ack: int
+    messages: Sequence[pb.SiteMessage]
+    bodies: list[tuple[int, Any]]
+    heartbeat: pb.Heartbeat | None
+    reports: taskstore.Prepared
+
+    @classmethod
+    def of(cls, site: str, envelope: pb.SiteEnvelope) -> _Envelope:
+        """Raises BadRequest for a malformed one (nothing of it applied)."""
+        if envelope.ack:
+            check_seq(envelope.ack, "ack")
+        bodies = [(m.seq, site_message_body(m)) for m in envelope.messages]
+        heartbeat = envelope.heartbeat if envelope.HasField("heartbeat") else None
+        if heartbeat is not None:
+            _check_heartbeat(heartbeat)
+        reports = taskstore.prepare_reports(site, [body for _, body in bodies if isinstance(body, Report)])
+        return cls(site, envelope.ack, envelope.messages, bodies, heartbeat, reports)
+
+    @property
+    def workflows(self) -> set[int]:
+        return self.reports.workflows | {body.workflow_id for _, body in self.bodies if isinstance(body, Spawned)}
+
+
 class SyncEndpoint:
     def __init__(self, db: Database, lease_s: float = 60.0, batches_at_once: int = 2) -> None:
         self.db = db
@@ -58,6 +89,7 @@ class SyncEndpoint:
         # as the database's: with ten applying at once on two cores they took the server's interpreter
         # from its event loop (watch streams, leases) and from its unary calls. The others wait here,
         # holding no lock of the database (``coordinator.sync_batches_at_once``).
+        self.batches_at_once = batches_at_once
         self._applying = threading.BoundedSemaphore(batches_at_once)
         with db.session() as session:
             self.instance = session.scalar(text("SELECT instance FROM coordinator WHERE id = 1"))
@@ -106,22 +138,7 @@ class SyncEndpoint:
     def acknowledge(self, site: str, seq: int) -> int:
         """The site applied our messages up to ``seq``; the assignment number it may start up to now,
         if that grew (else 0)."""
-        check_seq(seq, "ack")
-        with self.db.session() as session:
-            row = session.get(Site, site, with_for_update=True)
-            if row is None:
-                raise NotFound(f"site {site!r} is not registered")
-            if seq > row.last_seq:
-                raise BadRequest(f"ack {seq} is above the highest message sent to site {site!r} ({row.last_seq})")
-            before = row.confirmed
-            if row.status == "stalled" and seq > row.acked:
-                row.status = "up"
-                graph.site_event(session, site, f"site {site} applies its messages again")
-            self._acknowledged(session, row, seq)
-            confirmed = row.confirmed
-        if row.status == "up":
-            self.db.notify(place=True)
-        return confirmed if confirmed > before else 0
+        return self.answer_many([(site, pb.SiteEnvelope(ack=seq))], raising=True)[0].confirmed
 
     @staticmethod
     def _acknowledged(session: Session, row: Site, seq: int) -> None:
@@ -142,47 +159,103 @@ class SyncEndpoint:
     def apply(self, site: str, messages: Sequence[pb.SiteMessage], heartbeat: pb.Heartbeat | None = None) -> tuple[int, pb.LeaseGrant | None]:
         """Apply a batch of the site's numbered messages (skipping those applied before); the new high
         mark, and the lease that answers ``heartbeat`` (recorded here as ending ``lease_s`` from now)."""
-        bodies = [(m.seq, site_message_body(m)) for m in messages]  # malformed: BadRequest, nothing applied
+        envelope = pb.SiteEnvelope(messages=messages)
         if heartbeat is not None:
-            _check_heartbeat(heartbeat)
-        # All that needs no row is done before the lock: the moves checked, their event lines made.
-        # (Messages applied before are prepared too, and left out below: a resent batch is rare.)
-        prepared = taskstore.prepare_reports(site, [body for _, body in bodies if isinstance(body, Report)])
-        released = False
+            envelope.heartbeat.CopyFrom(heartbeat)
+        reply = self.answer_many([(site, envelope)], raising=True)[0]
+        return reply.ack, (reply.lease if reply.HasField("lease") else None)
+
+    def answer_many(self, envelopes: Sequence[tuple[str, pb.SiteEnvelope]], raising: bool = False) -> list[pb.CoordinatorEnvelope | Exception]:
+        """What envelopes of several sites ask (an acknowledgement, messages, a heartbeat), done in one
+        transaction; each one's reply, or the refusal of that one alone (``raising``: raised instead).
+
+        With a hundred sites each sending a few events at a time, a transaction (and a wait for the
+        workflows' locks) for each was the limit; together they wait once. A refused envelope is
+        rolled back to its savepoint: the other sites' parts stand. The site rows are taken in name
+        order, after the workflows' locks, as every writer takes its locks."""
+        results: list[pb.CoordinatorEnvelope | Exception | None] = [None] * len(envelopes)
+        prepared: list[tuple[int, _Envelope]] = []
+        for i, (site, envelope) in enumerate(envelopes):
+            try:
+                prepared.append((i, _Envelope.of(site, envelope)))
+            except BadRequest as exc:
+                results[i] = exc
+        prepared.sort(key=lambda item: item[1].site)
+        messages = any(e.messages for _, e in prepared)
+        notify = place = False
         with self._applying if messages else nullcontext(), self.db.session() as session:
-            if messages:  # a heartbeat alone touches only the site's row: it waits for no writer of the graph
+            if messages:  # a heartbeat or an ack alone touches only the site's row: it waits for no writer of the graph
                 # The workflows the messages name (those applied before too: a superset is safe),
-                # before the site's row, as every writer takes its locks first.
-                graph.lock_workflows(session, prepared.workflows | {b.workflow_id for _, b in bodies if isinstance(b, Spawned)})
-            row = session.get(Site, site, with_for_update=True)
-            if row is None:
-                raise NotFound(f"site {site!r} is not registered")
-            new = fresh(messages, row.last_applied, f"site {site}")
-            unseen = {id(m) for m in new}
-            is_new = [id(m) in unseen for m in messages]
-            ending: set[int] = set()
-            spawned = [body for (_, body), keep in zip(bodies, is_new) if keep and isinstance(body, Spawned)]
-            if spawned:
-                self._adopt(session, site, spawned)  # a new task is not final: no workflow ends by it
-            reports = prepared.subset([keep for (_, body), keep in zip(bodies, is_new) if isinstance(body, Report)])
-            if reports.reports:
+                # before the sites' rows, as every writer takes its locks first.
+                graph.lock_workflows(session, set().union(*(e.workflows for _, e in prepared)))
+            for i, envelope in prepared:
                 try:
-                    applied = taskstore.apply_reports(session, reports)
-                except taskstore.ForeignReport as exc:
-                    raise PermissionDenied(str(exc)) from None
-                ending = applied.ended
-                released = bool(applied.released)
-                for report, why in applied.ignored:
-                    if why != "a stale copy":
-                        log.warning("site %s: report on task %s not applied: %s", site, report.task_id, why)
-            graph.close_workflows(session, ending)
-            if new:
-                row.last_applied = new[-1].seq
-            came_back, grant = self._heard(session, row, heartbeat)
-            last = row.last_applied
-        if new or came_back:
-            self.db.notify(place=released or came_back)
-        return last, grant
+                    with session.begin_nested():
+                        reply, changed, placing = self._answer_locked(session, envelope)
+                except (BadRequest, NotFound, PermissionDenied) as exc:
+                    results[i] = exc
+                else:
+                    results[i] = reply
+                    notify, place = notify or changed, place or placing
+        if notify:
+            self.db.notify(place=place)
+        if raising:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+        return results  # type: ignore[return-value]
+
+    def _answer_locked(self, session: Session, envelope: _Envelope) -> tuple[pb.CoordinatorEnvelope, bool, bool]:
+        """One site's envelope, under the workflows' locks: the reply, whether anything changed that
+        the watchers or placement should look at, and whether placement should."""
+        site = envelope.site
+        row = session.get(Site, site, with_for_update=True)
+        if row is None:
+            raise NotFound(f"site {site!r} is not registered")
+        reply = pb.CoordinatorEnvelope()
+        changed = place = False
+        if envelope.ack:
+            if envelope.ack > row.last_seq:
+                raise BadRequest(f"ack {envelope.ack} is above the highest message sent to site {site!r} ({row.last_seq})")
+            before = row.confirmed
+            if row.status == "stalled" and envelope.ack > row.acked:
+                row.status = "up"
+                graph.site_event(session, site, f"site {site} applies its messages again")
+            self._acknowledged(session, row, envelope.ack)
+            if row.confirmed > before:
+                reply.confirmed = row.confirmed
+            changed = place = row.status == "up"
+        if not envelope.messages and envelope.heartbeat is None:
+            return reply, changed, place
+        messages, bodies = envelope.messages, envelope.bodies
+        new = fresh(messages, row.last_applied, f"site {site}")
+        unseen = {id(m) for m in new}
+        is_new = [id(m) in unseen for m in messages]
+        ending: set[int] = set()
+        released = False
+        spawned = [body for (_, body), keep in zip(bodies, is_new) if keep and isinstance(body, Spawned)]
+        if spawned:
+            self._adopt(session, site, spawned)  # a new task is not final: no workflow ends by it
+        reports = envelope.reports.subset([keep for (_, body), keep in zip(bodies, is_new) if isinstance(body, Report)])
+        if reports.reports:
+            try:
+                applied = taskstore.apply_reports(session, reports)
+            except taskstore.ForeignReport as exc:
+                raise PermissionDenied(str(exc)) from None
+            ending = applied.ended
+            released = bool(applied.released)
+            for report, why in applied.ignored:
+                if why != "a stale copy":
+                    log.warning("site %s: report on task %s not applied: %s", site, report.task_id, why)
+        graph.close_workflows(session, ending)
+        if new:
+            row.last_applied = new[-1].seq
+        came_back, grant = self._heard(session, row, envelope.heartbeat)
+        if messages:
+            reply.ack = row.last_applied
+        if grant is not None:
+            reply.lease.CopyFrom(grant)
+        return reply, changed or bool(new) or came_back, place or released or came_back
 
     def heartbeats(self, beats: Sequence[tuple[str, pb.Heartbeat]]) -> list[pb.LeaseGrant | BadRequest | None]:
         """Heartbeats of many sites, recorded in one transaction: each one's lease, the refusal of a

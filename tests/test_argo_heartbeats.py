@@ -1,5 +1,5 @@
 """Many sites' heartbeats: each answered with a lease that is recorded first, together in a few
-transactions (``balsam.argo.beats``), and a site whose row another transaction holds still answered.
+transactions (``balsam.argo.batching``), and a site whose row another transaction holds still answered.
 
 A real coordinator (its own process and PostgreSQL) and simulated sites (``bench/simsite.py``: real
 gRPC clients of the real sync protocol) beating five times a second each.
