@@ -217,7 +217,7 @@ class DbWorker:
             if fenced:
                 store.release(session, self.id, fenced, "the site's Argo lease ran out before it could start")
                 result.gone.update(fenced)
-            result.lease_left = store.argo_lease_left(session)
+            result.lease_left = store.argo_lease_left(session, self.id)
             if due_poll:
                 result.gone.update(store.killed(session, self.id))
             if due_beat and not leases.renew(session, self.id):
@@ -225,7 +225,7 @@ class DbWorker:
             if due_scan:  # before acquiring, so jobs taken back can be run here at once
                 for lost_id, taken in leases.reap_lost(session, self.site.settings.logs_dir, me=self.id):
                     log.warning("launcher %d was lost; took back %d job(s)", lost_id, len(taken))
-                self.too_big_noted.update(store.note_too_big(session, fit, self.too_big_noted))
+                self.too_big_noted.update(store.note_too_big(session, self.id, fit, self.too_big_noted))
             if want > 0 and not result.lease_lost:
                 result.jobs, result.broken = store.acquire(session, self.id, fit, want)
         if due_beat and not result.lease_lost:

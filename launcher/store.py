@@ -92,19 +92,24 @@ class Fit:
         }
 
 
-# An Argo task starts only while the site holds the coordinator's lease, only once the coordinator
-# has confirmed its assignment, and only if it is of the coordinator the site syncs with now: what the
-# coordinator never confirmed surely never started, so it may place it elsewhere (docs/argo.md).
+# An Argo task starts only while the site holds the coordinator's lease, only at a launcher the
+# heartbeat that earned the lease counted, only once the coordinator has confirmed its assignment,
+# and only if it is of the coordinator the site syncs with now: what the coordinator never confirmed
+# surely never started, and what it did ends with the launchers it was told of, so it may place
+# either elsewhere (docs/argo.md).
+ARGO_LEASE = "l.lease_until > now() AND :me = ANY(l.lease_launchers)"
 ARGO_FENCE = (
-    "(j.argo_task_id IS NULL OR EXISTS (SELECT 1 FROM argo_link l WHERE l.lease_until > now()"
+    f"(j.argo_task_id IS NULL OR EXISTS (SELECT 1 FROM argo_link l WHERE {ARGO_LEASE}"
     " AND l.coordinator = j.argo_coordinator AND (j.argo_seq IS NULL OR j.argo_seq <= l.confirmed)))"
 )
 
 
-def argo_lease_left(session: Session) -> float | None:
-    """Seconds left of the site's Argo lease by the database's clock (None: no lease). The caller counts
-    them from before it asked, so its own view of the lease ends a little early, never late."""
-    return session.execute(text("SELECT extract(epoch FROM lease_until - now()) FROM argo_link WHERE lease_until IS NOT NULL")).scalar()
+def argo_lease_left(session: Session, launcher_id: int) -> float | None:
+    """Seconds left of the site's Argo lease for this launcher by the database's clock (None: none). The
+    caller counts them from before it asked, so its own view of the lease ends a little early, never late."""
+    return session.execute(
+        text(f"SELECT extract(epoch FROM lease_until - now()) FROM argo_link l WHERE {ARGO_LEASE}"), {"me": launcher_id}
+    ).scalar()
 
 
 def release(session: Session, launcher_id: int, job_ids: list[int], why: str) -> None:
@@ -190,7 +195,7 @@ def killed(session: Session, launcher_id: int) -> list[int]:
     )
 
 
-def note_too_big(session: Session, fit: Fit, already: set[int], limit: int = 100) -> list[int]:
+def note_too_big(session: Session, launcher_id: int, fit: Fit, already: set[int], limit: int = 100) -> list[int]:
     """Note (once per launcher) runnable jobs matching its filters that are too big for it."""
     rows = session.execute(
         text(
@@ -198,7 +203,7 @@ def note_too_big(session: Session, fit: Fit, already: set[int], limit: int = 100
             f"WHERE {fit.filter_sql()} AND j.state = ANY(:pre_run) AND NOT {fit.size_sql()} "
             "AND NOT (j.id = ANY(:seen)) ORDER BY j.id LIMIT :limit"
         ),
-        {**fit.params(), "seen": sorted(already), "limit": limit},
+        {**fit.params(), "seen": sorted(already), "limit": limit, "me": launcher_id},
     ).all()
     for row in rows:
         needs = (

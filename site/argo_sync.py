@@ -42,7 +42,7 @@ from balsam.protos import auth_pb2_grpc as arpc
 from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
-from balsam.site.db.notify import ARGO_CHANNEL, Listener
+from balsam.site.db.notify import ARGO_CHANNEL, LAUNCHERS_CHANNEL, Listener
 from balsam.site.specs import JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 from balsam.site.transfers import SiteLocations
@@ -152,7 +152,8 @@ class ArgoSync:
         self._models_due = 0.0
         self.credential = load_credential(site.settings)  # refused at start when others can read it
         self._refresh_due = 0.0
-        self._beats: dict[int, float] = {}  # heartbeat number -> when it was sent (monotonic)
+        # Heartbeat number -> when it was sent (monotonic) and the launchers it counted.
+        self._beats: dict[int, tuple[float, list[int]]] = {}
         self._beat_number = 0
 
     # -- the connection --------------------------------------------------------------------
@@ -266,7 +267,8 @@ class ArgoSync:
         with self.site.session() as session:
             for table in ("argo_raw_events", "argo_outbox"):
                 session.execute(text(f"DELETE FROM {table}"))
-            session.execute(text("UPDATE argo_link SET coordinator = :c, last_applied = 0, last_seq = 0, confirmed = 0, lease_until = NULL"),
+            session.execute(text("UPDATE argo_link SET coordinator = :c, last_applied = 0, last_seq = 0, confirmed = 0, lease_until = NULL,"
+                            " lease_launchers = '{}'"),
                             {"c": new})  # fmt: skip
             stale = session.execute(
                 text(f"SELECT id FROM jobs WHERE argo_coordinator IS DISTINCT FROM :c AND argo_task_id IS NOT NULL AND state NOT IN {_FINAL}"),
@@ -291,17 +293,20 @@ class ArgoSync:
     def hold_lease(self, grant: pb.LeaseGrant) -> None:
         """The coordinator answered heartbeat ``grant.heartbeat``: our lease runs ``grant.seconds`` from
         when we sent it (never from now: the reply may have been slow, and the coordinator counts from
-        when it answered, later). Kept in the database's clock, which the launchers read."""
-        sent = self._beats.pop(grant.heartbeat, None)
+        when it answered, later), for the launchers that heartbeat counted: the coordinator's bound
+        on how long our tasks may run is theirs. Kept in the database's clock, which the launchers read."""
+        beat = self._beats.pop(grant.heartbeat, None)
         for number in [n for n in self._beats if n < grant.heartbeat]:
             del self._beats[number]  # answers to older ones will not come
-        if sent is None or not 0 < grant.seconds < 86400 * 365:
+        if beat is None or not 0 < grant.seconds < 86400 * 365:
             return
+        sent, launchers = beat
         left = sent + grant.seconds - time.monotonic()
         if left <= 0:
             return
         with self.site.session() as session:
-            session.execute(text("UPDATE argo_link SET lease_until = now() + make_interval(secs => :s)"), {"s": left})
+            session.execute(text("UPDATE argo_link SET lease_until = now() + make_interval(secs => :s), lease_launchers = :l"),
+                            {"s": left, "l": launchers})  # fmt: skip
             jobstore.notify_runnable(session)
 
     def refresh(self, channel: grpc.Channel) -> None:
@@ -328,7 +333,7 @@ class ArgoSync:
         next_beat = 0.0
         # Woken by the database the moment a job event is kept for us (the job_events_to_argo
         # trigger NOTIFYs): no poll interval between a job's move and its message.
-        listener = Listener(self.site.engine, [ARGO_CHANNEL])
+        listener = Listener(self.site.engine, [ARGO_CHANNEL, LAUNCHERS_CHANNEL])
         try:
             while not done.is_set() and not stop.is_set():
                 if channel is not None:
@@ -337,10 +342,11 @@ class ArgoSync:
                 bodies = [] if sent - acked["up"] >= WINDOW else self.outbox(sent)
                 envelope = pb.SiteEnvelope(messages=[pb.SiteMessage.FromString(body) for body in bodies])
                 if time.monotonic() >= next_beat:
-                    envelope.heartbeat.CopyFrom(self.heartbeat())
+                    beat, launchers = self.heartbeat()
+                    envelope.heartbeat.CopyFrom(beat)
                     self._beat_number += 1
                     envelope.heartbeat.number = self._beat_number
-                    self._beats[self._beat_number] = time.monotonic()
+                    self._beats[self._beat_number] = (time.monotonic(), launchers)
                     next_beat = time.monotonic() + self.settings.argo.heartbeat_s
                 if envelope.messages or envelope.HasField("heartbeat"):
                     out.put(envelope)
@@ -348,8 +354,10 @@ class ArgoSync:
                     sent = envelope.messages[-1].seq
                     continue  # there may be more: send until the outbox (or the window) is empty
                 # Until something is kept for us, the next heartbeat is due, or (at most 0.5 s) the
-                # stream ends: `done` has no file descriptor to wait on.
-                listener.wait(max(0.0, min(0.5, next_beat - time.monotonic())))
+                # stream ends: `done` has no file descriptor to wait on. A launcher that started is
+                # counted in a heartbeat at once: until then it starts no Argo task.
+                if listener.wait(max(0.0, min(0.5, next_beat - time.monotonic()))) and LAUNCHERS_CHANNEL in listener.heard:
+                    next_beat = 0.0
         except Exception:
             log.exception("sending to Argo failed; reconnecting")
             out.put(None)
@@ -368,14 +376,16 @@ class ArgoSync:
             max_tasks=settings.argo.max_tasks,
         )  # fmt: skip
 
-    def heartbeat(self) -> pb.Heartbeat:
+    def heartbeat(self) -> tuple[pb.Heartbeat, list[int]]:
+        """What we tell the coordinator, and the launchers it counted: only they may start Argo tasks
+        under the lease that answers it (``hold_lease``)."""
         with self.site.session() as session:
             # Grouped over the state index: a site with millions of finished jobs does not scan them.
             counts = dict(session.execute(text(f"SELECT state, count(*) FROM jobs WHERE state IN {_ACTIVE} GROUP BY state")).all())
             running = counts.pop(S.RUNNING.value, 0)
             backlog = sum(counts.values())
             launchers, unbounded, end_s = session.execute(text(
-                "SELECT count(*), count(*) FILTER (WHERE b.started_at IS NULL),"
+                "SELECT coalesce(array_agg(l.id ORDER BY l.id), '{}'), count(*) FILTER (WHERE b.started_at IS NULL),"
                 " coalesce(max(extract(epoch FROM b.started_at + make_interval(mins => b.wall_time_min) - now())), 0)"
                 " FROM launchers l LEFT JOIN batch_jobs b ON b.id = l.batch_job_id WHERE l.state = 'running'"
             )).one()  # fmt: skip
@@ -383,9 +393,11 @@ class ArgoSync:
         nodes = self.settings.argo.nodes or self.settings.elastic_queue.max_nodes
         # When every launcher running now has surely ended (its batch job's wall time): known only if
         # each runs in a batch job that has started; lets the coordinator place our tasks elsewhere
-        # without fear, should we fall silent for good.
-        return pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes, models=self.models(),
+        # without fear, should we fall silent for good. A launcher that starts later, while the lease
+        # this heartbeat earns holds, is not in that bound: it starts no Argo task under this lease.
+        beat = pb.Heartbeat(backlog=backlog, running=running, queue_wait_s=wait, nodes=nodes, models=self.models(),
                             launchers_end_s=max(0.0, float(end_s)), launchers_bounded=not unbounded)  # fmt: skip
+        return beat, list(launchers)
 
     def models(self) -> dict[str, pb.RuntimeModel]:
         """The apps' performance models for placement, refitted every MODELS_EVERY_S (runs accumulate
@@ -538,10 +550,10 @@ class ArgoSync:
             return
         apps = session.execute(select(App.name, App.id, App.command_template)).all()
         templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
-        have = set(session.execute(
+        have = {tuple(row) for row in session.execute(
             text("SELECT argo_task_id, argo_attempt FROM jobs WHERE argo_coordinator = :c AND argo_task_id = ANY(:ids)"),
             {"c": coordinator, "ids": [a.task_id for _, a in assigns]},
-        ).tuples())  # fmt: skip
+        )}  # fmt: skip
         specs, links, refused = [], [], []
         for seq, assign in assigns:
             if (assign.task_id, assign.attempt) in have:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +86,44 @@ def test_an_agent_silent_for_three_site_timeouts_while_its_launchers_run_runs_no
     assert all(t["state"] == "JOB_FINISHED" for t in tasks)
     runs = ran(fed, "fence")
     assert runs == Counter({f"fence-t{i}": 1 for i in range(60)}), {t: n for t, n in runs.items() if n != 1}
+
+
+def confirmed_jobs(fed: Federation, name: str) -> int:
+    """How many of the site's Argo jobs a launcher may start as far as their confirmation goes."""
+    from sqlalchemy import text
+
+    with fed.sites[name].session() as session:
+        return session.scalar(text("SELECT count(*) FROM jobs j, argo_link l WHERE j.argo_seq <= l.confirmed"))
+
+
+@pytest.mark.site_timeout(8.0)
+def test_a_launcher_started_after_the_sites_last_heartbeat_starts_no_argo_task_placed_elsewhere_meanwhile(federation):
+    # The coordinator places a silent site's tasks elsewhere once its lease is over and every launcher
+    # its last heartbeat reported has ended. A batch job that starts after that heartbeat, while the
+    # lease still holds, was not reported: were it to start the site's tasks, they would run twice.
+    fed = federation
+    beta = fed.add_site("beta", start=False)
+    beta.settings.elastic_queue.enabled = False  # no launcher until this test starts one
+    beta.settings.save()
+    fed.start_agent("beta")
+    with fed.client() as client:
+        wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "beta up")
+        workflow_id = client.submit(tasks_of(fed, "late", 3, 15.0))
+        wait_for(lambda: confirmed_jobs(fed, "beta") == 3, 60, "beta's three jobs confirmed")
+        fed.kill_site("beta")  # its agent: its heartbeats said no launcher runs, and its lease holds a while
+        env = {**os.environ, "BALSAM_SITE_NAME": "beta"}
+        launcher = subprocess.Popen([str(Path(sys.executable).with_name("balsam")), "launcher", "--site", str(beta.settings.path),
+                                     "--job-mode", "serial"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            fed.add_site("alpha")
+            assert client.wait(workflow_id, timeout_s=150) == "finished"
+            tasks = client.tasks(workflow_id)
+        finally:
+            launcher.kill()
+            launcher.wait()
+    assert {t["site"] for t in tasks} == {"alpha"} and all(t["attempt"] == 2 for t in tasks)
+    assert ran(fed, "late") == Counter({f"late-t{i}": 1 for i in range(3)}), fed.runs()
+    assert not [task for site, task in fed.runs() if site == "beta"], "the late launcher started a task of the lease it was not counted in"
 
 
 JAM = """

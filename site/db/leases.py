@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from balsam.site.db import journal, jobstore
 from balsam.site.db.jobstore import Change
+from balsam.site.db.notify import LAUNCHERS_CHANNEL
 from balsam.states import Step
 from balsam.states import JobState as S
 
@@ -25,7 +26,7 @@ def register(
     session: Session, hostname: str, pid: int, job_mode: str, node_count: int, lease_seconds: float,
     batch_job_id: int | None = None,
 ) -> int:  # fmt: skip
-    return session.execute(
+    launcher_id = session.execute(
         text(
             "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message, batch_job_id) "
             "VALUES (:host, :pid, :mode, :nodes, :lease, 'running', '', "
@@ -33,6 +34,9 @@ def register(
         ),
         {"host": hostname, "pid": pid, "mode": job_mode, "nodes": node_count, "lease": lease_seconds, "batch": batch_job_id},
     ).scalar_one()
+    # The Argo sync beats at once: this launcher starts Argo tasks only once a heartbeat counted it.
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": LAUNCHERS_CHANNEL})
+    return launcher_id
 
 
 def renew(session: Session, launcher_id: int) -> bool:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from balsam.resources import Resources
@@ -241,7 +241,9 @@ class ArgoLink(Base):
     ``last_applied``: the highest coordinator message applied here; ``last_seq``: the highest
     number given to a message of ours (``argo_outbox``); ``coordinator``: the instance both count
     for; ``confirmed``: the highest assignment number launchers may start; ``lease_until``: until
-    when they may start Argo tasks at all (the database's clock).
+    when they may start Argo tasks at all (the database's clock); ``lease_launchers``: the launchers
+    that may, those the heartbeat the lease answers counted (the coordinator bounds how long the
+    site's tasks may run by them, docs/argo.md).
     """
 
     __tablename__ = "argo_link"
@@ -253,6 +255,7 @@ class ArgoLink(Base):
     coordinator: Mapped[str] = mapped_column(String(64), default="", server_default="")
     confirmed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_launchers: Mapped[list[int]] = mapped_column(ARRAY(Integer), default=list, server_default="{}")
 
     __table_args__ = (CheckConstraint("id = 1", name="argo_link_single"),)
 

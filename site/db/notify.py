@@ -16,10 +16,12 @@ from sqlalchemy import Engine
 
 log = logging.getLogger("balsam.site.notify")
 
-# Who notifies what: jobs a launcher may take (balsam.site.db.jobstore), and job events waiting for
-# the Argo sync (the job_events_to_argo trigger, site migration 0010).
+# Who notifies what: jobs a launcher may take (balsam.site.db.jobstore), job events waiting for the
+# Argo sync (the job_events_to_argo trigger, site migration 0010), and a launcher that started, which
+# may start Argo tasks once a heartbeat has counted it (balsam.site.db.leases).
 RUNNABLE_CHANNEL = "balsam_runnable"
 ARGO_CHANNEL = "balsam_argo"
+LAUNCHERS_CHANNEL = "balsam_launchers"
 
 
 class Listener:
@@ -28,6 +30,7 @@ class Listener:
         self.channels = tuple(channels)
         self._conn = None
         self._warned = False
+        self.heard: set[str] = set()  # the channels the last notifications that came were on
 
     def fileno(self) -> int | None:
         """The connection's socket, to wait on together with others (None: not connected)."""
@@ -44,6 +47,8 @@ class Listener:
             self.close()
             return False
         notified = bool(self._conn.notifies)
+        if notified:
+            self.heard = {n.channel for n in self._conn.notifies}
         self._conn.notifies.clear()
         return notified
 
