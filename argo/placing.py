@@ -47,27 +47,27 @@ class Placer:
             # meanwhile (a task killed, placed) is seen by the writes, which touch only tasks still READY.
             graph.lock_workflows(session, {row.workflow_id for row in rows})
             sites = session.scalars(select(Site).order_by(Site.name)).all()
-            result = placement.place(_ready(session, rows), _views(session, sites))
+            located = _parent_outputs(session, rows)
+            result = placement.place(_ready(rows, located), _views(session, sites))
             if result.assigned:
-                self._assign(session, result.assigned)
+                # What was read serves the assignments too: a task's spec never changes once stored.
+                self._assign(session, result.assigned, {row.id: row for row in rows}, located)
             taskstore.set_waiting(session, result.waiting)
         if result.assigned or result.waiting:
             self.db.notify()
         return len(result.assigned)
 
-    def _assign(self, session: Session, assigned: Sequence[tuple[str, str]]) -> None:
-        """Send each placed task to its site, its inputs named by where its parents left them.
+    def _assign(self, session: Session, assigned: Sequence[tuple[str, str]], read: dict[str, Any],
+                located: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+        """Send each placed task to its site, its inputs named by where its parents left them
+        (``read``: the tasks' rows as the round read them; ``located``: their parents' outputs).
 
         A task whose parent finished without leaving an output it reads cannot run anywhere: it
         fails here with that reason instead of at a site, over a file that is not there.
         """
-        wanted = session.execute(
-            text("SELECT id, workflow_id, inputs FROM tasks WHERE id = ANY(:ids)"), {"ids": [a[0] for a in assigned]}
-        ).all()
-        located = _parent_outputs(session, wanted)
         resolved: dict[str, dict[str, str]] = {}
         missing: dict[str, str] = {}
-        for task in wanted:
+        for task in (read[task_id] for task_id, _ in assigned):
             inputs: dict[str, str] = {}
             for local, source in (task.inputs or {}).items():
                 if "://" in source:
@@ -91,7 +91,8 @@ class Placer:
         ).all())  # fmt: skip
         by_site: dict[str, list] = {}
         for task in placed:
-            spec = TaskSpec(name=task.name, app=task.app, params=task.params, resources=Resources(**task.resources),
+            row = read[task.id]
+            spec = TaskSpec(name=task.name, app=row.app, params=row.params, resources=Resources(**row.resources),
                             inputs=resolved.get(task.id, {}), outputs=tuple(task.outputs), tags=task.tags)  # fmt: skip
             assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec, self.instance)
             by_site.setdefault(task.site, []).append((task.id, assignment_message(assignment)))
@@ -147,8 +148,7 @@ def _views(session: Session, sites: Sequence[Site]) -> list[placement.SiteView]:
     return views
 
 
-def _ready(session: Session, rows: Sequence[Any]) -> list[placement.ReadyTask]:
-    located = _parent_outputs(session, rows)
+def _ready(rows: Sequence[Any], located: dict[str, dict[str, Any]]) -> list[placement.ReadyTask]:
     ready = []
     for row in rows:
         res = row.resources or {}

@@ -180,7 +180,8 @@ def block_descendants(session: Session, ended: Sequence[str]) -> int:
 
 
 def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
-    """Give each ``(task id, site)`` its site and a new attempt; the placed rows, ready to be sent.
+    """Give each ``(task id, site)`` its site and a new attempt; the placed rows (what an assignment
+    needs beyond what placement read: name, outputs, tags, site, attempt).
 
     Only tasks still READY and unplaced are placed (a kill may have come first)."""
     if not assigned:
@@ -191,8 +192,7 @@ def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
             " waiting = '', updated_at = now()"
             " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:sites AS text[])) AS site) v"
             " WHERE tasks.id = v.id AND tasks.site IS NULL AND tasks.state = 'READY'"
-            " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.app, tasks.params, tasks.resources,"
-            "  tasks.inputs, tasks.outputs, tasks.tags, tasks.site, tasks.attempt, tasks.state"
+            " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.outputs, tasks.tags, tasks.site, tasks.attempt, tasks.state"
         ),
         {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned]},
     ).all()
