@@ -143,7 +143,9 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
     # What the site tells Argo in its heartbeats, so placement can compare sites on this app.
     from balsam.site.argo_sync import ArgoSync
 
-    sent = ArgoSync(site).heartbeat().models["sim"]
+    beat, counted = ArgoSync(site).heartbeat()
+    assert counted == [], "no launcher runs now: none may start Argo tasks under this heartbeat's lease"
+    sent = beat.models["sim"]
     assert (sent.feature, sent.serial_s, sent.parallel_s) == ("size", pytest.approx(s), pytest.approx(p))
 
     # A feature chosen with `app model --feature` is remembered for everything that uses the model.
