@@ -124,9 +124,14 @@ def test_a_killed_site_marked_lost_has_its_tasks_placed_elsewhere_and_its_stale_
     fed.start_agent("beta")  # the site comes back
     with fed.client() as client:
         wait_for(lambda: {s["name"]: s["status"] for s in client.sites()}["beta"] == "up", 30, "beta up again")
-    stale = wait_for(
-        lambda: (jobs := fed.local_jobs("beta")) and all(j.state == "USER_KILLED" for j in jobs) and jobs, 30, "stale copies killed"
-    )
+    try:
+        stale = wait_for(
+            lambda: (jobs := fed.local_jobs("beta")) and all(j.state == "USER_KILLED" for j in jobs) and jobs, 30, "stale copies killed"
+        )
+    except AssertionError as exc:  # say where each copy stands: a copy that ran again ends otherwise
+        shown = [(j.argo_task_id, j.state, [(e.to_state, e.message) for e in fed.sites["beta"].history(j.id)])
+                 for j in fed.local_jobs("beta")]  # fmt: skip
+        raise AssertionError(f"{exc}: {shown}") from None
     assert {j.argo_task_id for j in stale} == at_beta
     assert all("killed by Argo" in fed.sites["beta"].history(j.id)[-1].message for j in stale)
     time.sleep(2)  # give a wrongly revived copy the time to start
