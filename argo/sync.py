@@ -135,11 +135,6 @@ class SyncEndpoint:
         graph.site_event(session, row.name, f"site {row.name} last synced with another coordinator: its sync starts afresh"
                                             + (f"; {len(moved)} task(s) placed again" if moved else ""))  # fmt: skip
 
-    def acknowledge(self, site: str, seq: int) -> int:
-        """The site applied our messages up to ``seq``; the assignment number it may start up to now,
-        if that grew (else 0)."""
-        return self.answer_many([(site, pb.SiteEnvelope(ack=seq))], raising=True)[0].confirmed
-
     @staticmethod
     def _acknowledged(session: Session, row: Site, seq: int) -> None:
         """Forget what the site applied, and confirm what it may start: up to what it applied, but never
@@ -155,15 +150,6 @@ class SyncEndpoint:
         """The site's messages after number ``after``: at most ``max_bytes`` of them (at least one)."""
         with self.db.session() as session:
             return graph.SITE_OUTBOX.pending(session, after, site, max_bytes, limit)
-
-    def apply(self, site: str, messages: Sequence[pb.SiteMessage], heartbeat: pb.Heartbeat | None = None) -> tuple[int, pb.LeaseGrant | None]:
-        """Apply a batch of the site's numbered messages (skipping those applied before); the new high
-        mark, and the lease that answers ``heartbeat`` (recorded here as ending ``lease_s`` from now)."""
-        envelope = pb.SiteEnvelope(messages=messages)
-        if heartbeat is not None:
-            envelope.heartbeat.CopyFrom(heartbeat)
-        reply = self.answer_many([(site, envelope)], raising=True)[0]
-        return reply.ack, (reply.lease if reply.HasField("lease") else None)
 
     def answer_many(self, envelopes: Sequence[tuple[str, pb.SiteEnvelope]], raising: bool = False) -> list[pb.CoordinatorEnvelope | Exception]:
         """What envelopes of several sites ask (an acknowledgement, messages, a heartbeat), done in one
@@ -287,9 +273,9 @@ class SyncEndpoint:
 
     def heartbeat(self, site: str, beat: pb.Heartbeat) -> pb.LeaseGrant:
         """One site's heartbeat, recorded alone (waiting for its row): its lease."""
-        grant = self.apply(site, [], beat)[1]
-        assert grant is not None
-        return grant
+        envelope = pb.SiteEnvelope()
+        envelope.heartbeat.CopyFrom(beat)
+        return self.answer_many([(site, envelope)], raising=True)[0].lease
 
     def _heard(self, session: Session, row: Site, heartbeat: pb.Heartbeat | None) -> tuple[bool, pb.LeaseGrant | None]:
         """The site was heard from (and beat): whether it was down, and the lease that answers its heartbeat."""
