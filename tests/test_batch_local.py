@@ -184,12 +184,30 @@ def test_the_agent_takes_back_jobs_of_a_lost_launcher_with_no_launcher_running(s
     with site.session() as session:
         launcher_id = session.execute(text(
             "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message, heartbeat_at) "
-            "VALUES ('gone', 1, 'mpi', 1, 5, 'running', '', now() - interval '1 minute') RETURNING id"
-        )).scalar_one()  # fmt: skip
+            "VALUES ('gone', 1, 'mpi', 1, 0.1, 'running', '', now() - interval '1 minute') RETURNING id"
+        )).scalar_one()  # fmt: skip  # a lease shorter than the database has been up: its start renews every lease
         session.execute(text("UPDATE jobs SET state = 'RUNNING', launcher_id = :l WHERE id = :j"), {"l": launcher_id, "j": job.id})
     Agent(site).tick()
     assert site.job(job.id).state == "RESTART_READY"
     assert "lost: no heartbeat" in site.history(job.id)[-1].message
+
+
+def test_a_job_killed_while_its_lost_launcher_held_it_keeps_the_kill_as_its_last_word(site):
+    # Argo's kill order reaches a returning site before the agent reaps the launchers that died with it.
+    site.add_app("hello", "echo hello")
+    job = site.add_job("hello")
+    with site.session() as session:
+        launcher_id = session.execute(text(
+            "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message, heartbeat_at) "
+            "VALUES ('gone', 1, 'mpi', 1, 0.1, 'running', '', now() - interval '1 minute') RETURNING id"
+        )).scalar_one()  # fmt: skip  # a lease shorter than the database has been up: its start renews every lease
+        session.execute(text("UPDATE jobs SET state = 'RUNNING', launcher_id = :l WHERE id = :j"), {"l": launcher_id, "j": job.id})
+    site.kill_job(job.id, "killed while its launcher was gone")
+    Agent(site).tick()
+    assert site.job(job.id).state == "USER_KILLED"
+    assert site.history(job.id)[-1].message == "killed while its launcher was gone"
+    with site.session() as session:
+        assert session.execute(text("SELECT launcher_id FROM jobs WHERE id = :j"), {"j": job.id}).scalar_one() is None
 
 
 def test_site_start_runs_the_agent_as_a_daemon_and_stop_ends_it(site, balsam):

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from balsam.site.db import journal, jobstore
 from balsam.site.db.jobstore import Change
 from balsam.site.db.notify import LAUNCHERS_CHANNEL
-from balsam.states import Step
+from balsam.states import FINAL_STATES, Step
 from balsam.states import JobState as S
 
 log = logging.getLogger("balsam.site.leases")
@@ -86,7 +86,11 @@ def reap_lost(session: Session, logs_dir: Path | None = None, me: int | None = N
             session, [Change(i, [Step(S.RESTART_READY, why + "; run it again")], {"launcher_id": None}) for i in running], owner=launcher.id
         )
         if others:
-            jobstore.note(session, others, why + "; released")
+            # A job killed while its launcher was gone (Argo's kill orders reach a returning site first)
+            # keeps the kill as its last word: letting go of it changes nothing a user reads.
+            unended = [row.id for row in rows if row.state != S.RUNNING and row.state not in FINAL_STATES]
+            if unended:
+                jobstore.note(session, unended, why + "; released")
             session.execute(text("UPDATE jobs SET launcher_id = NULL WHERE id = ANY(:ids)"), {"ids": others})
             jobstore.notify_runnable(session)
         taken.append((launcher.id, [row.id for row in rows]))
