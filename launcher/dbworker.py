@@ -217,7 +217,6 @@ class DbWorker:
             if fenced:
                 store.release(session, self.id, fenced, "the site's Argo lease ran out before it could start")
                 result.gone.update(fenced)
-            result.lease_left = store.argo_lease_left(session, self.id)
             if due_poll:
                 result.gone.update(store.killed(session, self.id))
             if due_beat and not leases.renew(session, self.id):
@@ -228,6 +227,9 @@ class DbWorker:
                 self.too_big_noted.update(store.note_too_big(session, self.id, fit, self.too_big_noted))
             if want > 0 and not result.lease_lost:
                 result.jobs, result.broken = store.acquire(session, self.id, fit, want)
+            # After the acquisition: a heartbeat's lease committed between two statements is seen by both,
+            # so an Argo task taken under the lease comes back with it (not fenced at once, then started).
+            result.lease_left = store.argo_lease_left(session, self.id)
         if due_beat and not result.lease_lost:
             self.last_renewal = asked
         result.took = len(result.jobs) + len(result.broken)

@@ -435,8 +435,10 @@ class Launcher:
             if left is not None and job.wall_time_min is not None and job.wall_time_min * 60 > left:
                 waiting.append(job_id)  # let go at the end; another launcher may have the time
                 continue
-            if job.argo and not lease_ok:
-                if job_id not in self.fenced:  # the site's lease ran out: not started here; let go of it
+            if job.argo and (not lease_ok or job_id in self.fenced):
+                # The site's lease ran out: not started here; let go of it. Once let go it never starts here,
+                # though the lease come back before the database says so: another launcher may have it by then.
+                if job_id not in self.fenced:
                     self.fenced.add(job_id)
                     self.db.release(job_id)
                 waiting.append(job_id)
