@@ -3,24 +3,29 @@
 One round, in one transaction holding the locks of the ready tasks' workflows: read the ready
 tasks, the sites that are up and what is placed at each (grouped by shape, for the backlog), let ``balsam.argo.placement``
 decide, then place the chosen tasks (``taskstore.place``), send each site its assignments with the
-inputs resolved to where the parents left them, and record why the others wait.
+inputs resolved to where the parents left them, send ahead the waiting children that follow them
+(``balsam.argo.ahead``), and record why the others wait.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from balsam.argo import graph, placement
+from balsam.argo import ahead, graph, placement
 from balsam.argo.database import Database
 from balsam.argo.db import taskstore
 from balsam.argo.db.models import FINAL, Site
 from balsam.resources import Resources
 from balsam.taskspec import TaskSpec
 from balsam.wire.convert import Assignment, assignment_message
+
+
+# The most tasks one round sends ahead (a pinned chain goes ahead whole): the rest go as they are released.
+AHEAD_LIMIT = 10_000
 
 
 class Placer:
@@ -51,16 +56,18 @@ class Placer:
             result = placement.place(_ready(rows, located), _views(session, sites))
             if result.assigned:
                 # What was read serves the assignments too: a task's spec never changes once stored.
-                self._assign(session, result.assigned, {row.id: row for row in rows}, located)
+                placed = self._assign(session, result.assigned, {row.id: row for row in rows}, located)
+                send_ahead(session, [row.id for row in placed], self.instance)
             taskstore.set_waiting(session, result.waiting)
         if result.assigned or result.waiting:
             self.db.notify()
         return len(result.assigned)
 
     def _assign(self, session: Session, assigned: Sequence[tuple[str, str]], read: dict[str, Any],
-                located: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+                located: dict[str, dict[str, Any]]) -> list[Any]:  # fmt: skip
         """Send each placed task to its site, its inputs named by where its parents left them
-        (``read``: the tasks' rows as the round read them; ``located``: their parents' outputs).
+        (``read``: the tasks' rows as the round read them; ``located``: their parents' outputs); the
+        placed rows.
 
         A task whose parent finished without leaving an output it reads cannot run anywhere: it
         fails here with that reason instead of at a site, over a file that is not there.
@@ -68,39 +75,102 @@ class Placer:
         resolved: dict[str, dict[str, str]] = {}
         missing: dict[str, str] = {}
         for task in (read[task_id] for task_id, _ in assigned):
-            inputs: dict[str, str] = {}
-            for local, source in (task.inputs or {}).items():
-                if "://" in source:
-                    inputs[local] = source
-                    continue
-                parent, _, output = source.partition("/")
-                found = located.get(f"{task.workflow_id}/{parent}/{output}")
-                if found is None:
-                    missing[task.id] = f"input {local!r}: task {parent!r} finished without leaving its output {output!r}"
-                    break
-                inputs[local] = found["location"]
-            resolved[task.id] = inputs
+            inputs, why = _resolve(task, located)
+            if why:
+                missing[task.id] = why
+            else:
+                resolved[task.id] = inputs
         if missing:
             failed = taskstore.fail_unplaceable(session, missing)
             graph.close_workflows(session, {t.workflow_id for t in failed})
         placed = taskstore.place(session, [a for a in assigned if a[0] not in missing])
-        if not placed:
-            return
-        names = dict(session.execute(
-            text("SELECT id, name FROM workflows WHERE id = ANY(:ids)"), {"ids": sorted({p.workflow_id for p in placed})}
-        ).all())  # fmt: skip
-        by_site: dict[str, list] = {}
-        for task in placed:
-            row = read[task.id]
-            spec = TaskSpec(name=task.name, app=row.app, params=row.params, resources=Resources(**row.resources),
-                            inputs=resolved.get(task.id, {}), outputs=tuple(task.outputs), tags=task.tags)  # fmt: skip
-            assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec, self.instance)
-            by_site.setdefault(task.site, []).append((task.id, assignment_message(assignment)))
-        numbers = []
-        for site in sorted(by_site):
-            graph.send(session, site, [message for _, message in by_site[site]])
-            numbers += [(task_id, message.seq) for task_id, message in by_site[site]]
-        taskstore.record_assignments(session, numbers)
+        send_assignments(session, placed, read, resolved, {}, self.instance)
+        return placed
+
+
+def send_ahead(session: Session, parents_of: Sequence[str], instance: str) -> int:
+    """Send the waiting children of ``parents_of`` (tasks just placed, or just released at their site)
+    ahead to their parents' site (``balsam.argo.ahead``), and theirs in turn while they are pinned
+    there, up to AHEAD_LIMIT; the number sent. The caller holds their workflows' locks."""
+    # Plain rows, not the ORM's: a caller that locks site rows later (a batch of envelopes) must find none loaded.
+    rooms = {row.name: ahead.SiteRoom(row.status == "up", frozenset(row.apps), row.max_tasks > 0)
+             for row in session.execute(text("SELECT name, status, apps, max_tasks FROM sites"))}  # fmt: skip
+    frontier = list(parents_of)
+    sent = 0
+    while frontier and sent < AHEAD_LIMIT:
+        rows = session.execute(
+            text("SELECT id, workflow_id, app, pin, resources, inputs, params FROM tasks"
+                 " WHERE id IN (SELECT child_id FROM task_parents WHERE parent_id = ANY(:ids))"
+                 " AND state = 'AWAITING_PARENTS' AND site IS NULL AND NOT blocked ORDER BY id LIMIT :n"),
+            {"ids": frontier, "n": AHEAD_LIMIT - sent},
+        ).all()  # fmt: skip
+        if not rows:
+            break
+        parents: dict[str, list[ahead.Parent]] = {}
+        for child, *fields, outputs in session.execute(
+            text("SELECT l.child_id, p.id, p.name, p.site, p.state, p.attempt, p.outputs FROM task_parents l"
+                 " JOIN tasks p ON p.id = l.parent_id WHERE l.child_id = ANY(:ids) ORDER BY l.child_id, p.id"),
+            {"ids": [row.id for row in rows]},
+        ):  # fmt: skip
+            parents.setdefault(child, []).append(ahead.Parent(*fields, frozenset(outputs or ())))
+        located = _parent_outputs(session, rows)
+        resolved: dict[str, dict[str, str]] = {}
+        candidates = []
+        for row in rows:
+            inputs, why = _resolve(row, located, skip={p.name for p in parents.get(row.id, ()) if p.state != "JOB_FINISHED"})
+            if not why:  # a missing output of a finished parent: its release fails it, with the reason
+                resolved[row.id] = inputs
+                candidates.append((row.id, row.app, row.pin, row.inputs or {}))
+        chosen = ahead.choose(candidates, parents, rooms)
+        went = taskstore.place_ahead(session, [(a.task_id, a.site) for a in chosen])
+        by_id = {row.id: row for row in rows}
+        send_assignments(session, went, by_id, resolved, {a.task_id: a.waits_for for a in chosen}, instance)
+        sent += len(went)
+        frontier = [row.id for row in went if by_id[row.id].pin == row.site]
+    return sent
+
+
+def send_assignments(session: Session, placed: Sequence[Any], read: dict[str, Any], resolved: dict[str, dict[str, str]],
+                     waits: dict[str, Mapping[str, int]], instance: str) -> None:  # fmt: skip
+    """The assignments of ``placed`` (rows of ``taskstore.place`` or ``place_ahead``), sent to their
+    sites in this transaction, and each one's number recorded."""
+    if not placed:
+        return
+    names = dict(session.execute(
+        text("SELECT id, name FROM workflows WHERE id = ANY(:ids)"), {"ids": sorted({p.workflow_id for p in placed})}
+    ).all())  # fmt: skip
+    by_site: dict[str, list] = {}
+    for task in placed:
+        row = read[task.id]
+        spec = TaskSpec(name=task.name, app=row.app, params=row.params, resources=Resources(**row.resources),
+                        inputs=resolved.get(task.id, {}), outputs=tuple(task.outputs), tags=task.tags)  # fmt: skip
+        assignment = Assignment(task.id, task.attempt, task.workflow_id, names[task.workflow_id], spec, instance,
+                                waits.get(task.id, {}))  # fmt: skip
+        by_site.setdefault(task.site, []).append((task.id, assignment_message(assignment)))
+    numbers = []
+    for site in sorted(by_site):
+        graph.send(session, site, [message for _, message in by_site[site]])
+        numbers += [(task_id, message.seq) for task_id, message in by_site[site]]
+    taskstore.record_assignments(session, numbers)
+
+
+def _resolve(task: Any, located: dict[str, dict[str, Any]], skip: set[str] = frozenset()) -> tuple[dict[str, str], str]:
+    """A task's inputs named by where its parents left them, or why one cannot be: (inputs, "") or ({}, why).
+    ``skip``: parents that have not finished (sent ahead): their outputs stay ``TASK/OUTPUT``, for the site."""
+    inputs: dict[str, str] = {}
+    for local, source in (task.inputs or {}).items():
+        if "://" in source:
+            inputs[local] = source
+            continue
+        parent, _, output = source.partition("/")
+        if parent in skip:
+            inputs[local] = source
+            continue
+        found = located.get(f"{task.workflow_id}/{parent}/{output}")
+        if found is None:
+            return {}, f"input {local!r}: task {parent!r} finished without leaving its output {output!r}"
+        inputs[local] = found["location"]
+    return inputs, ""
 
 
 def _views(session: Session, sites: Sequence[Site]) -> list[placement.SiteView]:
@@ -127,7 +197,8 @@ def _views(session: Session, sites: Sequence[Site]) -> list[placement.SiteView]:
     counted: dict[str, int] = {}
     for row in session.execute(
         text(f"SELECT site, app, resources, {feature} AS feature, count(*) AS n FROM tasks"
-             f" WHERE site IS NOT NULL AND state NOT IN {FINAL} GROUP BY 1, 2, 3, 4"),
+             # A task sent ahead waits for its parents, which are counted: it is not work the site can do yet.
+             f" WHERE site IS NOT NULL AND state NOT IN {FINAL} AND state <> 'AWAITING_PARENTS' GROUP BY 1, 2, 3, 4"),
         args,
     ):  # fmt: skip
         res = row.resources or {}

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from balsam.argo import graph
+from balsam.argo import graph, placing
 from balsam.argo.auth import PermissionDenied
 from balsam.argo.database import Database
 from balsam.argo.db import taskstore
@@ -230,6 +230,8 @@ class SyncEndpoint:
                 raise PermissionDenied(str(exc)) from None
             ending = applied.ended
             released = bool(applied.released)
+            if applied.released_at_site:  # their children may go ahead now, as a placed task's do
+                placing.send_ahead(session, applied.released_at_site, self.instance)
             for report, why in applied.ignored:
                 if why != "a stale copy":
                     log.warning("site %s: report on task %s not applied: %s", site, report.task_id, why)

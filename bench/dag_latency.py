@@ -8,10 +8,12 @@ from the elastic queue, lingering between tasks), exactly as ``argo demo`` build
 hop is the time from a task's end to its child's start, as each task's attempt records them (the
 sites' events: the same host clock); the first few hops, while launchers start, are left out.
 
-Every step between them is event-driven: the launcher writes the end at once, the database's NOTIFY
-wakes the site's sync, the coordinator releases the child and places it at once, the assignment
-streams to the child's site, is confirmed on the same stream (fencing), and the NOTIFY it makes wakes
-an idle launcher there.
+Within one site each child is sent ahead (``balsam.argo.ahead``): it is a job there, waiting for its
+parent's, long before the parent ends; the launcher's commit of the end releases it and the next
+launcher look starts it. Across sites every step is event-driven: the launcher writes the end at
+once, the database's NOTIFY wakes the site's sync, the coordinator releases the child and places it
+at once, the assignment streams to the child's site, is confirmed on the same stream (fencing), and
+the NOTIFY it makes wakes an idle launcher there.
 
 The raw baseline, in the same run: the same chain as bare processes, each started by Python as soon
 as the one before has ended, its start the time it reads itself (``date``: a hop with nothing in
@@ -62,12 +64,14 @@ def hops(tasks: list[dict]) -> list[float]:
 
 # A hop's steps, in order: each is the time from the step before it (the parent's end first).
 STEPS = ("end->released", "released->placed", "placed->job at site", "job->staged in", "staged in->RUNNING")
+# ... and those of a hop whose child was sent ahead (a job at the site waiting for its parent's).
+AHEAD_STEPS = ("end->released at site", "released->staged in", "staged in->RUNNING")
 
 
-def hop_steps(listed: list[dict], sites: list) -> dict[str, list[float]]:
+def hop_steps(listed: list[dict], sites: list) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Where each hop's time goes: the coordinator's release and placement (its attempt times), the
-    site's job made from the assignment, staged in and taken by a launcher (the site's job events).
-    One host's clock for all of them."""
+    site's job made from the assignment, staged in and taken by a launcher (the site's job events);
+    for a child sent ahead, its release at the site, staged in and taken. One host's clock for all of them."""
     from sqlalchemy import text
 
     tasks = {t["name"]: t for t in listed}
@@ -81,6 +85,7 @@ def hop_steps(listed: list[dict], sites: list) -> dict[str, list[float]]:
         for task_id, state, when in rows:
             at_site.setdefault(task_id, {})[state] = when.timestamp()
     steps: dict[str, list[float]] = {step: [] for step in STEPS}
+    ahead: dict[str, list[float]] = {step: [] for step in AHEAD_STEPS}
     for i in range(1 + WARMUP_HOPS, len(tasks)):
         parent, child = tasks[f"t{i - 1}"]["attempts"][-1], tasks[f"t{i}"]
         attempt, events = child["attempts"][-1], at_site.get(child["id"], {})
@@ -88,15 +93,23 @@ def hop_steps(listed: list[dict], sites: list) -> dict[str, list[float]]:
             continue
         made = min(events.values())  # its first event: made READY (or waiting for its inputs)
         staged = events.get("STAGED_IN", events.get("READY", made))
+        if "AWAITING_PARENTS" in events:
+            times = (_at(parent["ended_at"]), events["READY"], staged, events["RUNNING"])
+            for step, before, after in zip(AHEAD_STEPS, times, times[1:]):
+                ahead[step].append(after - before)
+            continue
         times = (_at(parent["ended_at"]), _at(attempt["ready_at"]), _at(attempt["placed_at"]), made, staged, events["RUNNING"])
         for step, before, after in zip(STEPS, times, times[1:]):
             steps[step].append(after - before)
-    return steps
+    return steps, ahead
 
 
-def report_steps(steps: dict[str, list[float]]) -> None:
-    shown = [f"{step} {statistics.median(values) * 1000:.1f}" for step, values in steps.items() if values]
-    print(f"    {'its steps, median ms:':32s} " + ", ".join(shown))
+def report_steps(found: tuple[dict[str, list[float]], dict[str, list[float]]]) -> None:
+    for label, steps in zip(("", "sent ahead "), found):
+        shown = [f"{step} {statistics.median(values) * 1000:.1f}" for step, values in steps.items() if values]
+        if shown:
+            hops = len(next(iter(steps.values())))
+            print(f"    {f'its steps, {label}median ms:':32s} " + ", ".join(shown) + f" ({hops} hops)")
 
 
 def raw_hops(count: int) -> list[float]:

@@ -5,7 +5,9 @@ tests of its serving (idle streams must not starve heartbeats). It enrols with a
 registers, and keeps one Sync stream: Hello, a heartbeat every ``heartbeat_s`` (timed until the
 coordinator's lease grant answers it), acknowledgements of what it receives, and, for each
 assignment once it is confirmed, the job events a real site sends (CREATED ... RUNNING, then after a
-runtime drawn uniformly from 0.5-1.5 x ``run_s``, RUN_DONE ... JOB_FINISHED), numbered.
+runtime drawn uniformly from 0.5-1.5 x ``run_s``, RUN_DONE ... JOB_FINISHED), numbered. One sent
+ahead (``waits_for``) waits as a real site's job does: CREATED -> AWAITING_PARENTS, then from READY
+on once the tasks it waits for have finished here.
 It does not reconnect: a stream that ends is an error the caller sees (``failure``).
 """
 
@@ -27,6 +29,8 @@ from balsam.states import JobState as S
 from balsam.wire.channel import OPTIONS, bearer
 
 START = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING]
+HELD = [S.CREATED, S.AWAITING_PARENTS]  # sent ahead, its parents not finished yet
+RELEASED = [S.AWAITING_PARENTS, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING]
 END = [S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED]
 
 
@@ -54,13 +58,15 @@ class SimulatedSite:
         self._room_made_at = 0.0
         self.failure: str = ""
         self._out: queue.Queue[pb.SiteEnvelope | None] = queue.Queue()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._beats: dict[int, float] = {}
         self._outbox: list[pb.SiteMessage] = []  # sent, not yet acknowledged
         self._seq = 0
         self._applied = 0  # the highest coordinator message applied
         self._confirmed = 0
         self._waiting: list[tuple[int, str]] = []  # (assignment number, task) not confirmed yet
+        self._held: dict[str, set[str]] = {}  # confirmed tasks sent ahead -> the tasks they still wait for
+        self._done: set[str] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -146,18 +152,35 @@ class SimulatedSite:
         self._confirmed = max(self._confirmed, confirmed)
         ready = [task for seq, task in self._waiting if seq <= self._confirmed]
         self._waiting = [(seq, task) for seq, task in self._waiting if seq > self._confirmed]
-        if ready:
-            self._report(ready, START)
-            if self.run_s:
-                threading.Timer(random.uniform(0.5, 1.5) * self.run_s, self._end, args=(ready,)).start()
-            else:
-                self._end(ready)
+        with self._lock:  # reported under the lock: a parent's end releases a held task only after its HELD events
+            held = {task: waits for task in ready if (waits := set(self.assigned[task].waits_for) - self._done)}
+            self._held.update(held)
+            if held:
+                self._report(list(held), HELD)
+        self._run([task for task in ready if task not in held], START)
+
+    def _run(self, tasks: list[str], path: list[S]) -> None:
+        if not tasks:
+            return
+        self._report(tasks, path)
+        if self.run_s:
+            threading.Timer(random.uniform(0.5, 1.5) * self.run_s, self._end, args=(tasks,)).start()
+        else:
+            self._end(tasks)
 
     def _end(self, tasks: list[str]) -> None:
         self._report(tasks, END)
         with self._lock:
             self.finished.extend(tasks)
+            self._done.update(tasks)
             self._room_made_at = self._room_made_at or time.perf_counter()
+            released = []
+            for task, waits in list(self._held.items()):
+                waits.difference_update(tasks)
+                if not waits:
+                    released.append(task)
+                    del self._held[task]
+        self._run(released, RELEASED)
 
     def _report(self, tasks: list[str], path: list[S]) -> None:
         messages = []

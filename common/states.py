@@ -116,6 +116,14 @@ class TaskMove(StrEnum):
     # Placement chose a site: the task gets that site and a new attempt, and stays READY until the
     # site reports that its job exists.
     PLACED = "placed"
+    # Sent ahead: its unfinished parents are all placed at one site that suits it, so it goes there
+    # before they end, as a job waiting for theirs: the site releases it itself, in the commit of their
+    # end (``balsam.argo.ahead``). It gets that site and a new attempt, and stays AWAITING_PARENTS
+    # until the site reports its release.
+    SENT_AHEAD = "sent ahead"
+    # A task sent ahead cannot run there any more (a task it waits for failed or was killed): the
+    # site is sent a kill order for it, and it waits unplaced, blocked, as any child of such a task.
+    WITHDRAWN = "withdrawn"
     # Its site was lost (silent beyond the site timeout): the attempt there is given up, whatever
     # it had reached, and the task waits to be placed again. The site is sent a kill order for it.
     REPLACED = "replaced"
@@ -139,6 +147,8 @@ TASK_MOVES: dict[TaskMove, tuple[frozenset[JobState], frozenset[JobState]]] = {
     TaskMove.SPAWNED: (NEW, frozenset({S.CREATED})),
     TaskMove.RELEASED: (frozenset({S.AWAITING_PARENTS}), frozenset({S.READY})),
     TaskMove.PLACED: (frozenset({S.READY}), frozenset({S.READY})),
+    TaskMove.SENT_AHEAD: (frozenset({S.AWAITING_PARENTS}), frozenset({S.AWAITING_PARENTS})),
+    TaskMove.WITHDRAWN: (frozenset({S.AWAITING_PARENTS}), frozenset({S.AWAITING_PARENTS})),
     TaskMove.REPLACED: (_NOT_FINAL, frozenset({S.READY, S.AWAITING_PARENTS})),
     TaskMove.UNPLACEABLE: (frozenset({S.READY}), frozenset({S.FAILED})),
     TaskMove.KILLED: (_NOT_FINAL, frozenset({S.USER_KILLED})),

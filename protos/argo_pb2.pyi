@@ -470,20 +470,29 @@ class Welcome(_message.Message):
     def __init__(self, last_applied: _Optional[int] = ..., last_seq: _Optional[int] = ..., coordinator: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("task_id", "attempt", "workflow_id", "workflow", "spec", "coordinator")
+    __slots__ = ("task_id", "attempt", "workflow_id", "workflow", "spec", "coordinator", "waits_for")
+    class WaitsForEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    WAITS_FOR_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     attempt: int
     workflow_id: int
     workflow: str
     spec: TaskSpec
     coordinator: str
-    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., workflow_id: _Optional[int] = ..., workflow: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., coordinator: _Optional[str] = ...) -> None: ...
+    waits_for: _containers.ScalarMap[str, int]
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., workflow_id: _Optional[int] = ..., workflow: _Optional[str] = ..., spec: _Optional[_Union[TaskSpec, _Mapping]] = ..., coordinator: _Optional[str] = ..., waits_for: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class KillOrder(_message.Message):
     __slots__ = ("task_id", "attempt", "reason")

@@ -47,6 +47,7 @@ from balsam.site.specs import JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 from balsam.site.transfers import SiteLocations
 from balsam.site.workdir import workdir
+from balsam.transfer.base import Location
 from balsam.states import FINAL_STATES, JobState
 from balsam.wire import channel as wire_channel
 from balsam.wire.convert import (
@@ -545,22 +546,36 @@ class ArgoSync:
             return link_row.last_applied
 
     def _create(self, session: Session, assigns: Sequence[tuple[int, Assignment]], coordinator: str) -> None:
-        """Each assignment (with its number) becomes a job of ours, or is refused with why."""
+        """Each assignment (with its number) becomes a job of ours, or is refused with why.
+
+        One sent ahead waits for the jobs of the tasks it names (``waits_for``), made before it: from an
+        earlier envelope, or earlier in this one (then what comes before it is made first)."""
         if not assigns:
             return
         apps = session.execute(select(App.name, App.id, App.command_template)).all()
+        app_ids = {row.name: row.id for row in apps}
         templates = {row.name: CommandTemplate.parse(row.command_template) for row in apps}
-        have = {tuple(row) for row in session.execute(
-            text("SELECT argo_task_id, argo_attempt FROM jobs WHERE argo_coordinator = :c AND argo_task_id = ANY(:ids)"),
-            {"c": coordinator, "ids": [a.task_id for _, a in assigns]},
+        wanted = sorted({a.task_id for _, a in assigns} | {t for _, a in assigns for t in a.waits_for})
+        made = {(row.argo_task_id, row.argo_attempt): row.id for row in session.execute(
+            text("SELECT id, argo_task_id, argo_attempt FROM jobs WHERE argo_coordinator = :c AND argo_task_id = ANY(:ids)"),
+            {"c": coordinator, "ids": wanted},
         )}  # fmt: skip
-        specs, links, refused = [], [], []
+        specs: list[JobSpec] = []
+        links: list[tuple[str, int, int]] = []
+        refused = []
         for seq, assign in assigns:
-            if (assign.task_id, assign.attempt) in have:
+            if (assign.task_id, assign.attempt) in made:
                 log.warning("Argo task %s attempt %d is here already (job made before); not made again", assign.task_id, assign.attempt)
                 continue
+            if any((task_id, attempt) not in made for task_id, attempt in assign.waits_for.items()):
+                self._make(session, specs, links, app_ids, coordinator, made)  # its parents may be among them
+                specs, links = [], []
+            absent = [f"{task_id} (attempt {attempt})" for task_id, attempt in assign.waits_for.items() if (task_id, attempt) not in made]
             try:
-                spec = _job_spec(assign)
+                if absent:
+                    raise BalsamError(f"it waits for task {absent[0]}, which has no job here")
+                parents = {task_id: made[(task_id, attempt)] for task_id, attempt in assign.waits_for.items()}
+                spec = _job_spec(assign, sorted(parents.values()), self._inputs(assign, parents))
                 check_shape(spec)
                 check_batch([spec], templates)
             except BalsamError as exc:
@@ -568,22 +583,46 @@ class ArgoSync:
                 continue
             specs.append(spec)
             links.append((assign.task_id, assign.attempt, seq))
-        if specs:
-            # No launcher may start them before the coordinator confirms their numbers: `confirm` wakes
-            # the launchers then; woken now, each would look and find nothing it may take. The transfer
-            # service, which listens too, may fetch inputs at once: woken for jobs that have some.
-            wake = any(spec.inputs or spec.stage_in for spec in specs)
-            ids = jobstore.insert_jobs(session, specs, {row.name: row.id for row in apps}, wake=wake)
-            session.execute(
-                text(
-                    "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a, argo_seq = v.seq, argo_coordinator = :c"
-                    " FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id, unnest(CAST(:tasks AS text[])) AS t,"
-                    " unnest(CAST(:attempts AS int[])) AS a, unnest(CAST(:seqs AS bigint[])) AS seq) v WHERE jobs.id = v.id"
-                ),
-                {"ids": ids, "tasks": [t for t, _, _ in links], "attempts": [a for _, a, _ in links], "seqs": [q for _, _, q in links],
-                 "c": coordinator},
-            )  # fmt: skip
+        self._make(session, specs, links, app_ids, coordinator, made)
         self._refuse(session, refused)
+
+    def _inputs(self, assign: Assignment, parents: dict[str, int]) -> dict[str, str]:
+        """The assignment's inputs as locations: those named ``TASK/OUTPUT`` (sent ahead) are in the
+        folder of that task's job here (``parents``: task id -> job id), once it ends."""
+        inputs = {}
+        for local, source in assign.spec.inputs.items():
+            if "://" in source:
+                inputs[local] = source
+                continue
+            task, _, output = source.partition("/")
+            job_id = parents.get(f"{assign.workflow_id}/{task}")
+            if job_id is None or not output:
+                raise BalsamError(f"input {local!r} names {source!r}, which is no output of a task it waits for here")
+            inputs[local] = Location.local(str(workdir(self.settings.data_dir, assign.workflow or str(assign.workflow_id), job_id) / output)).uri
+        return inputs
+
+    @staticmethod
+    def _make(session: Session, specs: list[JobSpec], links: list[tuple[str, int, int]], app_ids: dict[str, int], coordinator: str,
+              made: dict[tuple[str, int], int]) -> None:  # fmt: skip
+        """Insert the jobs of ``specs``, linked to their tasks (``links``: task id, attempt, assignment
+        number), and add them to ``made``."""
+        if not specs:
+            return
+        # No launcher may start them before the coordinator confirms their numbers: `confirm` wakes
+        # the launchers then; woken now, each would look and find nothing it may take. The transfer
+        # service, which listens too, may fetch inputs at once: woken for jobs that have some.
+        wake = any(spec.inputs or spec.stage_in for spec in specs)
+        ids = jobstore.insert_jobs(session, specs, app_ids, wake=wake)
+        session.execute(
+            text(
+                "UPDATE jobs SET argo_task_id = v.t, argo_attempt = v.a, argo_seq = v.seq, argo_coordinator = :c"
+                " FROM (SELECT unnest(CAST(:ids AS bigint[])) AS id, unnest(CAST(:tasks AS text[])) AS t,"
+                " unnest(CAST(:attempts AS int[])) AS a, unnest(CAST(:seqs AS bigint[])) AS seq) v WHERE jobs.id = v.id"
+            ),
+            {"ids": ids, "tasks": [t for t, _, _ in links], "attempts": [a for _, a, _ in links], "seqs": [q for _, _, q in links],
+             "c": coordinator},
+        )  # fmt: skip
+        made.update({(task_id, attempt): job_id for (task_id, attempt, _), job_id in zip(links, ids)})
 
     def _refuse(self, session: Session, refused: Sequence[tuple[str, int, str]]) -> None:
         """Assignments that cannot become jobs here fail, with the reason: no job carries it, so we tell Argo directly."""
@@ -608,12 +647,14 @@ class ArgoSync:
             jobstore.transition(session, [job_id], S.USER_KILLED, f"killed by Argo: {order.reason}")
 
 
-def _job_spec(assign: Assignment) -> JobSpec:
+def _job_spec(assign: Assignment, parents: list[int], inputs: dict[str, str]) -> JobSpec:
+    """The job of an assignment; ``parents``: the jobs here of the tasks it waits for (sent ahead);
+    ``inputs``: its inputs as locations."""
     spec = assign.spec
     return JobSpec(
         app=spec.app, name=spec.name, workflow=assign.workflow or str(assign.workflow_id), params=dict(spec.params),
-        resources=spec.resources, tags={**spec.tags, "argo_task": assign.task_id}, inputs=dict(spec.inputs),
-        outputs=list(spec.outputs), source=f"Argo task {assign.task_id}",
+        resources=spec.resources, tags={**spec.tags, "argo_task": assign.task_id}, inputs=inputs,
+        outputs=list(spec.outputs), source=f"Argo task {assign.task_id}", parents=list(parents),
     )  # fmt: skip
 
 

@@ -167,6 +167,8 @@ def test_the_table_names_each_coordinator_move_and_allows_nothing_else():
         M.SPAWNED: ({None}, {S.CREATED}),
         M.RELEASED: ({S.AWAITING_PARENTS}, {S.READY}),
         M.PLACED: ({S.READY}, {S.READY}),
+        M.SENT_AHEAD: ({S.AWAITING_PARENTS}, {S.AWAITING_PARENTS}),
+        M.WITHDRAWN: ({S.AWAITING_PARENTS}, {S.AWAITING_PARENTS}),
         M.REPLACED: (set(states) - FINAL_STATES, {S.READY, S.AWAITING_PARENTS}),
         M.UNPLACEABLE: ({S.READY}, {S.FAILED}),
         M.KILLED: (set(states) - FINAL_STATES, {S.USER_KILLED}),
@@ -196,3 +198,34 @@ def test_no_module_but_the_taskstore_writes_the_tasks_table():
             if writes.search(line):
                 offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_a_task_sent_ahead_is_withdrawn_with_a_kill_order_when_a_task_it_waits_for_fails(session):
+    from balsam.argo.timeline import attempts
+    from balsam.protos import argo_pb2 as pb
+
+    lock_graph(session)
+    taskstore.insert(session, 1, [TaskSpec("p", "a"), TaskSpec("c", "a", parents=("p",)), TaskSpec("g", "a", parents=("c",))], existing={})
+    taskstore.place(session, [("1/p", "s1")])
+    # sent ahead: a site and an attempt while it waits; only a waiting, unplaced task goes
+    sent = taskstore.place_ahead(session, [("1/c", "s1"), ("1/g", "s1"), ("1/p", "s2")])
+    assert [(r.id, r.site, r.attempt) for r in sent] == [("1/c", "s1", 1), ("1/g", "s1", 1)]
+    assert tasks(session)["1/c"][:3] == ("AWAITING_PARENTS", "s1", 1)
+    assert events(session, "1/c")[-1] == ("AWAITING_PARENTS", "AWAITING_PARENTS", "sent ahead to site s1, where its parents are (attempt 1)")
+
+    # the parent fails at s1: both are withdrawn (unplaced, blocked), and s1 is told to kill its copies
+    chain = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING, S.RUN_ERROR, S.FAILED]
+    taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/p", a, b) for a, b in zip(chain, chain[1:])]))
+    assert {t: tasks(session)[t][:2] for t in ("1/c", "1/g")} == {"1/c": ("AWAITING_PARENTS", None), "1/g": ("AWAITING_PARENTS", None)}
+    assert session.execute(text("SELECT count(*) FROM tasks WHERE blocked")).scalar() == 2
+    assert events(session, "1/g")[-1][2] == "withdrawn from site s1: a task it waits for ended without finishing"
+    orders = [pb.CoordinatorMessage.FromString(bytes(m)).kill for (m,) in session.execute(
+        text("SELECT body FROM site_outbox WHERE site = 's1' ORDER BY seq"))]  # fmt: skip
+    assert [(k.task_id, k.attempt) for k in orders] == [("1/c", 1), ("1/g", 1)]
+    # its copy's news is stale now
+    stale = taskstore.apply_reports(session, taskstore.prepare_reports("s1", [report("1/c", S.AWAITING_PARENTS, S.USER_KILLED)]))
+    assert [why for _, why in stale.ignored] == ["a stale copy"]
+    # the attempt that was sent ahead began and ended there
+    rows = session.execute(text("SELECT attempt, move, site, from_state, to_state, at FROM task_events WHERE task_id = '1/c' ORDER BY id"))
+    (only,) = attempts(rows)
+    assert (only.number, only.site, only.ready_at) == (1, "s1", None) and only.placed_at <= only.ended_at

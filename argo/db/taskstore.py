@@ -1,7 +1,7 @@
 """The one writer of the coordinator's tasks: every change of a task's state, attempt or site.
 
 Each function is one kind of move of ``balsam.states.TASK_MOVES`` (created, spawned, released,
-placed, replaced, unplaceable, killed, cancelled, reported), runs inside the caller's transaction
+placed, sent ahead, withdrawn, replaced, unplaceable, killed, cancelled, reported), runs inside the caller's transaction
 (which holds the locks of the workflows it touches, ``balsam.argo.graph``), checks every move
 against that table, and writes each task's event in the same transaction: a change with no event is not
 possible, nor a move the table does not name (``IllegalTaskMove`` names the task, the move and both
@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from balsam.argo import graph
 from balsam.argo.db.models import FINAL
 from balsam.pgcopy import copy_field, copy_lines, copy_rows, json_field
 from balsam.errors import IllegalTaskMove
@@ -159,21 +160,37 @@ def release_children(session: Session, finished: Sequence[str]) -> list[str]:
     return [row.id for row in ready]
 
 
-def block_descendants(session: Session, ended: Sequence[str]) -> int:
+def block_descendants(session: Session, ended: Sequence[str]) -> list[Moved]:
     """Tasks downstream of a failed or killed one can never run: mark them blocked (not a move: their
-    state stays, and they run again should the parent be redone)."""
+    state stays, and they run again should the parent be redone).
+
+    Those sent ahead to a site (placed there, waiting for their parents) are withdrawn from it, with
+    a kill order for each to that site in the same transaction: they wait unplaced, as the others do.
+    Returns those withdrawn."""
     if not ended:
-        return 0
-    result = session.execute(
+        return []
+    blocked = session.execute(
         text(
             "WITH RECURSIVE below(id) AS ("
             "  SELECT child_id FROM task_parents WHERE parent_id = ANY(:ids)"
             "  UNION SELECT p.child_id FROM task_parents p JOIN below ON p.parent_id = below.id"
             f") UPDATE tasks SET blocked = true WHERE id IN (SELECT id FROM below) AND NOT blocked AND state NOT IN {FINAL}"
+            " RETURNING id, workflow_id, site, attempt, state, assigned_seq"
         ),
         {"ids": list(ended)},
-    )
-    return result.rowcount
+    ).all()
+    ahead = [Moved(r.id, r.workflow_id, r.site, r.attempt, r.state, r.state, r.assigned_seq)
+             for r in blocked if r.site is not None and r.state == S.AWAITING_PARENTS]  # fmt: skip
+    if not ahead:
+        return []
+    _check(M.WITHDRAWN, ((m.id, m.from_state, m.to_state) for m in ahead))
+    session.execute(text("UPDATE tasks SET site = NULL, site_job_id = NULL, updated_at = now() WHERE id = ANY(:ids)"),
+                    {"ids": [m.id for m in ahead]})  # fmt: skip
+    why = "a task it waits for ended without finishing"
+    _events(session, M.WITHDRAWN, ((m.id, m.workflow_id, m.site, m.from_state, m.to_state, None, f"withdrawn from site {m.site}: {why}",
+                                    m.attempt) for m in ahead))  # fmt: skip
+    graph.kill_orders(session, ((m.site, m.id, m.attempt) for m in ahead), f"withdrawn: {why}")
+    return ahead
 
 
 # -- placed, replaced, unplaceable -------------------------------------------------------------------
@@ -184,22 +201,40 @@ def place(session: Session, assigned: Sequence[tuple[str, str]]) -> list[Any]:
     needs beyond what placement read: name, outputs, tags, site, attempt).
 
     Only tasks still READY and unplaced are placed (a kill may have come first)."""
-    if not assigned:
-        return []
-    placed = session.execute(
-        text(
-            "UPDATE tasks SET site = v.site, attempt = tasks.attempt + 1, sites_tried = tasks.sites_tried || to_jsonb(v.site),"
-            " waiting = '', updated_at = now()"
-            " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:sites AS text[])) AS site) v"
-            " WHERE tasks.id = v.id AND tasks.site IS NULL AND tasks.state = 'READY'"
-            " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.outputs, tasks.tags, tasks.site, tasks.attempt, tasks.state"
-        ),
-        {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned]},
-    ).all()
+    placed = _give_sites(session, assigned, S.READY)
     _check(M.PLACED, ((row.id, row.state, S.READY) for row in placed))
     _events(session, M.PLACED, ((row.id, row.workflow_id, row.site, S.READY, S.READY, None, f"placed at site {row.site} (attempt {row.attempt})",
                        row.attempt) for row in placed))  # fmt: skip
     return placed
+
+
+def place_ahead(session: Session, ahead: Sequence[tuple[str, str]]) -> list[Any]:
+    """Send each ``(task id, site)`` ahead to that site (``balsam.argo.ahead``): its site and a new
+    attempt while it waits for its parents; the placed rows, as ``place`` returns them.
+
+    Only tasks still waiting, unplaced and not blocked are sent (a kill or a block may have come first)."""
+    placed = _give_sites(session, ahead, S.AWAITING_PARENTS)
+    _check(M.SENT_AHEAD, ((row.id, row.state, S.AWAITING_PARENTS) for row in placed))
+    _events(session, M.SENT_AHEAD, ((row.id, row.workflow_id, row.site, S.AWAITING_PARENTS, S.AWAITING_PARENTS, None,
+                                     f"sent ahead to site {row.site}, where its parents are (attempt {row.attempt})", row.attempt)
+                                    for row in placed))  # fmt: skip
+    return placed
+
+
+def _give_sites(session: Session, assigned: Sequence[tuple[str, str]], state: JobState) -> list[Any]:
+    """Each ``(task id, site)`` its site and a new attempt, if it is still unplaced, unblocked and in ``state``."""
+    if not assigned:
+        return []
+    return session.execute(
+        text(
+            "UPDATE tasks SET site = v.site, attempt = tasks.attempt + 1, sites_tried = tasks.sites_tried || to_jsonb(v.site),"
+            " waiting = '', updated_at = now()"
+            " FROM (SELECT unnest(CAST(:ids AS text[])) AS id, unnest(CAST(:sites AS text[])) AS site) v"
+            " WHERE tasks.id = v.id AND tasks.site IS NULL AND tasks.state = :state AND NOT tasks.blocked"
+            " RETURNING tasks.id, tasks.workflow_id, tasks.name, tasks.outputs, tasks.tags, tasks.site, tasks.attempt, tasks.state"
+        ),
+        {"ids": [a[0] for a in assigned], "sites": [a[1] for a in assigned], "state": state.value},
+    ).all()
 
 
 def replace(session: Session, site: str, reason: str, unconfirmed_only: bool) -> list[Moved]:
@@ -315,6 +350,7 @@ class Applied:
     released: list[str]
     ignored: list[tuple[Report, str]]  # reports that were not applied, and why
     ended: set[int] = field(default_factory=set)  # the workflows with a task that reached a final state: the only ones that may end
+    released_at_site: list[str] = field(default_factory=list)  # tasks sent ahead that their site released: their children may follow
 
 
 @dataclass(frozen=True)
@@ -392,7 +428,7 @@ def apply_reports(session: Session, prepared: Prepared) -> Applied:
     updates: dict[str, tuple[str, int, int | None, str]] = {}
     located: dict[str, dict[str, Any]] = {}
     lines: list[str] = []
-    finished, ended, ignored, illegal = [], [], [], []
+    finished, ended, ignored, illegal, at_site = [], [], [], [], []
     for report, why, line in zip(reports, prepared.illegal, prepared.lines):
         task = tasks.get(report.task_id)
         if task is None or task.site != site or task.attempt != report.attempt or state[task.id] == S.USER_KILLED:
@@ -407,6 +443,8 @@ def apply_reports(session: Session, prepared: Prepared) -> Applied:
         state[task.id] = new
         updates[task.id] = (new, report.job_id, report.return_code, report.message)
         lines.append(line)  # its workflow is the task's: the id says so
+        if old == S.AWAITING_PARENTS and new == S.READY:
+            at_site.append(task.id)
         if new == S.JOB_FINISHED and old != S.JOB_FINISHED:
             finished.append(task.id)
             if report.outputs:
@@ -434,7 +472,7 @@ def apply_reports(session: Session, prepared: Prepared) -> Applied:
     # Only a final move can release children or end a workflow: a batch of none (RUNNING, RUN_DONE, ...) skips both.
     released = release_children(session, finished)
     block_descendants(session, ended)
-    return Applied({tasks[k].workflow_id for k in updates}, released, ignored, {tasks[k].workflow_id for k in finished + ended})
+    return Applied({tasks[k].workflow_id for k in updates}, released, ignored, {tasks[k].workflow_id for k in finished + ended}, at_site)
 
 
 class ForeignReport(Exception):

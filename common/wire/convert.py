@@ -13,6 +13,7 @@ read "3.0").
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -144,6 +145,7 @@ class Assignment:
     workflow: str
     spec: TaskSpec
     coordinator: str = ""  # the coordinator instance: task ids are unique only within one
+    waits_for: Mapping[str, int] = field(default_factory=dict)  # sent ahead: task id -> attempt of the parents placed there
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class KillOrder:
 def assignment_message(a: Assignment) -> pb.CoordinatorMessage:
     return pb.CoordinatorMessage(assign=pb.Assignment(
         task_id=a.task_id, attempt=a.attempt, workflow_id=a.workflow_id, workflow=a.workflow, spec=task_spec_to_wire(a.spec),
-        coordinator=a.coordinator,
+        coordinator=a.coordinator, waits_for=a.waits_for,
     ))  # fmt: skip
 
 
@@ -168,7 +170,7 @@ def coordinator_message_body(message: pb.CoordinatorMessage) -> Assignment | Kil
     if message.HasField("assign"):
         a = message.assign
         return Assignment(a.task_id, a.attempt, a.workflow_id, a.workflow, task_spec_from_wire(a.spec, f"Argo task {a.task_id}"),
-                          a.coordinator)  # fmt: skip
+                          a.coordinator, dict(a.waits_for))  # fmt: skip
     if message.HasField("kill"):
         k = message.kill
         return KillOrder(k.task_id, k.attempt, k.reason)
