@@ -24,7 +24,8 @@ from balsam.taskspec import TaskSpec
 from balsam.wire.convert import Assignment, assignment_message
 
 
-# The most tasks one round sends ahead (a pinned chain goes ahead whole): the rest go as they are released.
+# The most tasks one round sends ahead (a chain that can go nowhere else goes ahead whole): the rest go
+# as their parents are released at their site.
 AHEAD_LIMIT = 10_000
 
 
@@ -90,8 +91,8 @@ class Placer:
 
 def send_ahead(session: Session, parents_of: Sequence[str], instance: str) -> int:
     """Send the waiting children of ``parents_of`` (tasks just placed, or just released at their site)
-    ahead to their parents' site (``balsam.argo.ahead``), and theirs in turn while they are pinned
-    there, up to AHEAD_LIMIT; the number sent. The caller holds their workflows' locks."""
+    ahead to their parents' site (``balsam.argo.ahead``), and theirs in turn, up to AHEAD_LIMIT; the
+    number sent. The caller holds their workflows' locks."""
     # Plain rows, not the ORM's: a caller that locks site rows later (a batch of envelopes) must find none loaded.
     rooms = {row.name: ahead.SiteRoom(row.status == "up", frozenset(row.apps), row.max_tasks > 0)
              for row in session.execute(text("SELECT name, status, apps, max_tasks FROM sites"))}  # fmt: skip
@@ -126,7 +127,7 @@ def send_ahead(session: Session, parents_of: Sequence[str], instance: str) -> in
         by_id = {row.id: row for row in rows}
         send_assignments(session, went, by_id, resolved, {a.task_id: a.waits_for for a in chosen}, instance)
         sent += len(went)
-        frontier = [row.id for row in went if by_id[row.id].pin == row.site]
+        frontier = [row.id for row in went]
     return sent
 
 

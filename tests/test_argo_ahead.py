@@ -15,11 +15,12 @@ from datetime import datetime
 
 import pytest
 
-from argo_helpers import wait_for
+from argo_helpers import RUN_APP, wait_for
 from balsam.argo import ahead
 from balsam.argo.ahead import Parent, SiteRoom
 
-UP = {"s1": SiteRoom(True, frozenset({"a"}), False), "s2": SiteRoom(True, frozenset({"a"}), False)}
+# Only s1 offers app "a": a task of it can go nowhere else.
+UP = {"s1": SiteRoom(True, frozenset({"a"}), False), "s2": SiteRoom(True, frozenset({"b"}), False)}
 
 
 def _chosen(waiting, parents, sites=UP):
@@ -45,10 +46,14 @@ def test_a_child_goes_ahead_only_to_the_one_site_where_all_its_unfinished_parent
     }
 
 
-def test_only_a_pinned_child_goes_ahead_of_a_parent_that_waits_itself():
-    sent_ahead = [Parent("1/p", "p", "s1", "AWAITING_PARENTS", 2)]
+def test_a_child_another_site_could_take_waits_to_be_placed_unless_it_is_pinned():
+    both = {"s1": SiteRoom(True, frozenset({"a"}), False), "s2": SiteRoom(True, frozenset({"a"}), False)}
+    at_s1 = [Parent("1/p", "p", "s1", "AWAITING_PARENTS", 2)]  # sent ahead itself: a chain goes ahead whole
     waiting = [("1/pinned", "a", "s1", {}), ("1/free", "a", None, {}), ("1/elsewhere", "a", "s2", {})]
-    assert _chosen(waiting, {task: sent_ahead for task, *_ in waiting}) == {"1/pinned": ("s1", {"1/p": 2})}
+    assert _chosen(waiting, {task: at_s1 for task, *_ in waiting}, both) == {"1/pinned": ("s1", {"1/p": 2})}
+    # The other site down: nowhere else to go, for now.
+    down = {**both, "s2": SiteRoom(False, frozenset({"a"}), False)}
+    assert set(_chosen(waiting, {task: at_s1 for task, *_ in waiting}, down)) == {"1/pinned", "1/free"}
 
 
 def test_a_child_reading_an_output_its_unfinished_parent_does_not_declare_or_bound_for_an_unsuitable_site_waits():
@@ -101,23 +106,28 @@ def test_a_pinned_chain_waits_at_its_site_while_its_first_task_runs_and_each_tas
     assert _at(second["placed_at"]) < _at(first["ended_at"]) <= _at(second["ready_at"]) <= _at(second["started_at"])
 
 
-def test_an_unpinned_chain_goes_ahead_one_level_at_a_time(federation):
+def test_an_unpinned_task_goes_ahead_only_where_no_other_site_could_run_it(federation):
     fed = federation
-    fed.add_site("alpha")
+    alpha = fed.add_site("alpha", start=False)
+    alpha.add_app("solo", RUN_APP)  # offered at alpha alone
+    fed.start_agent("alpha")
+    fed.add_site("beta")
     with fed.client() as client:
-        wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "alpha up")
-        chain = [_task(fed, "t0", 2.0, site=None), _task(fed, "t1", 3.0, ["t0"], site=None), _task(fed, "t2", 0, ["t1"], site=None)]
-        workflow_id = client.submit({"name": "free", "tasks": chain})
-        wait_for(lambda: fed.runs(), 60, "t0 to start")
-        # Bound early only one level ahead: t1 waits at alpha, t2 at the coordinator, free to go anywhere.
-        jobs = wait_for(lambda: (jobs := {j.name: j.state for j in fed.local_jobs("alpha")}) and len(jobs) == 2 and jobs, 10, "t1 sent ahead")
-        assert jobs == {"t0": "RUNNING", "t1": "AWAITING_PARENTS"} and fed.runs() == [("alpha", "t0")]
-        # Once alpha releases t1, t2 follows it there, before t1 ends.
-        wait_for(lambda: ("alpha", "t1") in fed.runs(), 30, "t1 to start")
-        jobs = wait_for(lambda: (jobs := {j.name: j.state for j in fed.local_jobs("alpha")}) and len(jobs) == 3 and jobs, 10, "t2 sent ahead")
-        assert jobs["t2"] == "AWAITING_PARENTS" and fed.runs() == [("alpha", "t0"), ("alpha", "t1")]
+        wait_for(lambda: len([s for s in client.sites() if s["status"] == "up"]) == 2, 30, "both sites up")
+        tasks = [_task(fed, "s0", 3.0, site=None, app="solo"), _task(fed, "s1", 0, ["s0"], site=None, app="solo"),
+                 _task(fed, "s2", 0, ["s1"], site=None, app="solo"),
+                 _task(fed, "r0", 3.0, site=None), _task(fed, "r1", 0, ["r0"], site=None)]  # fmt: skip
+        workflow_id = client.submit({"name": "free", "tasks": tasks})
+        wait_for(lambda: {task for _, task in fed.runs()} == {"s0", "r0"}, 60, "s0 and r0 to start")
+        placed = {t["name"]: (t["site"], t["state"]) for t in client.tasks(workflow_id)}
+        # The solo chain can go nowhere but alpha: it waits there whole. r1 could go to either site:
+        # placement chooses when r0 has ended.
+        assert placed["s1"] == placed["s2"] == ("alpha", "AWAITING_PARENTS")
+        assert placed["r1"] == ("", "AWAITING_PARENTS")
         assert client.wait(workflow_id, timeout_s=60) == "finished"
-    assert fed.runs() == [("alpha", "t0"), ("alpha", "t1"), ("alpha", "t2")], "each once, in order"
+    ran = [task for _, task in fed.runs()]
+    assert sorted(ran) == ["r0", "r1", "s0", "s1", "s2"], "each once"
+    assert ran.index("s0") < ran.index("s1") < ran.index("s2") and ran.index("r0") < ran.index("r1")
 
 
 PY = shlex.quote(sys.executable)
@@ -181,18 +191,18 @@ def test_a_child_sent_ahead_of_a_parent_that_fails_is_taken_back_from_the_site_a
 def test_a_lost_sites_tasks_sent_ahead_run_once_elsewhere_after_their_parent(federation):
     fed = federation
     fed.add_site("alpha")
-    fed.add_site("beta")
+    fed.add_site("beta", start=False)  # not up yet: alpha is the only site, and c goes ahead there
     with fed.client() as client:
-        wait_for(lambda: len([s for s in client.sites() if s["status"] == "up"]) == 2, 30, "both sites up")
-        # Unpinned: the child follows its parent to whichever site takes it.
+        wait_for(lambda: [s["status"] for s in client.sites() if s["name"] == "alpha"] == ["up"], 30, "alpha up")
         workflow_id = client.submit({"name": "moving", "tasks": [_task(fed, "p", 6.0, site=None), _task(fed, "c", 0, ["p"], site=None)]})
-        where = wait_for(lambda: fed.runs(), 60, "p to start")[0][0]
-        wait_for(lambda: len(fed.local_jobs(where)) == 2, 30, f"c sent ahead to {where}")
-        fed.kill_site(where)  # p's process too: it never ends there
-        other = "beta" if where == "alpha" else "alpha"
-        wait_for(lambda: {s["name"]: s["status"] for s in client.sites()}[where] == "down", 30, f"{where} marked down")
-        fed.argo("site", "lost", where, "--data", str(fed.data))
+        wait_for(lambda: fed.runs(), 60, "p to start")
+        wait_for(lambda: len(fed.local_jobs("alpha")) == 2, 30, "c sent ahead to alpha")
+        fed.start_agent("beta")
+        wait_for(lambda: {s["name"]: s["status"] for s in client.sites()}.get("beta") == "up", 30, "beta up")
+        fed.kill_site("alpha")  # p's process too: it never ends there
+        wait_for(lambda: {s["name"]: s["status"] for s in client.sites()}["alpha"] == "down", 30, "alpha marked down")
+        fed.argo("site", "lost", "alpha", "--data", str(fed.data))
         assert client.wait(workflow_id, timeout_s=90) == "finished"
         tasks = {t["name"]: t for t in client.tasks(workflow_id)}
-    assert {n: (tasks[n]["site"], tasks[n]["attempt"]) for n in ("p", "c")} == {"p": (other, 2), "c": (other, 2)}
-    assert fed.runs() == [(where, "p"), (other, "p"), (other, "c")], "c once, after p ended"
+    assert {n: (tasks[n]["site"], tasks[n]["attempt"]) for n in ("p", "c")} == {"p": ("beta", 2), "c": ("beta", 2)}
+    assert fed.runs() == [("alpha", "p"), ("beta", "p"), ("beta", "c")], "c once, after p ended"
