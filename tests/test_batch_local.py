@@ -178,7 +178,8 @@ def test_the_agent_retries_a_failed_submission_and_stays_consistent(site, monkey
     wait_for(lambda: _finished(site, 1), timeout=60, what="the job to run once the submission went through")
 
 
-def test_the_agent_takes_back_jobs_of_a_lost_launcher_with_no_launcher_running(site):
+def _running_at_a_lost_launcher(site):
+    """A job RUNNING under a launcher that stopped renewing its lease a minute ago."""
     site.add_app("hello", "echo hello")
     job = site.add_job("hello")
     with site.session() as session:
@@ -187,6 +188,11 @@ def test_the_agent_takes_back_jobs_of_a_lost_launcher_with_no_launcher_running(s
             "VALUES ('gone', 1, 'mpi', 1, 0.1, 'running', '', now() - interval '1 minute') RETURNING id"
         )).scalar_one()  # fmt: skip  # a lease shorter than the database has been up: its start renews every lease
         session.execute(text("UPDATE jobs SET state = 'RUNNING', launcher_id = :l WHERE id = :j"), {"l": launcher_id, "j": job.id})
+    return job
+
+
+def test_the_agent_takes_back_jobs_of_a_lost_launcher_with_no_launcher_running(site):
+    job = _running_at_a_lost_launcher(site)
     Agent(site).tick()
     assert site.job(job.id).state == "RESTART_READY"
     assert "lost: no heartbeat" in site.history(job.id)[-1].message
@@ -194,14 +200,7 @@ def test_the_agent_takes_back_jobs_of_a_lost_launcher_with_no_launcher_running(s
 
 def test_a_job_killed_while_its_lost_launcher_held_it_keeps_the_kill_as_its_last_word(site):
     # Argo's kill order reaches a returning site before the agent reaps the launchers that died with it.
-    site.add_app("hello", "echo hello")
-    job = site.add_job("hello")
-    with site.session() as session:
-        launcher_id = session.execute(text(
-            "INSERT INTO launchers (hostname, pid, job_mode, node_count, lease_seconds, state, message, heartbeat_at) "
-            "VALUES ('gone', 1, 'mpi', 1, 0.1, 'running', '', now() - interval '1 minute') RETURNING id"
-        )).scalar_one()  # fmt: skip  # a lease shorter than the database has been up: its start renews every lease
-        session.execute(text("UPDATE jobs SET state = 'RUNNING', launcher_id = :l WHERE id = :j"), {"l": launcher_id, "j": job.id})
+    job = _running_at_a_lost_launcher(site)
     site.kill_job(job.id, "killed while its launcher was gone")
     Agent(site).tick()
     assert site.job(job.id).state == "USER_KILLED"
