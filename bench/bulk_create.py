@@ -27,6 +27,7 @@ from balsam.site.postgres import EmbeddedPostgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cputime import server_cpu_s  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402
 
 APP = "noop"
 
@@ -138,6 +139,7 @@ def show_runs(label: str, times: list[float]) -> None:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per creation run (default 100000)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (default 3)")

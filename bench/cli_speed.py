@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from sigterm import stop_on_sigterm  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -40,6 +41,7 @@ def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def main() -> int:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=300)

@@ -38,6 +38,7 @@ from balsam.argo.config import ServerSettings
 from balsam.argo.demo import make_site, stop_site
 from balsam.argo.server import start_server, stop_server
 from balsam.postgres import free_port
+from sigterm import stop_on_sigterm  # noqa: E402
 
 WARMUP_HOPS = 3  # while the first launchers start
 
@@ -175,6 +176,7 @@ def run(count: int) -> dict[str, float]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=200, help="tasks per chain")
     parser.add_argument("--smoke", action="store_true", help="chains of 8 tasks (5 hops after the warm-up): checks the bench runs (what the test runs)")

@@ -49,6 +49,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simsite import SimulatedSite, site_token  # noqa: E402
 from cputime import cluster_cpu_s, process_cpu_s  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402
 
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
@@ -364,6 +365,7 @@ def plain(value: object) -> str:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sites", type=int, default=10)
     parser.add_argument("--tasks", type=int, default=100_000)

@@ -28,6 +28,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simsite import SimulatedSite, site_token  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402
 
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import ServerSettings
@@ -120,6 +121,7 @@ def run(streams: int, seconds: float) -> dict[str, float]:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=15.0, help="how long each phase is measured")

@@ -55,6 +55,7 @@ from balsam.site.postgres import EmbeddedPostgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cputime import run_measured, server_cpu_s  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402
 
 PARSL_REQUIREMENT = "parsl>=2024.1"
 PARSL_VENV = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "balsam-bench" / "parsl-venv"
@@ -323,6 +324,7 @@ def throughput(site: Site, parsl: Parsl | None, n: int, width: int, rounds: int,
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, nargs="+", default=[5000, 20000], help="sizes to measure, each in its own rounds")
     parser.add_argument("--repeat", type=int, default=3)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from netns_bed import PYTHON, NetnsBed, netns_available  # noqa: E402
 from sshd_bed import SshKeys, sshd_available, start_sshd  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402  (bench/, the script's folder, is on sys.path)
 
 # Runs on c1: the backend's task and the bare rsync, alternately, --repeat times; seconds of each.
 ON_C1 = r"""
@@ -52,6 +53,7 @@ print(json.dumps({label: statistics.median(values) for label, values in times.it
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--size", type=int, default=4096)

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from balsam.site import Site
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.transfers import TransferService
+from sigterm import stop_on_sigterm  # noqa: E402
 
 
 def service_run(site: Site, sources: list[Path], run: int) -> float:
@@ -56,6 +57,7 @@ def raw_run(sources: list[Path], root: Path) -> float:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--size", type=int, default=4096)

@@ -33,6 +33,7 @@ from sqlalchemy import text
 from balsam.site import Site
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.triggers import TriggerWatcher, add_rule
+from sigterm import stop_on_sigterm  # noqa: E402
 
 
 def drop(folder: Path, name: str) -> float:
@@ -103,6 +104,7 @@ def report(label: str, values: list[float]) -> None:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=50, help="files dropped one at a time")
     parser.add_argument("--burst", type=int, default=1000, help="files dropped at once")

@@ -52,6 +52,7 @@ from balsam.postgres import free_port  # noqa: E402
 from balsam.protos import argo_pb2 as pb  # noqa: E402
 from balsam.protos import argo_pb2_grpc as rpc  # noqa: E402
 from balsam.wire.channel import OPTIONS, bearer  # noqa: E402
+from sigterm import stop_on_sigterm  # noqa: E402
 
 PAINT_APP, FEED_APP = "paint", "ev"
 EVENTS_PER_TASK = 8
@@ -271,6 +272,7 @@ def rate_of(reader: dict) -> float:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=5000.0)

@@ -59,6 +59,7 @@ SEED = 20
 
 sys.path.insert(0, str(BENCH))
 from wfctask import content  # noqa: E402  (beside this script)
+from sigterm import stop_on_sigterm  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +432,7 @@ def describe(label: str, f: Figures) -> str:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=1, help="back-to-back pairs (Argo, then Parsl) per shape; medians are printed")
     parser.add_argument("--target-s", type=float, default=30.0, help="seconds the scaled work fills both slots for")

@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 NOT_RUN = {
     "simsite.py": "a module the benches import (the simulated site), not a script",
     "cputime.py": "a module the benches import (CPU seconds of the database server and of a child process), not a script",
+    "sigterm.py": "a module the benches import (a SIGTERM stops what they started, as Ctrl-C does), not a script",
     "web_speed.py": "run by tests/test_bench_web.py, which also checks its figures are measured and skips without chromium",
     "rsync_batch.py": "run by tests/test_rsync_bed.py, beside the bed of network namespaces and sshd it needs (and skips without)",
     "wfctask.py": "the task program bench/wfcommons_makespan.py runs (for Argo and Parsl alike), not a bench",
