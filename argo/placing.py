@@ -108,13 +108,14 @@ def send_ahead(session: Session, parents_of: Sequence[str], instance: str) -> in
         if not rows:
             break
         parents: dict[str, list[ahead.Parent]] = {}
-        for child, *fields, outputs in session.execute(
-            text("SELECT l.child_id, p.id, p.name, p.site, p.state, p.attempt, p.outputs FROM task_parents l"
+        located: dict[str, dict[str, Any]] = {}  # as _parent_outputs gives it, from the same rows
+        for child, *fields, outputs, locations in session.execute(
+            text("SELECT l.child_id, p.id, p.name, p.site, p.state, p.attempt, p.outputs, p.output_locations FROM task_parents l"
                  " JOIN tasks p ON p.id = l.parent_id WHERE l.child_id = ANY(:ids) ORDER BY l.child_id, p.id"),
             {"ids": [row.id for row in rows]},
         ):  # fmt: skip
             parents.setdefault(child, []).append(ahead.Parent(*fields, frozenset(outputs or ())))
-        located = _parent_outputs(session, rows)
+            located.update({f"{fields[0]}/{name}": where for name, where in (locations or {}).items()})
         resolved: dict[str, dict[str, str]] = {}
         candidates = []
         for row in rows:
