@@ -40,6 +40,7 @@ from balsam.site.batch import LIVE_STATES, BatchQueue, LaunchRequest
 from balsam.site.db import leases
 from balsam.site.db.notify import RUNNABLE_CHANNEL, Listener
 from balsam.site.db.models import BatchJob
+from balsam.site.perf_data import FitCache
 from balsam.site.postgres import EmbeddedPostgres
 from balsam.site.scheduler.base import SchedulerError
 from balsam.site.settings import SiteSettings, settings_from_argv
@@ -87,6 +88,7 @@ class Agent:
         self.transfers = None
         self.triggers = None
         self._unlinked = True  # see leave_argo
+        self.fits = FitCache()
 
     def tick(self) -> dict[str, Any]:
         """One round of every step; returns (and keeps) a status report."""
@@ -199,7 +201,7 @@ class Agent:
 
     def backlog(self) -> list[elastic.JobShape]:
         """The waiting work; a job without a wall time counts its app's predicted run time, else ``default_job_min``."""
-        from balsam.site import perf_data, perfmodel
+        from balsam.site import perfmodel
 
         limits, perf = self.settings.elastic_queue, self.settings.perf
         serial = "AND j.nodes = 1 AND j.ranks_per_node = 1" if limits.job_mode == "serial" else ""
@@ -208,11 +210,10 @@ class Agent:
         models: dict[str, perfmodel.Model] = {}
         unestimated = {r.app for r in rows if r.minutes is None}
         if perf.elastic_queue and unestimated:
-            # One fit per app per round (runs accumulate between rounds), in a session of its own:
-            # a failure here must cost only the estimates, never the elastic queue itself.
+            # Fits kept a minute (perf_data.FitCache), made in a session of their own: a failure
+            # here must cost only the estimates, never the elastic queue itself.
             try:
-                with self.site.session() as session:
-                    models = perf_data.backlog_models(session, self.settings, unestimated)
+                models = self.fits.models(self.site, self.settings, unestimated)
             except Exception:
                 log.exception("performance models unavailable this round; counting %g min per job", limits.default_job_min)
         shapes = []

@@ -8,18 +8,21 @@ process started and when it ended (not when the events were written), so the dif
 program's own run time plus a few milliseconds of process start. No table of its own is needed:
 the event log is the record, and the index ``(job_id, id)`` makes each lookup one probe.
 
-The models (``balsam.site.perfmodel``, a pure core) are fitted afresh from these runs whenever one
-is asked for. Here they are put to use:
+The models (``balsam.site.perfmodel``, a pure core) are fitted afresh from these runs whenever a
+command asks for one; the daemons, which ask every round, keep each fit for a minute
+(``FitCache``). Here they are put to use:
 
 - ``app_model``: ``balsam app model APP``;
 - ``resolve_auto``: ``balsam job add --nodes auto --wall-time auto``;
-- ``backlog_models``: the agent's elastic queue, for jobs without a wall time;
+- ``backlog_models``: the agent's elastic queue, for jobs without a wall time, and the models a
+  site's heartbeat sends to Argo;
 - ``plot``: the PNG of measured runs and the fit.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +166,36 @@ def backlog_models(session: Session, settings: SiteSettings, apps: Iterable[str]
         except TooLittleData:
             continue
     return models
+
+
+REFIT_EVERY_S = 60.0
+
+
+class FitCache:
+    """Each app's model (or its want of data) kept for ``every_s`` seconds.
+
+    The elastic queue asks at every round (each second in a demo) and the heartbeat to Argo at each
+    beat (every second), while runs accumulate over minutes. A fit reads up to ``perf.max_runs`` runs, each with
+    two lookups in the event log, and solves a least-squares problem: about 50 ms of the agent and
+    its database at 2,000 runs, growing with the site's history. A model at most a minute old
+    sizes batch jobs as well.
+    """
+
+    def __init__(self, every_s: float = REFIT_EVERY_S) -> None:
+        self.every_s = every_s
+        self._fitted: dict[str, tuple[float, Model | None]] = {}  # app -> (when fitted, model or None: too little data)
+
+    def models(self, site: Any, settings: SiteSettings, apps: Iterable[str]) -> dict[str, Model]:
+        """The usable models of ``apps``; those not fitted within ``every_s`` are fitted again, in one session."""
+        wanted = set(apps)
+        now = time.monotonic()
+        stale = [app for app in wanted if app not in self._fitted or now - self._fitted[app][0] >= self.every_s]
+        if stale:
+            with site.session() as session:
+                fresh = backlog_models(session, settings, stale)
+            for app in stale:
+                self._fitted[app] = (now, fresh.get(app))
+        return {app: model for app in wanted if (model := self._fitted[app][1]) is not None}
 
 
 def plot(model: Model, measured: list[Run], path: Path, widest: int) -> Path:

@@ -156,3 +156,23 @@ def test_models_learnt_from_real_runs_size_jobs_and_batch_jobs(site, balsam, tmp
     result = balsam("app model sim --feature size")
     assert "saved perf.features['sim'] = 'size'" in result.out
     assert SiteSettings.load(site.settings.path).perf.features == {"sim": "size"}
+
+
+def test_the_elastic_queue_refits_a_model_once_a_minute_not_at_every_round(site):
+    """The agent sizes its queue every round (each second in a demo): a fit reads the app's runs from
+    the event log, which grows with the site's history, so each fit is kept a while (FitCache)."""
+    site.add_app("quick", "true")
+    site.add_jobs([{"app": "quick", "workflow": "runs"} for _ in range(4)])
+    result = subprocess.run([balsam_script(), "launcher", "--until-idle", "--job-mode", "serial"], env=launcher_env(site),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    site.add_jobs([{"app": "quick", "workflow": "waiting"} for _ in range(2)])
+    default = site.settings.elastic_queue.default_job_min
+    agent = Agent(site)
+    estimated = {sh.minutes for sh in agent.backlog()}
+    assert estimated and max(estimated) < default, "4 runs of `true` make a model: far less than the default"
+    for job in site.jobs(workflow="runs"):
+        site.remove_job(job.id)  # its runs gone, a fit now finds too little data
+    assert {sh.minutes for sh in agent.backlog()} == estimated, "the model fitted a moment ago is kept"
+    agent.fits.every_s = 0.0
+    assert {sh.minutes for sh in agent.backlog()} == {default}, "a fit older than its period is made again"
