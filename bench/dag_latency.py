@@ -4,13 +4,15 @@
 
 A real coordinator and two real sites on this machine (each its own PostgreSQL and agent, launchers
 from the elastic queue, lingering between tasks), exactly as ``argo demo`` builds them. Two chains of
-``--tasks`` tasks run ``true``: one pinned to alpha alone, one alternating alpha, beta, alpha, ... A
+``--tasks`` tasks run ``true``: one pinned to alpha alone, one alternating alpha, beta, alpha, ...; and a
+third pinned to alpha where each task writes a file its child stages in (``touch out``). A
 hop is the time from a task's end to its child's start, as each task's attempt records them (the
 sites' events: the same host clock); the first few hops, while launchers start, are left out.
 
 Within one site each child is sent ahead (``balsam.argo.ahead``): it is a job there, waiting for its
 parent's, long before the parent ends; the launcher's commit of the end releases it and the next
-launcher look starts it. Across sites every step is event-driven: the launcher writes the end at
+launcher look starts it. With a file, the release's NOTIFY wakes the site's transfer service, which
+hard-links the parent's output into the child's folder in the round that finds it. Across sites every step is event-driven: the launcher writes the end at
 once, the database's NOTIFY wakes the site's sync, the coordinator releases the child and places it
 at once, the assignment streams to the child's site, is confirmed on the same stream (fencing), and
 the NOTIFY it makes wakes an idle launcher there.
@@ -41,14 +43,24 @@ from balsam.postgres import free_port
 from sigterm import stop_on_sigterm  # noqa: E402
 
 WARMUP_HOPS = 3  # while the first launchers start
+CHAINS = (  # label, the sites in turn, whether each task hands a file to the next
+    ("within one site (alpha)", ["alpha"], False),
+    ("within one site, a file each", ["alpha"], True),
+    ("across sites (alpha, beta, ...)", ["alpha", "beta"], False),
+)
 
 
-def chain(name: str, count: int, sites: list[str]) -> dict:
+def chain(name: str, count: int, sites: list[str], files: bool = False) -> dict:
+    """``files``: each task writes a file (``touch out``), which its child stages in (a hard link)."""
     tasks = []
     for i in range(count):
-        task = {"name": f"t{i}", "app": "true", "site": sites[i % len(sites)]}
+        task = {"name": f"t{i}", "app": "touch" if files else "true", "site": sites[i % len(sites)]}
+        if files:
+            task["outputs"] = ["out"]
         if i:
             task["parents"] = [f"t{i - 1}"]
+            if files:
+                task["inputs"] = {"in": f"t{i - 1}/out"}
         tasks.append(task)
     return {"name": name, "tasks": tasks}
 
@@ -146,7 +158,7 @@ def run(count: int) -> dict[str, float]:
         for name in ("alpha", "beta"):
             with ArgoClient(address, token=owner) as admin:
                 token = admin.enrol_site(name)["token"]
-            site = make_site(root, name, address, token, apps={"true": "true"})
+            site = make_site(root, name, address, token, apps={"true": "true", "touch": "touch out"})
             sites.append(site)
         with ArgoClient(address, token=owner) as client:
             deadline = time.monotonic() + 60
@@ -156,8 +168,8 @@ def run(count: int) -> dict[str, float]:
                 time.sleep(0.2)
             figures = {}
             print(f"a chain of {count} tasks through Argo (coordinator and two sites on this machine):")
-            for label, pins in (("within one site (alpha)", ["alpha"]), ("across sites (alpha, beta, ...)", ["alpha", "beta"])):
-                workflow_id = client.submit(chain(label.split()[0], count, pins))
+            for label, pins, files in CHAINS:
+                workflow_id = client.submit(chain(label.split()[0] + ("-files" if files else ""), count, pins, files))
                 status = client.wait(workflow_id, timeout_s=60 + count * 5)
                 if status != "finished":
                     raise RuntimeError(f"the chain {label} ended {status}")
@@ -165,7 +177,7 @@ def run(count: int) -> dict[str, float]:
                 figures[label] = report(label, hops(tasks))
                 report_steps(hop_steps(tasks, sites))
             figures["raw"] = report("raw: process after process (no Argo)", raw_hops(count))
-        for label in ("within one site (alpha)", "across sites (alpha, beta, ...)"):
+        for label, _pins, _files in CHAINS:
             print(f"  {label}: {figures[label] / figures['raw']:.1f}x the raw hop")
         return figures
     finally:

@@ -215,19 +215,26 @@ class TransferService:
                 ),
                 {"n": DISCOVER_BATCH},
             ).all()
-            rows = []
+            rows, linked = [], []
             for job in jobs:
                 direction, declared = ("in", job.stage_in) if job.state == S.READY else ("out", job.stage_out)
                 folder = workdir(self.data_dir, job.workflow, job.id)
+                planned = []
                 for item in declared:
                     try:
                         backend, source, dest = self.plan_item(folder, direction, item)
-                        rows.append({"job": job.id, "dir": direction, "src": source.uri, "dst": dest.uri, "backend": backend,
-                                     "state": "pending", "error": ""})  # fmt: skip
+                        planned.append({"job": job.id, "dir": direction, "src": source.uri, "dst": dest.uri, "backend": backend,
+                                        "state": "pending", "error": "", "paths": (source.path, dest.path)})  # fmt: skip
                     except (TransferError, KeyError, ValueError) as exc:
                         shown = item.get("dest" if direction == "in" else "source", "?") if isinstance(item, dict) else "?"
-                        rows.append({"job": job.id, "dir": direction, "src": str(item.get("source", "")), "dst": str(item.get("dest", "")),
-                                     "backend": "local", "state": "failed", "error": f"{shown}: {exc}"})  # fmt: skip
+                        planned.append({"job": job.id, "dir": direction, "src": str(item.get("source", "")), "dst": str(item.get("dest", "")),
+                                        "backend": "local", "state": "failed", "error": f"{shown}: {exc}"})  # fmt: skip
+                if self._linked_at_once(planned):
+                    linked.append((job.id, direction, len(planned)))
+                else:
+                    rows.extend(planned)
+            if linked:
+                self._staged(session, [(j, n) for j, d, n in linked if d == "in"], [(j, n) for j, d, n in linked if d == "out"])
             if rows:
                 copy_rows(session, "transfer_items", ("job_id", "direction", "source", "dest", "backend", "state", "attempts", "position", "error"),
                           ((r["job"], r["dir"], r["src"], r["dst"], r["backend"], r["state"], 0, 0, r["error"]) for r in rows))  # fmt: skip
@@ -236,6 +243,27 @@ class TransferService:
                     for job_ids, message in _by_count(list(counts.items()), verb + " {n} file(s)"):
                         jobstore.note(session, job_ids, message)
             return len(jobs)
+
+    def _linked_at_once(self, planned: list[dict[str, Any]]) -> bool:
+        """Link a job's files now when every one is a local file this filesystem can hard-link
+        (``transfer.link``): True when all were. Otherwise its items take the backend's way (a file
+        linked here is found in place by it)."""
+        if not planned or not self.settings.link or any(r["state"] != "pending" or r["backend"] != "local" for r in planned):
+            return False
+        from balsam.transfer.local import link_at_once
+
+        return all(link_at_once(*r["paths"]) for r in planned)
+
+    @staticmethod
+    def _staged(session: Session, staged_in: Sequence[tuple[int, int]], staged_out: Sequence[tuple[int, int]]) -> None:
+        """Jobs (id, files) whose files have all arrived: in, they may run; out, they are done."""
+        for job_ids, message in _by_count(staged_in, "staged in {n} file(s)"):
+            jobstore.transition(session, job_ids, S.STAGED_IN, message)
+        if staged_in:
+            jobstore.notify_runnable(session)
+        for job_ids, message in _by_count(staged_out, "staged out {n} file(s)"):
+            jobstore.transition(session, job_ids, S.STAGED_OUT, message)
+            jobstore.transition(session, job_ids, S.JOB_FINISHED)
 
     # -- 2. what the backends say ----------------------------------------------------------------
 
@@ -383,13 +411,7 @@ class TransferService:
                     (staged_in if group.direction == "in" else staged_out).append((group.job_id, group.n))
                 else:
                     failed.append((group.job_id, group.direction, group.n, list(group.errors or [])))
-            for job_ids, message in _by_count(staged_in, "staged in {n} file(s)"):
-                jobstore.transition(session, job_ids, S.STAGED_IN, message)
-            if staged_in:
-                jobstore.notify_runnable(session)
-            for job_ids, message in _by_count(staged_out, "staged out {n} file(s)"):
-                jobstore.transition(session, job_ids, S.STAGED_OUT, message)
-                jobstore.transition(session, job_ids, S.JOB_FINISHED)
+            self._staged(session, staged_in, staged_out)
             for job_id, direction, n, errors in failed:
                 what = "stage-in" if direction == "in" else "stage-out"
                 summary = f"{what} failed for {len(errors)} of {n} file(s): {errors[0]}" if errors else f"{what} failed"

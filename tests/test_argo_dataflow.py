@@ -70,7 +70,8 @@ def test_a_parents_output_at_one_site_is_read_by_its_child_at_the_other(federati
     assert (child / "in" / "1.txt").read_bytes() == made_at_alpha
     assert (child / "merged.txt").read_text() == "merged: first made at alpha|second made at beta"
     history = [e.message for e in fed.sites["beta"].history(_job_id(fed, "beta", tasks["child"]["id"]))]
-    assert "staging in 2 file(s)" in history and "staged in 2 file(s)" in history
+    # Both sites on this one filesystem: the files were hard-linked in the round that found the child.
+    assert "staged in 2 file(s)" in history, history
 
 
 def test_a_child_whose_parent_left_no_such_output_fails_with_the_reason(federation):

@@ -35,7 +35,7 @@ FIGURES = {
                        rf"add_jobs takes {NUMBER}x the raw COPY floor"],
     "cli_speed.py": [rf"{name}\s+{NUMBER}\s+{NUMBER}\s+-?{NUMBER}\s+{NUMBER}" for name in ("python -c pass", "balsam --help", "argo --help",
                                                                                         "balsam job ls")],
-    "dag_latency.py": [rf"within one site \(alpha\)\s+median\s+{NUMBER} ms", rf"across sites \(alpha, beta, \.\.\.\)\s+median\s+{NUMBER} ms",
+    "dag_latency.py": [rf"within one site \(alpha\)\s+median\s+{NUMBER} ms", rf"within one site, a file each\s+median\s+{NUMBER} ms", rf"across sites \(alpha, beta, \.\.\.\)\s+median\s+{NUMBER} ms",
                        rf"raw: process after process \(no Argo\)\s+median\s+{NUMBER} ms", rf"its steps, median ms:\s+end->released {NUMBER}, released->placed {NUMBER}"],
     "federation_scale.py": [rf"submitted {NUMBER} tasks in {NUMBER} workflows: {NUMBER} s", rf"placement: {NUMBER} tasks/s",
                             rf"sync: {NUMBER} job events applied at {NUMBER}/s", rf"watch: {NUMBER} streams received {NUMBER} events; lag median",

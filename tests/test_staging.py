@@ -50,6 +50,7 @@ def service(site):
 
 
 def test_inputs_are_staged_in_run_on_and_outputs_staged_out(site, service, tmp_path):
+    service.settings.link = False  # copied, by the backend's threads (files linked at once skip them: the next test)
     source = tmp_path / "inputs"
     source.mkdir()
     (source / "a.dat").write_text("alpha-")
@@ -80,6 +81,40 @@ def test_inputs_are_staged_in_run_on_and_outputs_staged_out(site, service, tmp_p
     assert ("POSTPROCESSED", "STAGED_OUT", "staged out 1 file(s)") in history
     # The service's bookkeeping is gone once the jobs moved on: a reset job stages afresh.
     assert service.round()["items"] == {}
+
+
+def test_files_on_this_filesystem_are_linked_in_the_round_that_finds_their_job(site, service, tmp_path):
+    """A job's inputs that can all be hard-linked here (a parent's outputs at this site, say) are
+    linked in the round that finds the job, which is then STAGED_IN: no transfer task, no second
+    round. A job with one file that cannot be linked (a folder) goes the backend's way whole."""
+    source = tmp_path / "inputs"
+    (source / "tree").mkdir(parents=True)
+    (source / "a.dat").write_text("alpha-")
+    (source / "b.dat").write_text("beta-")
+    (source / "tree" / "c.dat").write_text("gamma-")
+    site.add_app("double", DOUBLE)
+    archive = site.settings.data_dir / "archive"
+    linked = site.add_job("double", {"infile": "x.dat"}, inputs={"x.dat": (source / "a.dat").as_uri(), "y.dat": (source / "b.dat").as_uri()},
+                          outputs=["out.txt"], stage_out=[{"source": "out.txt", "dest": (archive / "a.txt").as_uri()}]).id  # fmt: skip
+    mixed = site.add_job("double", {"infile": "x.dat"}, inputs={"x.dat": (source / "a.dat").as_uri(), "tree": (source / "tree").as_uri()}).id
+    service.round()
+    assert state(site, linked) == S.STAGED_IN, site.history(linked)
+    folder = workdir(site.settings.data_dir, "default", linked)
+    assert (folder / "x.dat").stat().st_ino == (source / "a.dat").stat().st_ino and (folder / "y.dat").read_text() == "beta-"
+    assert not [p for p in folder.iterdir() if ".balsam-partial-" in p.name], "no temporary name is left"
+    assert [(e.from_state, e.to_state, e.message) for e in site.history(linked)][-1] == ("READY", "STAGED_IN", "staged in 2 file(s)")
+    assert state(site, mixed) == S.READY, "the folder is copied by the backend, the whole job waits for it"
+    with site.session() as session:
+        tasks = session.execute(text("SELECT item_count FROM transfer_tasks")).scalars().all()
+    assert tasks == [2], "only the mixed job's files went to the backend"
+    rounds(service, lambda: state(site, mixed) == S.STAGED_IN)
+    assert (workdir(site.settings.data_dir, "default", mixed) / "tree" / "c.dat").read_text() == "gamma-"
+    # Its output, on the same filesystem, is linked to its destination as soon as the job is done.
+    assert run_launcher(site, "--until-idle", "--job-mode", "serial").returncode == 0
+    service.round()
+    assert state(site, linked) == S.JOB_FINISHED
+    assert (archive / "a.txt").stat().st_ino == (folder / "out.txt").stat().st_ino
+    assert (archive / "a.txt").read_text() == "alpha-alpha-"
 
 
 def test_a_missing_source_is_retried_then_fails_the_job_with_the_reason(site, service, tmp_path):
@@ -224,6 +259,7 @@ def test_transfer_slots_bound_the_tasks_in_flight_and_batching_fills_them(site, 
     site.settings.transfer.slots = 2
     site.settings.transfer.max_items = 3
     site.settings.transfer.read_roots = [str(tmp_path)]
+    site.settings.transfer.link = False  # copies go through the backend (links are made at once)
     service = TransferService(site)
     site.add_app("cat", "cat {f}")
     src = tmp_path / "f.dat"
