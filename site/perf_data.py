@@ -175,10 +175,10 @@ class FitCache:
     """Each app's model (or its want of data) kept for ``every_s`` seconds.
 
     The elastic queue asks at every round (each second in a demo) and the heartbeat to Argo at each
-    beat (every second), while runs accumulate over minutes. A fit reads up to ``perf.max_runs`` runs, each with
-    two lookups in the event log, and solves a least-squares problem: about 50 ms of the agent and
-    its database at 2,000 runs, growing with the site's history. A model at most a minute old
-    sizes batch jobs as well.
+    beat (every second), while runs accumulate over minutes. A fit reads up to ``perf.max_runs``
+    runs, each with two lookups in the event log, and solves a least-squares problem: about 50 ms
+    of the agent and its database at 2,000 runs, growing with the site's history. A model at most
+    a minute old sizes batch jobs as well.
     """
 
     def __init__(self, every_s: float = REFIT_EVERY_S) -> None:
