@@ -31,6 +31,7 @@ NOT_RUN = {
 # The lines each bench prints, a pattern each (a number where the figure goes).
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 FIGURES = {
+    "agent_round.py": [rf"{NUMBER} finished runs: model kept\s+{NUMBER} ms\s+refitted each round\s+{NUMBER} ms\s+raw \(no model\)\s+{NUMBER} ms"],
     "bulk_create.py": [rf"create {NUMBER} jobs \(add_jobs\)\s+{NUMBER}", rf"raw COPY {NUMBER} rows \(floor\)\s+{NUMBER}",
                        rf"add_jobs takes {NUMBER}x the raw COPY floor"],
     "cli_speed.py": [rf"{name}\s+{NUMBER}\s+{NUMBER}\s+-?{NUMBER}\s+{NUMBER}" for name in ("python -c pass", "balsam --help", "argo --help",
