@@ -3,18 +3,18 @@
     python bench/dag_latency.py [--tasks 200] [--smoke]
 
 A real coordinator and two real sites on this machine (each its own PostgreSQL and agent, launchers
-from the elastic queue, lingering between tasks), exactly as ``argo demo`` builds them. Two chains of
-``--tasks`` tasks run ``true``: one pinned to alpha alone, one alternating alpha, beta, alpha, ...; and a
-third pinned to alpha where each task writes a file its child stages in (``touch out``). A
+from the elastic queue, lingering between tasks), exactly as ``argo demo`` builds them. Three chains of
+``--tasks`` tasks: two run ``true``, one pinned to alpha alone, one alternating alpha, beta, alpha, ...;
+the third is pinned to alpha, each task writing a file its child stages in (``touch out``). A
 hop is the time from a task's end to its child's start, as each task's attempt records them (the
 sites' events: the same host clock); the first few hops, while launchers start, are left out.
 
 Within one site each child is sent ahead (``balsam.argo.ahead``): it is a job there, waiting for its
 parent's, long before the parent ends; the launcher's commit of the end releases it and the next
 launcher look starts it. With a file, the release's NOTIFY wakes the site's transfer service, which
-hard-links the parent's output into the child's folder in the round that finds it. Across sites every step is event-driven: the launcher writes the end at
-once, the database's NOTIFY wakes the site's sync, the coordinator releases the child and places it
-at once, the assignment streams to the child's site, is confirmed on the same stream (fencing), and
+hard-links the parent's output into the child's folder in the round that finds it. Across sites
+every step is event-driven: the launcher writes the end at once, the database's NOTIFY wakes the
+site's sync, the coordinator releases the child and places it at once, the assignment streams to the child's site, is confirmed on the same stream (fencing), and
 the NOTIFY it makes wakes an idle launcher there.
 
 The raw baseline, in the same run: the same chain as bare processes, each started by Python as soon
