@@ -14,8 +14,9 @@ parent's, long before the parent ends; the launcher's commit of the end releases
 launcher look starts it. With a file, the release's NOTIFY wakes the site's transfer service, which
 hard-links the parent's output into the child's folder in the round that finds it. Across sites
 every step is event-driven: the launcher writes the end at once, the database's NOTIFY wakes the
-site's sync, the coordinator releases the child and places it at once, the assignment streams to the child's site, is confirmed on the same stream (fencing), and
-the NOTIFY it makes wakes an idle launcher there.
+site's sync, the coordinator releases the child and places it at once, the assignment streams to
+the child's site, is confirmed on the same stream (fencing), and the NOTIFY it makes wakes an idle
+launcher there.
 
 The raw baseline, in the same run: the same chain as bare processes, each started by Python as soon
 as the one before has ended, its start the time it reads itself (``date``: a hop with nothing in
