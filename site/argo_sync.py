@@ -43,7 +43,6 @@ from balsam.site.api import Site
 from balsam.site.db import jobstore
 from balsam.site.db.models import App, ArgoLink, Job
 from balsam.site.db.notify import ARGO_CHANNEL, LAUNCHERS_CHANNEL, Listener
-from balsam.site.perf_data import FitCache
 from balsam.site.specs import JobSpec, check_batch, check_shape
 from balsam.site.templates import CommandTemplate
 from balsam.site.transfers import SiteLocations
@@ -65,7 +64,7 @@ WINDOW = 5000  # messages sent and not yet acknowledged
 BACKOFF_HEARTBEATS = 5
 _ACTIVE = "('READY', 'STAGED_IN', 'PREPROCESSED', 'RESTART_READY', 'RUNNING')"
 _FINAL = "('JOB_FINISHED', 'FAILED', 'USER_KILLED')"
-MODELS_EVERY_S = 60.0  # how old a performance model sent with a heartbeat may be
+MODELS_EVERY_S = 60.0
 # Our messages to the coordinator, numbered by the link's row (``argo_link.last_seq``).
 ARGO_OUTBOX = Outbox("argo_outbox", "argo_link")
 
@@ -151,7 +150,7 @@ class ArgoSync:
         self.status: dict[str, Any] = {"address": self.address, "connected": False, "last_error": ""}
         self.locations = SiteLocations(site.settings)
         self._models: dict[str, pb.RuntimeModel] = {}
-        self.fits = FitCache(MODELS_EVERY_S)
+        self._models_due = 0.0
         self.credential = load_credential(site.settings)  # refused at start when others can read it
         self._refresh_due = 0.0
         # Heartbeat number -> when it was sent (monotonic) and the launchers it counted.
@@ -402,14 +401,18 @@ class ArgoSync:
         return beat, list(launchers)
 
     def models(self) -> dict[str, pb.RuntimeModel]:
-        """The apps' performance models for placement, each refitted at most every MODELS_EVERY_S
-        (``perf_data.FitCache``: runs accumulate slowly; a fit per heartbeat would cost more than it
-        tells). Only models that know how the run time changes with the node count are sent: Argo
-        sizes nothing, but compares sites."""
+        """The apps' performance models for placement, refitted every MODELS_EVERY_S (runs accumulate
+        slowly; a fit per heartbeat would cost more than it tells). Only models that know how the
+        run time changes with the node count are sent: Argo sizes nothing, but compares sites."""
+        if time.monotonic() < self._models_due:
+            return self._models
+        self._models_due = time.monotonic() + MODELS_EVERY_S
         try:
+            from balsam.site.perf_data import backlog_models
+
             with self.site.session() as session:
                 apps = list(session.scalars(select(App.name)))
-            fitted = self.fits.models(self.site, self.settings, apps)
+                fitted = backlog_models(session, self.settings, apps)
         except Exception:  # no model is no loss: placement falls back to the task's own estimate
             log.exception("performance models for Argo unavailable")
             return self._models

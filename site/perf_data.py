@@ -9,8 +9,9 @@ program's own run time plus a few milliseconds of process start. No table of its
 the event log is the record, and the index ``(job_id, id)`` makes each lookup one probe.
 
 The models (``balsam.site.perfmodel``, a pure core) are fitted afresh from these runs whenever a
-command asks for one; the daemons, which ask every round, keep each fit for a minute
-(``FitCache``). Here they are put to use:
+command asks for one; the agent's elastic queue, which asks every round, keeps each fit for a
+minute (``FitCache``), and the heartbeat to Argo refits once a minute (``argo_sync.MODELS_EVERY_S``).
+Here they are put to use:
 
 - ``app_model``: ``balsam app model APP``;
 - ``resolve_auto``: ``balsam job add --nodes auto --wall-time auto``;
@@ -174,11 +175,10 @@ REFIT_EVERY_S = 60.0
 class FitCache:
     """Each app's model (or its want of data) kept for ``every_s`` seconds.
 
-    The elastic queue asks at every round (each second in a demo) and the heartbeat to Argo at each
-    beat (every second), while runs accumulate over minutes. A fit reads up to ``perf.max_runs``
-    runs, each with two lookups in the event log, and solves a least-squares problem: about 50 ms
-    of the agent and its database at 2,000 runs, growing with the site's history. A model at most
-    a minute old sizes batch jobs as well.
+    The elastic queue asks at every round (each second in a demo), while runs accumulate over
+    minutes. A fit reads up to ``perf.max_runs`` runs, each with two lookups in the event log, and
+    solves a least-squares problem: 67 ms of a round at 2,000 runs (bench/agent_round.py), growing
+    with the site's history. A model at most a minute old sizes batch jobs as well.
     """
 
     def __init__(self, every_s: float = REFIT_EVERY_S) -> None:

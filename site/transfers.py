@@ -42,6 +42,7 @@ from balsam.site.workdir import workdir
 from balsam.states import JobState
 from balsam.transfer.base import Backend, Item, Location, TaskStatus, TransferError
 from balsam.transfer.confine import remote_inside, resolve_inside, shown_path
+from balsam.transfer.local import link_at_once
 from balsam.transfer.rsync import ssh_roots
 
 log = logging.getLogger("balsam.site.transfers")
@@ -250,8 +251,6 @@ class TransferService:
         linked here is found in place by it)."""
         if not planned or not self.settings.link or any(r["state"] != "pending" or r["backend"] != "local" for r in planned):
             return False
-        from balsam.transfer.local import link_at_once
-
         return all(link_at_once(*r["paths"]) for r in planned)
 
     @staticmethod
