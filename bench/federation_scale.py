@@ -14,6 +14,7 @@ project, each stream seeing its project's finished tasks, as a dashboard does).
 
 Printed, a line each, then one line of all figures:
   submit_s          ``--tasks`` independent tasks in ``--workflows`` workflows, submitted one after another
+                    by a client in a process of its own, as a user's would be
   place_per_s       tasks assigned to sites per second, first submit to last assignment
   refill_p99_ms     a site's room (tasks reported finished) to its next assignment, while tasks remained
   events_per_s      job events applied by the coordinator per second (sent by all sites; acknowledged)
@@ -118,6 +119,22 @@ async def main():
                           "fed_max": fed[2], "failed": [repr(t.exception()) for t in failed[:3]], "streams_failed": len(failed)}), flush=True)
 
 asyncio.run(main())
+"""
+
+# The submitter: a user's client in a process of its own (in the bench's process it would share one
+# interpreter lock with every simulated site). After its imports it says "ready"; on a line of stdin it
+# submits WORKFLOWS workflows of PER independent tasks, one after another (workflow k to project pk),
+# and prints their ids as one JSON line.
+SUBMITTER = """
+import json, sys
+from balsam.argo.client import ArgoClient
+address, token, per, workflows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()
+with ArgoClient(address, token=token, timeout_s=600) as client:
+    ids = [client.submit({"name": f"w{k}", "tasks": [{"name": f"t{i:07d}", "app": "run"} for i in range(per)]}, project=f"p{k}")
+           for k in range(workflows)]
+print(json.dumps(ids), flush=True)
 """
 
 # A bare gRPC server stream: one message after another, for SECONDS, then the count.
@@ -235,7 +252,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
     settings.coordinator.max_streams_per_caller = watchers + 10
     pid = start_server(settings)
     fleet: list[SimulatedSite] = []
-    holder = None
+    holder = submitter = None
     probe = None
     figures: dict[str, float] = {}
     try:
@@ -258,11 +275,17 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
             if holder.stdout.readline().strip() != "open":
                 raise RuntimeError("the watch streams did not open")
         per = tasks // workflows
+        submitter = subprocess.Popen([sys.executable, "-c", SUBMITTER, address, owner, str(per), str(workflows)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        if submitter.stdout.readline().strip() != "ready":
+            raise RuntimeError("the submitter did not start")
         started = time.perf_counter()
-        with ArgoClient(address, token=owner, timeout_s=600) as client:
-            ids = [client.submit({"name": f"w{k}", "tasks": [{"name": f"t{i:07d}", "app": "run"} for i in range(per)]}, project=f"p{k}")
-                   for k in range(workflows)]  # fmt: skip
+        submitter.stdin.write("go\n")
+        submitter.stdin.close()
+        ids = json.loads(submitter.stdout.readline() or "null")
         submit_s = time.perf_counter() - started
+        if submitter.wait(timeout=60) != 0 or not ids:
+            raise RuntimeError(f"the submitter failed (exit code {submitter.returncode})")
         print(f"  submitted {per * workflows} tasks in {workflows} workflows: {submit_s:.1f} s"
               f" ({per * workflows / submit_s:,.0f} tasks/s; raw COPY of as many rows {raw_copy:.2f} s)", flush=True)  # fmt: skip
         total = per * workflows
@@ -329,8 +352,9 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
     finally:
         if probe is not None:
             probe.stop.set()
-        if holder is not None:
-            holder.kill()
+        for child in (holder, submitter):
+            if child is not None and child.poll() is None:
+                child.kill()
         for site in fleet:
             site.stop()
         stop_server(settings.data)

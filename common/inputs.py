@@ -30,6 +30,7 @@ The limits, and why each exists:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -200,6 +201,11 @@ def _parse_int(text: str) -> int | _LongInt:
     return int(text) if len(text) <= MAX_INT_CHARS else _LongInt(text)
 
 
+# Made once: json.loads with any argument builds a decoder per call, a cost paid by every task of a
+# workflow that has parameters. Shared by threads as json.loads shares its own default decoder.
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
 def load_json(text: str, where: str, *, check: bool = True) -> Any:
     """JSON text decoded within the limits; ``json.JSONDecodeError`` for text that is not JSON.
 
@@ -208,7 +214,7 @@ def load_json(text: str, where: str, *, check: bool = True) -> Any:
     left as placeholders that ``check_value`` refuses.
     """
     try:
-        value = json.loads(text, parse_int=_parse_int)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InputError(f"nested deeper than {MAX_DEPTH} levels", where) from None
     if check:
@@ -497,9 +503,10 @@ def check_message(message: Any, where: str = "") -> None:
     Every request passes here, so the common case is kept cheap: a field's rule is looked up once
     per field descriptor, and a path is spelled out only for a refusal.
     """
-    stack = [(message, "")]
+    # (message, its field's path, its index in that field or None): a path is joined only when needed
+    stack: list[tuple[Any, str, int | None]] = [(message, "", None)]
     while stack:
-        current, prefix = stack.pop()
+        current, path, index = stack.pop()
         for field, value in current.ListFields():
             kind, repeated, limit = _RULES.get(field) or _rule(field)
             if kind == "skip":
@@ -507,45 +514,50 @@ def check_message(message: Any, where: str = "") -> None:
             if kind == "text":
                 if not repeated:
                     if len(value) > limit or "\0" in value:
-                        _check_field_text(value, _at_field(where, prefix, field, None), limit)
+                        _check_field_text(value, _at_field(where, _field_path(path, index, field), None), limit)
                     continue
                 for i, item in enumerate(value):
                     if len(item) > limit or "\0" in item:
-                        _check_field_text(item, _at_field(where, prefix, field, i), limit)
+                        _check_field_text(item, _at_field(where, _field_path(path, index, field), i), limit)
             elif kind == "message":
-                name = f"{prefix}.{field.name}" if prefix else field.name
+                name = _field_path(path, index, field)
                 if repeated:
-                    stack.extend((item, f"{name}[{i}]") for i, item in enumerate(value))
+                    stack.extend(zip(value, itertools.repeat(name), itertools.count()))
                 else:
-                    stack.append((value, name))
+                    stack.append((value, name, None))
             elif kind == "text-map":
                 for key, item in value.items():
                     if len(key) > MAX_FIELD_TEXT or "\0" in key or len(item) > MAX_FIELD_TEXT or "\0" in item:
-                        name = f"{prefix}.{field.name}" if prefix else field.name
+                        name = _field_path(path, index, field)
                         _check_field_text(key, _join(where, name), MAX_FIELD_TEXT, noun="a key")
                         _check_field_text(item, _join(where, f"{name}[{key!r}]"), MAX_FIELD_TEXT)
             elif kind == "map":  # other maps: text keys checked, message values walked
-                name = f"{prefix}.{field.name}" if prefix else field.name
+                name = _field_path(path, index, field)
                 messages = field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE
                 for key, item in value.items():
                     if isinstance(key, str):
                         _check_field_text(key, _join(where, name), MAX_FIELD_TEXT, noun="a key")
                     if messages:
-                        stack.append((item, f"{name}[{key!r}]"))
+                        stack.append((item, f"{name}[{key!r}]", None))
             else:
                 for i, item in enumerate(value) if repeated else ((None, value),):
                     if kind == "double":
                         if not math.isfinite(item):
-                            raise InputError(f"{item!r} is not a finite number", _at_field(where, prefix, field, i))
+                            raise InputError(f"{item!r} is not a finite number", _at_field(where, _field_path(path, index, field), i))
                     elif kind == "enum":
                         if item not in field.enum_type.values_by_number:
-                            raise InputError(f"{item} is not a {field.enum_type.full_name}", _at_field(where, prefix, field, i))
+                            raise InputError(f"{item} is not a {field.enum_type.full_name}", _at_field(where, _field_path(path, index, field), i))
                     elif item > MAX_SEQ:  # uint64: our sequence numbers
-                        raise InputError(f"{item} is above the largest sequence number ({MAX_SEQ})", _at_field(where, prefix, field, i))
+                        raise InputError(f"{item} is above the largest sequence number ({MAX_SEQ})", _at_field(where, _field_path(path, index, field), i))
 
 
-def _at_field(where: str, prefix: str, field: Any, index: int | None) -> str:
-    name = f"{prefix}.{field.name}" if prefix else field.name
+def _field_path(path: str, index: int | None, field: Any) -> str:
+    """The path of ``field`` of the message at ``path`` (``index``: its place in a repeated field)."""
+    prefix = path if index is None else f"{path}[{index}]"
+    return f"{prefix}.{field.name}" if prefix else field.name
+
+
+def _at_field(where: str, name: str, index: int | None) -> str:
     return _join(where, name if index is None else f"{name}[{index}]")
 
 

@@ -31,6 +31,8 @@ class Resources:
 
     def given(self) -> dict[str, Any]:
         """The fields that differ from the defaults: what a user would have had to write."""
+        if self is DEFAULT:  # most tasks: no field to compare
+            return {}
         return {name: getattr(self, name) for name in FIELDS if getattr(self, name) != getattr(DEFAULT, name)}
 
 

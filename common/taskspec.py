@@ -53,7 +53,7 @@ def task_from_dict(doc: Any, where: str) -> TaskSpec:
 
 def task_or_problems(doc: Any, where: str) -> tuple[TaskSpec | None, list[str]]:
     """The task, or None and every problem found in it."""
-    if not isinstance(doc, Mapping):
+    if type(doc) is not dict and not isinstance(doc, Mapping):  # a dict, nearly always: no ABC check
         return None, [f"{where}: a task must be a mapping of keys, not {describe(doc)}"]
     found: list[str] = []
     name = doc.get("name")

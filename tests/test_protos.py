@@ -30,3 +30,27 @@ def test_an_unset_or_unknown_wire_state_is_refused():
     for number in (0, 99):
         with pytest.raises(BalsamError, match=f"invalid job state number {number}"):
             from_wire(number)
+
+
+def test_a_task_spec_crosses_the_wire_unchanged():
+    """Every field of a task, to its message and back: only the fields a task has are sent (a bare
+    task is its name and app), and a sender that writes every field (params "{}", a zero resources
+    message) is read the same."""
+    from balsam.protos import argo_pb2 as pb
+    from balsam.resources import DEFAULT, Resources
+    from balsam.taskspec import TaskSpec
+    from balsam.wire.convert import task_spec_from_wire, task_spec_to_wire
+
+    full = TaskSpec(
+        name="sim.1", app="sim", params={"n": 3, "x": 0.5, "flag": True, "label": "a b"},
+        resources=Resources(nodes=2, ranks_per_node=4, wall_time_min=1.5), parents=("prep",),
+        inputs={"in.dat": "prep/out.dat"}, outputs=("out.dat",), site="theta", tags={"phase": "1"},
+    )  # fmt: skip
+    bare = TaskSpec(name="t0", app="run")
+    for task in (full, bare):
+        message = task_spec_to_wire(task)
+        assert task_spec_from_wire(pb.TaskSpec.FromString(message.SerializeToString()), "tasks[0]") == task
+    assert [field.name for field, _ in task_spec_to_wire(bare).ListFields()] == ["name", "app"]
+    written_out = pb.TaskSpec(name="t0", app="run", params_json="{}", resources=pb.Resources())
+    read = task_spec_from_wire(written_out, "tasks[0]")
+    assert read == bare and read.resources is DEFAULT

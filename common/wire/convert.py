@@ -23,8 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from balsam.errors import BadRequest, BalsamError, SpecError
 from balsam.inputs import load_json
 from balsam.protos import argo_pb2 as pb
-from balsam.resources import FIELDS as RESOURCE_FIELDS
-from balsam.resources import Resources, resources_from
+from balsam.resources import DEFAULT, Resources, resources_from
 from balsam.states import JobState, from_wire
 from balsam.taskspec import TaskSpec, task_from_dict
 
@@ -69,7 +68,7 @@ def state_from_wire(number: int, what: str = "state") -> JobState:
 
 
 def params_from_json(text: str, where: str) -> dict[str, Any]:
-    if not text:
+    if not text or text == "{}":  # most tasks of a big workflow have none: no parser for them
         return {}
     try:
         params = load_json(text, f"{where}: params_json")  # bounded: depth, sizes, numbers (balsam.inputs)
@@ -84,12 +83,14 @@ def params_from_json(text: str, where: str) -> dict[str, Any]:
 
 
 def resources_to_wire(resources: Resources) -> pb.Resources:
+    if resources is DEFAULT:
+        return pb.Resources()
     return pb.Resources(**{name: value for name, value in resources.given().items() if value is not None})
 
 
 def resources_given(message: pb.Resources) -> dict[str, Any]:
     """The fields set in ``message`` (a zero field: the default), by name, unchecked."""
-    return {name: getattr(message, name) for name in RESOURCE_FIELDS if getattr(message, name)}
+    return {field.name: value for field, value in message.ListFields()}  # proto3 lists only the nonzero ones
 
 
 def resources_from_wire(message: pb.Resources, where: str) -> Resources:
@@ -100,10 +101,18 @@ def resources_from_wire(message: pb.Resources, where: str) -> Resources:
 
 
 def task_spec_to_wire(task: TaskSpec) -> pb.TaskSpec:
-    return pb.TaskSpec(
-        name=task.name, app=task.app, params_json=json.dumps(task.params), resources=resources_to_wire(task.resources),
-        parents=list(task.parents), inputs=dict(task.inputs), outputs=list(task.outputs), site=task.site or "", tags=dict(task.tags),
-    )  # fmt: skip
+    # Only the fields a task has: a big workflow's tasks mostly have a name and an app, and an empty
+    # field would still cost its conversion here and its check at the coordinator.
+    fields: dict[str, Any] = {"name": task.name, "app": task.app}
+    if task.params:
+        fields["params_json"] = json.dumps(task.params)
+    if task.resources is not DEFAULT:
+        fields["resources"] = resources_to_wire(task.resources)
+    for name in ("parents", "inputs", "outputs", "tags", "site"):
+        value = getattr(task, name)
+        if value:
+            fields[name] = value
+    return pb.TaskSpec(**fields)
 
 
 def check_task_size(message: pb.TaskSpec, where: str) -> None:
@@ -116,19 +125,19 @@ def check_task_size(message: pb.TaskSpec, where: str) -> None:
 def task_spec_from_wire(message: pb.TaskSpec, where: str) -> TaskSpec:
     """Checked exactly as a spec file is (``SpecError`` naming ``where`` and the task), and for size."""
     check_task_size(message, where)
-    doc: dict[str, Any] = {"name": message.name, "app": message.app,
-                           "params": params_from_json(message.params_json, f"{where} (task {message.name!r})")}  # fmt: skip
-    resources = resources_given(message.resources)
-    if resources:
-        doc["resources"] = resources
-    for name in ("parents", "outputs"):
-        if getattr(message, name):
-            doc[name] = list(getattr(message, name))
-    for name in ("inputs", "tags"):
-        if getattr(message, name):
-            doc[name] = dict(getattr(message, name))
-    if message.site:
-        doc["site"] = message.site
+    doc: dict[str, Any] = {"name": message.name, "app": message.app}  # required: an unset one is refused by name
+    for found, value in message.ListFields():  # only the fields set: most tasks have few
+        name = found.name
+        if name == "params_json":
+            doc["params"] = params_from_json(value, f"{where} (task {message.name!r})")
+        elif name == "resources":
+            doc["resources"] = resources_given(value)
+        elif name in ("parents", "outputs"):
+            doc[name] = list(value)
+        elif name in ("inputs", "tags"):
+            doc[name] = dict(value)
+        elif name == "site":
+            doc[name] = value
     return task_from_dict(doc, where)
 
 
