@@ -17,7 +17,7 @@ import httpx
 import pytest
 from conftest import active_site, balsam_script, fresh_database
 from launcher_helpers import run_launcher
-from web_helpers import chromium, screenshot, sign_in
+from web_helpers import chromium, screenshot, sign_in, wait_in_page
 
 from balsam.postgres import free_port
 from balsam.site.web.app import COOKIE
@@ -140,18 +140,17 @@ def test_the_pages_in_a_real_browser(served, tmp_path):
         from selenium.webdriver.common.by import By
 
         sign_in(driver, served.base, served.token)
-        deadline = time.monotonic() + 30
-        while not driver.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-job]") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        counts = {b.get_attribute("data-count"): int(b.text) for b in driver.find_elements(By.CSS_SELECTOR, "#counts b[data-count]")}
+        wait_in_page(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs tbody tr[data-job]"), 30, "the jobs' rows")
+        # The counts are redrawn as the page hears of changes: read them whole, again if one was redrawn meanwhile.
+        counts = wait_in_page(driver, lambda d: {b.get_attribute("data-count"): int(b.text)
+                                                 for b in d.find_elements(By.CSS_SELECTOR, "#counts b[data-count]")}, 10, "the counts")  # fmt: skip
         assert counts == served.count_jobs() and counts["JOB_FINISHED"] == 3
         screenshot(driver, tmp_path, "site-jobs")
         ready = str(counts["READY"] + 1)
         job = served.add_job("say", name="seen-live", params={"n": "7"}, workflow="browser")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and driver.find_element(By.CSS_SELECTOR, '#counts b[data-count="READY"]').text != ready:
-            time.sleep(0.1)
-        assert driver.find_element(By.CSS_SELECTOR, '#counts b[data-count="READY"]').text == ready  # live, no reload
+        # Live, no reload: the page redraws the count when it hears of the new job.
+        wait_in_page(driver, lambda d: d.find_element(By.CSS_SELECTOR, '#counts b[data-count="READY"]').text == ready, 10,
+                     f"the READY count to become {ready}")  # fmt: skip
         driver.get(f"{served.base}/jobs/{job.id}")
         assert re.search("READY", driver.find_element(By.ID, "job-state").text)
         assert driver.find_elements(By.ID, "kill")

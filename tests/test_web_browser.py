@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 from argo_helpers import wait_for
-from web_helpers import WebFederation, chain, chromium, screenshot, sign_in
+from web_helpers import WebFederation, chain, chromium, screenshot, sign_in, wait_in_page
 
 pytestmark = pytest.mark.timeout(300)
 GREEN = "rgb(46, 158, 68)"  # .st-JOB_FINISHED in static/style.css
@@ -30,20 +30,6 @@ def _by(driver, css: str):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
-def _wait(driver, condition, timeout_s: float, what: str):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-
-    def holds():
-        try:
-            return condition(driver)
-        # The page redrew the element while we read it, or the next page has not loaded yet (a sign-in's
-        # redirect still on its way, so the element is not there): look again.
-        except (StaleElementReferenceException, NoSuchElementException):
-            return False
-
-    return wait_for(holds, timeout_s, what, interval_s=0.05)
-
-
 def test_the_pages_render_with_their_data(web, tmp_path):
     small = web.submit(chain("render-chain", 4), project="p")
     large = web.submit({"name": "render-fan", "tasks": [{"name": f"m{i}", "app": "run"} for i in range(600)]}, project="p")
@@ -51,36 +37,36 @@ def test_the_pages_render_with_their_data(web, tmp_path):
         wait_for(lambda: owner.get(f"/api/workflows/{small}").json()["status"] == "finished", 60, "the chain to finish")
     with chromium() as driver:
         sign_in(driver, web.base, web.tokens["owner"])
-        _wait(driver, lambda d: _by(d, f'#workflows tr[data-workflow="{small}"]'), 10, "the overview's workflows")
+        wait_in_page(driver, lambda d: _by(d, f'#workflows tr[data-workflow="{small}"]'), 10, "the overview's workflows")
         assert _by(driver, '#sites tr[data-site="sim"] .health')[0].text == "up"
         row = _by(driver, f'#workflows tr[data-workflow="{small}"]')[0]
         assert "render-chain" in row.text and "finished" in row.text and "owner" in row.text
         assert _by(driver, f'#workflows tr[data-workflow="{small}"] svg.progress rect.st-JOB_FINISHED')
-        _wait(driver, lambda d: "live" == d.find_element("id", "live").text, 10, "the live feed to connect")
+        wait_in_page(driver, lambda d: "live" == d.find_element("id", "live").text, 10, "the live feed to connect")
         screenshot(driver, tmp_path, "overview")
 
         driver.get(f"{web.base}/workflows/{small}")
-        _wait(driver, lambda d: len(_by(d, "#dag rect.node")) == 4, 10, "the chain's DAG")
+        wait_in_page(driver, lambda d: len(_by(d, "#dag rect.node")) == 4, 10, "the chain's DAG")
         assert {n.get_attribute("data-state") for n in _by(driver, "#dag rect.node")} == {"JOB_FINISHED"}
         assert len(_by(driver, "#dag path.edge")) == 3
         assert [r.get_attribute("data-task") for r in _by(driver, "#tasks tbody tr")] == [f"{small}/t{i}" for i in range(4)]
-        _wait(driver, lambda d: _by(d, "#plot-gantt svg rect.st-JOB_FINISHED"), 10, "the Gantt chart")
+        wait_in_page(driver, lambda d: _by(d, "#plot-gantt svg rect.st-JOB_FINISHED"), 10, "the Gantt chart")
         assert len(_by(driver, "#plot-gantt svg rect.st-JOB_FINISHED")) == 4
         assert _by(driver, "#plot-throughput svg rect.bar") and _by(driver, '#plot-utilisation svg path[data-site="sim"]')
         assert _by(driver, '#plot-models [data-app="run"] svg circle')
         # sorting by name, descending, is the database's: the first row is t3
         _by(driver, '#tasks th[data-sort="name"]')[0].click()
         _by(driver, '#tasks th[data-sort="name"]')[0].click()
-        _wait(driver, lambda d: _by(d, "#tasks tbody tr")[0].get_attribute("data-task") == f"{small}/t3", 10, "the table sorted")
+        wait_in_page(driver, lambda d: _by(d, "#tasks tbody tr")[0].get_attribute("data-task") == f"{small}/t3", 10, "the table sorted")
         screenshot(driver, tmp_path, "workflow")
 
         driver.get(f"{web.base}/workflows/{large}")
-        _wait(driver, lambda d: _by(d, "#dag g[data-group]"), 15, "the large workflow's grouped DAG")
+        wait_in_page(driver, lambda d: _by(d, "#dag g[data-group]"), 15, "the large workflow's grouped DAG")
         assert "600 tasks in 1 groups" in driver.find_element("id", "dag-note").text
         assert driver.find_element("id", "total").text == "600" and len(_by(driver, "#tasks tbody tr")) == 50
         first = [r.get_attribute("data-task") for r in _by(driver, "#tasks tbody tr")]
         driver.find_element("id", "next").click()
-        _wait(driver, lambda d: d.find_element("id", "page-no").text == "2", 10, "page 2")
+        wait_in_page(driver, lambda d: d.find_element("id", "page-no").text == "2", 10, "page 2")
         second = [r.get_attribute("data-task") for r in _by(driver, "#tasks tbody tr")]
         with web.http("owner") as owner:
             assert second == [t["id"] for t in owner.get(f"/api/workflows/{large}/tasks", params={"page": 2}).json()["tasks"]]
@@ -102,21 +88,21 @@ def test_a_finishing_task_changes_colour_in_the_dag_and_the_table_without_a_relo
         workflow = web.submit({"name": "colour", "tasks": [{"name": "slow", "app": "run"}]}, project="p")
         task = f"{workflow}/slow"
         driver.get(f"{web.base}/workflows/{workflow}")
-        _wait(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
-        node = _wait(driver, lambda d: _by(d, f'#dag rect.node[data-task="{task}"]'), 10, "the task's node")[0]
+        wait_in_page(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
+        node = wait_in_page(driver, lambda d: _by(d, f'#dag rect.node[data-task="{task}"]'), 10, "the task's node")[0]
         before = node.get_attribute("data-state")
         fill_before = driver.execute_script("return getComputedStyle(arguments[0]).fill", node)
         assert before != "JOB_FINISHED" and fill_before != GREEN
         driver.execute_script("window.notReloaded = true")
         screenshot(driver, tmp_path, "before-finish")
-        _wait(driver, lambda d: _by(d, f'#dag rect.node[data-task="{task}"]')[0].get_attribute("data-state") == "JOB_FINISHED", 20,
+        wait_in_page(driver, lambda d: _by(d, f'#dag rect.node[data-task="{task}"]')[0].get_attribute("data-state") == "JOB_FINISHED", 20,
               "the node to turn JOB_FINISHED")  # fmt: skip
         seen = datetime.now().astimezone()
         node = _by(driver, f'#dag rect.node[data-task="{task}"]')[0]
         assert driver.execute_script("return getComputedStyle(arguments[0]).fill", node) == GREEN
         assert driver.execute_script("return window.notReloaded === true")  # the same page, updated in place
-        _wait(driver, lambda d: _by(d, f'#tasks tr[data-task="{task}"]')[0].get_attribute("data-state") == "JOB_FINISHED", 5, "the row")
-        _wait(driver, lambda d: d.find_element("id", "wf-status").text == "finished", 5, "the workflow's status")
+        wait_in_page(driver, lambda d: _by(d, f'#tasks tr[data-task="{task}"]')[0].get_attribute("data-state") == "JOB_FINISHED", 5, "the row")
+        wait_in_page(driver, lambda d: d.find_element("id", "wf-status").text == "finished", 5, "the workflow's status")
         screenshot(driver, tmp_path, "after-finish")
     with web.http("owner") as owner:
         finished = next(e for e in owner.get(f"/api/tasks/{task}").json()["events"] if e["to"] == "JOB_FINISHED")
@@ -128,12 +114,12 @@ def test_a_finishing_task_changes_colour_in_the_dag_and_the_table_without_a_relo
 def test_the_live_feed_brings_a_new_workflow_to_the_overview(web, tmp_path):
     with chromium() as driver:
         sign_in(driver, web.base, web.tokens["victor"])
-        _wait(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
+        wait_in_page(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
         driver.execute_script("window.notReloaded = true")
         workflow = web.submit({"name": "arrives", "tasks": [{"name": "a", "app": "run"}]}, project="p")
         hidden = web.submit({"name": "other-project", "tasks": [{"name": "a", "app": "run"}]}, project="q")
         started = time.monotonic()
-        _wait(driver, lambda d: _by(d, f'#workflows tr[data-workflow="{workflow}"]'), 5, "the new workflow on the overview")
+        wait_in_page(driver, lambda d: _by(d, f'#workflows tr[data-workflow="{workflow}"]'), 5, "the new workflow on the overview")
         print(f"\nthe new workflow appeared on the overview {time.monotonic() - started:.3f} s after its submission returned")
         assert driver.execute_script("return window.notReloaded === true")
         assert not _by(driver, f'#workflows tr[data-workflow="{hidden}"]')  # another project's: never shown
@@ -144,7 +130,7 @@ def test_a_viewer_gets_no_buttons_and_cannot_kill(web, tmp_path):
     workflow = web.submit({"name": "guarded", "tasks": [{"name": "a", "app": "run"}, {"name": "b", "app": "run", "parents": ["a"]}]}, project="p")
     with chromium() as driver:
         sign_in(driver, web.base, web.tokens["victor"], f"/tasks/{workflow}/b")
-        _wait(driver, lambda d: _by(d, "#history tbody tr"), 10, "the task page")
+        wait_in_page(driver, lambda d: _by(d, "#history tbody tr"), 10, "the task page")
         assert not _by(driver, "#kill") and not _by(driver, "button.danger")
         screenshot(driver, tmp_path, "viewer-task")
         driver.get(f"{web.base}/workflows/{workflow}")
@@ -167,12 +153,12 @@ def test_a_collaborator_kills_a_task_with_its_button_and_sees_it_happen(web, tmp
     workflow = web.submit(spec, project="p")
     with chromium() as driver:
         sign_in(driver, web.base, web.tokens["alice"], f"/tasks/{workflow}/b")
-        _wait(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
+        wait_in_page(driver, lambda d: d.find_element("id", "live").text == "live", 10, "the live feed to connect")
         kill = driver.find_element("id", "kill")
         kill.click()
         assert "Really" in kill.text  # a second click confirms
         kill.click()
-        _wait(driver, lambda d: d.find_element("id", "task-state").get_attribute("data-state") == "USER_KILLED", 10, "the kill shown live")
+        wait_in_page(driver, lambda d: d.find_element("id", "task-state").get_attribute("data-state") == "USER_KILLED", 10, "the kill shown live")
         assert not _by(driver, "#kill")
         screenshot(driver, tmp_path, "killed")
     with web.http("owner") as owner:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from argo_helpers import Federation
+from argo_helpers import Federation, wait_for
 
 from balsam.argo.client import ArgoClient
 from balsam.postgres import free_port
@@ -134,3 +134,18 @@ def screenshot(driver, folder: Path, name: str) -> Path:
     driver.save_screenshot(str(path))
     print(f"screenshot: {path}")
     return path
+
+
+def wait_in_page(driver, condition, timeout_s: float, what: str):
+    """Wait until ``condition(driver)`` holds (its value), reading the page again while it changes."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    def holds():
+        try:
+            return condition(driver)
+        # The page redrew the element while we read it, or the next page has not loaded yet (a sign-in's
+        # redirect still on its way, so the element is not there): look again.
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
+    return wait_for(holds, timeout_s, what, interval_s=0.05)
