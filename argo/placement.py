@@ -332,6 +332,14 @@ def place(tasks: Sequence[ReadyTask], sites: Sequence[SiteView]) -> Placement:
     return result
 
 
+def candidacy(sites: Sequence[SiteView]) -> tuple:
+    """What decides whether a task has a candidate among ``sites`` (step 2 of the policy), and
+    the reason it waits when it has none (step 4): each site's name, health, apps and room under
+    its cap. Two snapshots with equal candidacy give every task the same candidates; so a task that
+    waited under one, and nothing was placed since, waits under the other, for the same reason."""
+    return tuple(sorted((s.name, s.healthy, s.apps, s.max_tasks, s.in_flight if s.max_tasks else 0) for s in sites))
+
+
 def _no_site_reason(t: ReadyTask, views: list[SiteView], index: dict[str, int], offering: list[int]) -> str:
     if t.pin is not None:
         if t.pin not in index:

@@ -1,14 +1,24 @@
 """The shell around the placement policy: a snapshot of the sites and ready tasks in, assignments out.
 
-One round, in one transaction holding the locks of the ready tasks' workflows: read the ready
-tasks, the sites that are up and what is placed at each (grouped by shape, for the backlog), let ``balsam.argo.placement``
-decide, then place the chosen tasks (``taskstore.place``), send each site its assignments with the
-inputs resolved to where the parents left them, send ahead the waiting children that follow them
-(``balsam.argo.ahead``), and record why the others wait.
+One round, in one transaction holding the locks of the ready tasks' workflows: read the sites
+and what is placed at each (grouped by shape, for the backlog), then the ready tasks, let
+``balsam.argo.placement`` decide, then place the chosen tasks (``taskstore.place``), send each site
+its assignments with the inputs resolved to where the parents left them, send ahead the waiting
+children that follow them (``balsam.argo.ahead``), and record why the others wait.
+
+After a round that placed nothing, while the sites keep the same ``placement.candidacy`` (nobody
+came up or went down, no slot under a cap freed), a task told why it waits would wait again for
+the same reason: the next rounds read only the ready tasks not told yet, and only when the caller
+says something may have made some ready (a submission, a finish: the change signal), or every
+UNSIGNALLED_LOOK_S in case something did so without saying. So a
+backlog no site can take (every site down, or all at their caps) costs the coordinator a look
+at its sites a round, not a read of a round's worth of tasks; and every task of it, not only the
+first round's worth, is told why it waits.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,38 +38,58 @@ from balsam.wire.convert import Assignment, assignment_message
 # as their parents are released at their site.
 AHEAD_LIMIT = 10_000
 
+# While no task can be placed, how often a round still looks for tasks not told why they wait without
+# being signalled: a task made ready by a writer that forgot the signal waits at most this long to be told.
+UNSIGNALLED_LOOK_S = 30.0
+
 
 class Placer:
     def __init__(self, db: Database, instance: str = "") -> None:
         self.db = db
         self.instance = instance  # the coordinator's id, carried by every assignment
+        # The sites' candidacy when the last round read tasks and placed none of them (None: it placed some).
+        self._stuck_at: tuple | None = None
+        self._looked_at = 0.0  # time.monotonic() of the last read of the ready tasks
+        self._read_all = True  # whether that read was short of its limit (False: more may wait untold)
 
-    def place_round(self, limit: int = 50_000) -> int:
-        """Place up to ``limit`` ready tasks on the sites that are up; the number placed."""
+    def place_round(self, limit: int = 50_000, signalled: bool = True) -> int:
+        """Place up to ``limit`` ready tasks on the sites that are up; the number placed.
+        ``signalled``: something may have made tasks ready since the last round (False: only time passed)."""
         with self.db.session() as session:
             # Most rounds (woken by every finish and acknowledgement) find nothing to place: that is
             # seen without any lock, so they do not queue behind the sites' event batches.
             if not session.scalar(text("SELECT EXISTS (SELECT 1 FROM tasks WHERE site IS NULL AND state = 'READY')")):
                 return 0
         with self.db.session() as session:
+            views = _views(session, session.scalars(select(Site).order_by(Site.name)).all())
+            candidacy = placement.candidacy(views)
+            stuck = candidacy == self._stuck_at
+            if stuck and self._read_all and not signalled and time.monotonic() - self._looked_at < UNSIGNALLED_LOOK_S:
+                return 0
+            self._looked_at = time.monotonic()
+            # Only a task READY and unplaced is told why it waits, and placing, failing or killing it clears that
+            # (taskstore): a reason kept belongs to a task that has waited since.
+            untold = " AND waiting = ''" if stuck else ""
             rows = session.execute(
                 text("SELECT id, workflow_id, app, pin, resources, inputs, params FROM tasks WHERE site IS NULL AND state = 'READY'"
-                     " ORDER BY workflow_id, created_at, id LIMIT :n"),
+                     f"{untold} ORDER BY workflow_id, created_at, id LIMIT :n"),
                 {"n": limit},
             ).all()  # fmt: skip
+            self._read_all = len(rows) < limit
             if not rows:
                 return 0
             # The workflows of the tasks read, locked before anything is written: what changed in them
             # meanwhile (a task killed, placed) is seen by the writes, which touch only tasks still READY.
+            # A site that changed since its view was read (a slot freed, gone down) is seen by the next round.
             graph.lock_workflows(session, {row.workflow_id for row in rows})
-            sites = session.scalars(select(Site).order_by(Site.name)).all()
             located = _parent_outputs(session, rows)
-            result = placement.place(_ready(rows, located), _views(session, sites))
+            result = placement.place(_ready(rows, located), views)
             if result.assigned:
                 # What was read serves the assignments too: a task's spec never changes once stored.
                 placed = self._assign(session, result.assigned, {row.id: row for row in rows}, located)
                 send_ahead(session, [row.id for row in placed], self.instance)
             taskstore.set_waiting(session, result.waiting)
+        self._stuck_at = None if result.assigned else candidacy
         if result.assigned or result.waiting:
             self.db.notify()
         return len(result.assigned)

@@ -130,13 +130,14 @@ def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threadi
     next_health = 0.0
     wanted = coordinator.db.placement_wanted
     while not stop.is_set():
+        signalled = wanted.is_set()  # taken before the round reads anything: a change after it wakes the next one
         wanted.clear()
         try:
             if time.monotonic() >= next_health:
                 for change in coordinator.sites.check_health(policy.site_timeout_s):
                     log.warning("%s", change)
                 next_health = time.monotonic() + min(5.0, policy.site_timeout_s / 4)
-            placed = coordinator.placer.place_round(policy.max_place_per_round)
+            placed = coordinator.placer.place_round(policy.max_place_per_round, signalled)
             if placed:
                 log.info("placed %d task(s)", placed)
                 if placed >= policy.max_place_per_round:

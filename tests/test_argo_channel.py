@@ -72,3 +72,53 @@ def test_a_waiting_task_says_why_in_the_cli_its_json_and_the_watch_stream(federa
     with fed.client() as client:
         assert client.wait(workflow_id, timeout_s=90) == "finished"
         assert client.task(f"{workflow_id}/a")["waiting"] == ""
+
+
+def _few_per_round(fed: Federation, n: int) -> None:
+    """The coordinator restarted to place (and read) at most ``n`` ready tasks a round."""
+    from balsam.argo.config import ServerSettings
+    from balsam.argo.server import stop_server
+
+    stop_server(fed.data)
+    settings = ServerSettings.load(fed.data)
+    settings.coordinator.max_place_per_round = n
+    settings.save()
+    fed.start_server()
+
+
+def test_every_task_of_a_backlog_no_site_can_take_says_why_and_runs_once_a_site_is_back(federation):
+    # Placement reads a round's worth of ready tasks; it once read the same first ones every round,
+    # so past the first round's worth a task never said why it waited.
+    fed = federation
+    _few_per_round(fed, 10)
+    fed.add_site("alpha")
+    with fed.client() as client:
+        wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "alpha up")
+        fed.kill_site("alpha")
+        wait_for(lambda: [s["status"] for s in client.sites()] == ["down"], 30, "alpha down")
+        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0}} for i in range(35)]
+        workflow_id = client.submit({"name": "backlog", "tasks": tasks})
+        reason = "no healthy site offers app 'run' (offered only by down sites: alpha)"
+        said = lambda: [t for t in client.tasks(workflow_id) if t["waiting"] == reason]  # noqa: E731
+        wait_for(lambda: len(said()) == 35, 30, "all 35 tasks saying why they wait")
+        assert {t["state"] for t in client.tasks(workflow_id)} == {"READY"}
+        # Once alpha is back, every task is placed and runs, once each.
+        fed.start_agent("alpha")
+        assert client.wait(workflow_id, timeout_s=120) == "finished"
+    assert sorted(task for _, task in fed.runs()) == sorted(f"t{i}" for i in range(35))
+
+
+def test_a_site_at_its_cap_is_given_each_waiting_task_as_a_slot_frees(federation):
+    fed = federation
+    site = fed.add_site("alpha", start=False)
+    site.settings.argo.max_tasks = 2
+    site.settings.save()
+    fed.start_agent("alpha")
+    with fed.client() as client:
+        wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "alpha up")
+        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0.5}} for i in range(6)]
+        workflow_id = client.submit({"name": "capped", "tasks": tasks})
+        reason = "all healthy sites offering app 'run' are at their cap of tasks in flight: alpha (2)"
+        wait_for(lambda: sum(t["waiting"] == reason for t in client.tasks(workflow_id)) == 4, 30, "4 tasks waiting for the cap")
+        assert client.wait(workflow_id, timeout_s=120) == "finished"
+    assert sorted(task for _, task in fed.runs()) == sorted(f"t{i}" for i in range(6))

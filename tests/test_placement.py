@@ -2,6 +2,7 @@
 checked against a brute-force replay of the policy over thousands of generated cases."""
 
 import copy
+from dataclasses import replace
 import random
 from collections import Counter
 
@@ -15,6 +16,7 @@ from balsam.argo.placement import (
     ReadyTask,
     RuntimeModel,
     SiteView,
+    candidacy,
     expected_completion_s,
     place,
 )
@@ -304,6 +306,36 @@ def test_properties_hold_over_generated_cases():
         outcomes["capped"] += sum("cap" in why for why in p.waiting.values())
     # The generator must reach every branch, or the properties above prove little.
     assert min(outcomes.values()) > 500, outcomes
+
+
+def test_a_task_waits_for_the_same_reason_under_any_sites_of_the_same_candidacy():
+    # The coordinator relies on this to skip re-reading tasks already told why they wait.
+    rng = random.Random(20261207)
+    compared = 0
+    for _ in range(1000):
+        tasks, sites = random_case(rng)
+        # What candidacy leaves out: estimates, queues, load, and what is in flight at an uncapped site.
+        other = [replace(s, queue_wait_s=rng.uniform(0, 500), backlog_node_s=rng.uniform(0, 1e4), runtime_s={},
+                         bandwidth_Bps=rng.uniform(1e6, 1e9), in_flight=s.in_flight if s.max_tasks else rng.randint(0, 9))
+                 for s in reversed(sites)]  # fmt: skip
+        assert candidacy(other) == candidacy(sites)
+        for t in tasks:
+            alone = place([t], sites)
+            if alone.waiting:
+                compared += 1
+                assert place([t], other).waiting == alone.waiting
+    assert compared > 300, compared
+
+
+def test_candidacy_changes_when_a_site_could_take_a_task_it_could_not():
+    base = [site("a", max_tasks=2, in_flight=2), site("b", healthy=False)]
+    assert place([task("t")], base).waiting
+    for changed in ([site("a", max_tasks=2, in_flight=1), base[1]],  # a slot freed under a's cap
+                    [base[0], site("b")],  # b came up
+                    [site("a", max_tasks=3, in_flight=2), base[1]],  # a's cap raised
+                    [site("a", apps=("sim", "x"), max_tasks=2, in_flight=2), base[1]],  # a offers another app
+                    [*base, site("c")]):  # a new site  # fmt: skip
+        assert candidacy(changed) != candidacy(base)
 
 
 # --- the backlog, costed by the core from the tasks' own estimates ------------------------------
