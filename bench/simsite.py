@@ -7,7 +7,10 @@ coordinator's lease grant answers it), acknowledgements of what it receives, and
 assignment once it is confirmed, the job events a real site sends (CREATED ... RUNNING, then after a
 runtime drawn uniformly from 0.5-1.5 x ``run_s``, RUN_DONE ... JOB_FINISHED), numbered. One sent
 ahead (``waits_for``) waits as a real site's job does: CREATED -> AWAITING_PARENTS, then from READY
-on once the tasks it waits for have finished here.
+on once the tasks it waits for have finished here. A kill order withdraws its task, as a real site
+withdraws the job: one not started never starts, one running reports nothing more (the coordinator
+orders kills of the copies of tasks it placed again elsewhere; a site that ignored them would run
+those twice).
 It does not reconnect: a stream that ends is an error the caller sees (``failure``).
 """
 
@@ -67,6 +70,7 @@ class SimulatedSite:
         self._waiting: list[tuple[int, str]] = []  # (assignment number, task) not confirmed yet
         self._held: dict[str, set[str]] = {}  # confirmed tasks sent ahead -> the tasks they still wait for
         self._done: set[str] = set()
+        self._killed: set[tuple[str, int]] = set()  # (task, attempt) withdrawn by a kill order
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -146,7 +150,18 @@ class SimulatedSite:
                 task = message.assign.task_id
                 self.assigned[task] = message.assign
                 self._waiting.append((message.seq, task))
+            elif message.HasField("kill"):
+                self._withdraw(message.kill.task_id, message.kill.attempt)
         self._out.put(pb.SiteEnvelope(ack=self._applied))
+
+    def _withdraw(self, task: str, attempt: int) -> None:
+        with self._lock:
+            assignment = self.assigned.get(task)
+            if assignment is None or assignment.attempt != attempt or task in self._done:
+                return
+            self._killed.add((task, attempt))
+            self._waiting = [(seq, t) for seq, t in self._waiting if t != task]
+            self._held.pop(task, None)
 
     def _confirm(self, confirmed: int) -> None:
         self._confirmed = max(self._confirmed, confirmed)
@@ -169,6 +184,8 @@ class SimulatedSite:
             self._end(tasks)
 
     def _end(self, tasks: list[str]) -> None:
+        with self._lock:
+            tasks = [task for task in tasks if (task, self.assigned[task].attempt) not in self._killed]
         self._report(tasks, END)
         with self._lock:
             self.finished.extend(tasks)
