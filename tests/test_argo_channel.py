@@ -116,7 +116,8 @@ def test_a_site_at_its_cap_is_given_each_waiting_task_as_a_slot_frees(federation
     fed.start_agent("alpha")
     with fed.client() as client:
         wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "alpha up")
-        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0.5}} for i in range(6)]
+        # A second each: the first two still run when the test looks at the four that wait.
+        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 1.0}} for i in range(6)]
         workflow_id = client.submit({"name": "capped", "tasks": tasks})
         reason = "all healthy sites offering app 'run' are at their cap of tasks in flight: alpha (2)"
         wait_for(lambda: sum(t["waiting"] == reason for t in client.tasks(workflow_id)) == 4, 30, "4 tasks waiting for the cap")
