@@ -2,9 +2,9 @@
 checked against a brute-force replay of the policy over thousands of generated cases."""
 
 import copy
-from dataclasses import replace
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
