@@ -176,6 +176,9 @@ class DbWorker:
             with self._lock:
                 changes, rescues, fenced = self._changes, self._rescues, sorted(self._fenced)
                 self._changes, self._rescues, self._fenced = [], {}, set()
+                # Read again with the changes: the loop may have stopped asking since (ask(0)), and a
+                # job those changes release would otherwise be taken back in the same transaction.
+                want = min(want, self._want)
                 self._woken = False
                 self._in_flight = bool(changes or fenced)
                 fit = self._fit

@@ -188,6 +188,9 @@ class Launcher:
                 if (requested_stop or out_of_time) and not stopping:
                     stopping = True
                     reason = "out of wall time" if out_of_time else f"stopped by signal {requested_stop[0]}"
+                    # Before any task is stopped: a job its stop releases (a timeout retried) must not be
+                    # taken back by the database thread's next acquisition, in the very write that releases it.
+                    db.ask(0, self.fit)
                     for running in self.running.values():
                         running.timed_out = True
                     self._stop_tasks(signal.SIGTERM)
