@@ -108,7 +108,7 @@ def test_a_launcher_started_after_the_sites_last_heartbeat_starts_no_argo_task_p
     fed.start_agent("beta")
     with fed.client() as client:
         wait_for(lambda: [s["status"] for s in client.sites()] == ["up"], 30, "beta up")
-        workflow_id = client.submit(tasks_of(fed, "late", 3, 15.0))
+        workflow_id = client.submit(tasks_of(fed, "late", 3, 5.0))
         wait_for(lambda: confirmed_jobs(fed, "beta") == 3, 60, "beta's three jobs confirmed")
         fed.kill_site("beta")  # its agent: its heartbeats said no launcher runs, and its lease holds a while
         env = {**os.environ, "BALSAM_SITE_NAME": "beta"}
