@@ -93,7 +93,23 @@ def close_workflows(session: Session, workflow_ids: Iterable[int]) -> list[tuple
     ).all()
     for row in ended:
         mark_ended(session, row.id, row.status, f"workflow {row.name!r} {row.status}")
+    keep_task_counts(session, [row.id for row in ended])
     return [(row.id, row.status) for row in ended]
+
+
+def keep_task_counts(session: Session, ended_ids: list[int]) -> None:
+    """Store each ended workflow's task counts in its row (``Workflow.task_counts``), in the
+    transaction that ends it, after its tasks' last change: the trigger drops them at the next one."""
+    if ended_ids:
+        session.execute(
+            text(
+                "UPDATE workflows w SET task_counts = coalesce(("
+                "  SELECT jsonb_agg(jsonb_build_array(c.site, c.state, c.n) ORDER BY c.site, c.state) FROM ("
+                "    SELECT coalesce(site, '') AS site, state, count(*) AS n FROM tasks WHERE workflow_id = w.id GROUP BY 1, 2) c"
+                "), '[]'::jsonb) WHERE w.id = ANY(:ids)"
+            ),
+            {"ids": sorted(set(ended_ids))},
+        )
 
 
 def mark_ended(session: Session, workflow_id: int, status: str, message: str) -> None:

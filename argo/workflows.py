@@ -86,7 +86,7 @@ class WorkflowStore:
             workflow = session.get(Workflow, workflow_id)
             if workflow is None:
                 raise NotFound(f"no workflow {workflow_id}")
-            return workflow, self._counts(session, [workflow_id])[workflow_id]
+            return workflow, self._counts(session, [workflow])[workflow_id]
 
     def workflow_project(self, workflow_id: int) -> str:
         """The project a workflow belongs to ('' : none); NotFound for an unknown one."""
@@ -103,17 +103,25 @@ class WorkflowStore:
             query = query.where(Workflow.project.in_(list(projects)))
         with self.session() as session:
             found = session.scalars(query).all()
-            counts = self._counts(session, [w.id for w in found])
+            counts = self._counts(session, found)
             return [(w, counts[w.id]) for w in found]
 
     @staticmethod
-    def _counts(session: Session, workflow_ids: list[int]) -> dict[int, list[tuple[str, str, int]]]:
-        counts: dict[int, list[tuple[str, str, int]]] = {wf: [] for wf in workflow_ids}
-        if workflow_ids:
+    def _counts(session: Session, workflows: Sequence[Workflow]) -> dict[int, list[tuple[str, str, int]]]:
+        """Each workflow's tasks by (site, state): kept in the row of an ended one, else counted."""
+        counts: dict[int, list[tuple[str, str, int]]] = {}
+        live = []
+        for workflow in workflows:
+            if workflow.task_counts is not None:
+                counts[workflow.id] = [(site, state, n) for site, state, n in workflow.task_counts]
+            else:
+                counts[workflow.id] = []
+                live.append(workflow.id)
+        if live:
             for row in session.execute(
                 text("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
                      " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-                {"ids": workflow_ids},
+                {"ids": live},
             ):  # fmt: skip
                 counts[row.workflow_id].append((row.site, row.state, row.n))
         return counts
@@ -201,6 +209,8 @@ class WorkflowStore:
             workflow.status = "cancelled"
             workflow.ended_at = func.now()
             graph.mark_ended(session, workflow_id, "cancelled", f"workflow {workflow.name!r} cancelled")
+            session.flush()  # the status first: the counts are kept after the tasks' last change
+            graph.keep_task_counts(session, [workflow_id])
         self.db.notify()
         return len(killed)
 

@@ -16,7 +16,10 @@ each), per task and in all, with the client's share (its CPU), beside the raw fl
 a bare COPY of as many task-like rows into a scratch table of the coordinator's database. Then how
 long the coordinator took to tell a pass's tasks why they wait, and what the whole backlog (every
 pass's tasks, none placeable) costs it afterwards, in CPU a second (its process and its database),
-beside what it costs with no task at all.
+beside what it costs with no task at all. Last, every workflow is cancelled and the two listings a
+dashboard polls are timed (``Workflows.List``, ``Monitor.ListSites``; medians of 20), beside a bare
+unary call and beside the count that listing the ended workflows would make without the counts kept
+in their rows (every task of theirs by site and state, in SQL alone).
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from federation_scale import bare_copy_s  # noqa: E402
 from sigterm import stop_on_sigterm  # noqa: E402
 from simsite import SimulatedSite, site_token  # noqa: E402
 
+from sqlalchemy import create_engine, text
+
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import CoordinatorPolicy, ServerSettings
+from balsam.argo.db.engine import database_url
 from balsam.argo.server import server_pid, start_server, stop_server
 from balsam.postgres import free_port
 
@@ -62,15 +68,22 @@ def run(tasks: int, repeat: int, measure_s: float) -> None:
             raw_s = bare_copy_s(settings, tasks)
             busy = coordinator_cpu(settings)
             idle_ms = busy(measure_s) * 1000
-            walls, cpus, settles = [], [], []
+            walls, cpus, settles, ids = [], [], [], []
             for k in range(repeat):
                 doc = {"name": f"w{k}", "tasks": [{"name": f"t{i:07d}", "app": "run"} for i in range(tasks)]}
                 cpu, started = time.process_time(), time.perf_counter()
-                client.submit(doc)
+                ids.append(client.submit(doc))
                 walls.append(time.perf_counter() - started)
                 cpus.append(time.process_time() - cpu)
                 settles.append(settle_s(busy))
             backlog_ms = busy(measure_s) * 1000
+            started = time.perf_counter()
+            for workflow_id in ids:
+                client.cancel(workflow_id)
+            cancel_s = time.perf_counter() - started
+            settle_s(busy)
+            listed_ms, sites_ms, bare_ms = (median_ms(call, LIST_CALLS) for call in (client.list, client.sites, client.whoami))
+            live_ms = live_count_ms(settings, ids)
         wall, cpu = statistics.median(walls), statistics.median(cpus)
         print(f"submit {tasks:,} tasks (median of {repeat})   {wall:.2f} s   {wall / tasks * 1e6:.1f} us a task"
               f"   the client's CPU {cpu:.2f} s", flush=True)  # fmt: skip
@@ -81,9 +94,37 @@ def run(tasks: int, repeat: int, measure_s: float) -> None:
               f"{'gave up after ' if told >= SETTLE_LIMIT_S else ''}passes {', '.join(f'{w:.1f}' for w in settles)} s)")
         print(f"a backlog of {tasks * repeat:,} tasks no site can take costs the coordinator {backlog_ms:.0f} ms of CPU a second"
               f" ({idle_ms:.0f} with no task)")
+        print(f"cancelling the {repeat} workflows   {cancel_s:.1f} s")
+        print(f"listing {repeat} ended workflows of {tasks * repeat:,} tasks   {listed_ms:.1f} ms (median of {LIST_CALLS})"
+              f"   counting their tasks instead (SQL alone) {live_ms:.1f} ms   a bare unary call (WhoAmI) {bare_ms:.1f} ms")
+        print(f"listing sites beside {tasks * repeat:,} ended tasks   {sites_ms:.1f} ms (median of {LIST_CALLS})")
     finally:
         stop_server(settings.data)
         shutil.rmtree(root, ignore_errors=True)
+
+
+LIST_CALLS = 20
+
+
+def median_ms(call, times: int) -> float:
+    took = []
+    for _ in range(times):
+        started = time.perf_counter()
+        call()
+        took.append(time.perf_counter() - started)
+    return statistics.median(took) * 1000
+
+
+def live_count_ms(settings: ServerSettings, workflow_ids: list[int]) -> float:
+    """The count a listing of these workflows would make without the counts kept in their rows: every task of theirs by site and state."""
+    engine = create_engine(database_url(ServerSettings.load(settings.data)))
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
+                         " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")  # fmt: skip
+            return median_ms(lambda: connection.execute(query, {"ids": workflow_ids}).all(), 5)
+    finally:
+        engine.dispose()
 
 
 # Quiet: the coordinator and its database use less than this share of a core, measured over QUIET_S.

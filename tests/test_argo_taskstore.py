@@ -229,3 +229,47 @@ def test_a_task_sent_ahead_is_withdrawn_with_a_kill_order_when_a_task_it_waits_f
     rows = session.execute(text("SELECT attempt, move, site, from_state, to_state, at FROM task_events WHERE task_id = '1/c' ORDER BY id"))
     (only,) = attempts(rows)
     assert (only.number, only.site, only.ready_at) == (1, "s1", None) and only.placed_at <= only.ended_at
+
+
+def test_an_ended_workflows_counts_are_kept_in_its_row_and_dropped_by_any_later_change_of_its_tasks(session):
+    # Listing workflows reads an ended one's counts from its row instead of counting its tasks (a
+    # million-task workflow cost a scan of a million index entries a call); they must never go stale.
+    from sqlalchemy import select
+
+    from balsam.argo import graph
+    from balsam.argo.db.models import Workflow
+    from balsam.argo.workflows import WorkflowStore
+
+    def kept():
+        return session.scalar(text("SELECT task_counts FROM workflows WHERE id = 1"))
+
+    def listed():
+        (workflow,) = session.scalars(select(Workflow).where(Workflow.id == 1).execution_options(populate_existing=True)).all()
+        return sorted(WorkflowStore._counts(session, [workflow])[1])
+
+    lock_graph(session)
+    taskstore.insert(session, 1, [TaskSpec("ok", "a"), TaskSpec("bad", "a"), TaskSpec("after", "a", parents=("bad",))], existing={})
+    taskstore.place(session, [("1/ok", "s1"), ("1/bad", "s2")])
+    run = [S.CREATED, S.READY, S.STAGED_IN, S.PREPROCESSED, S.RUNNING]
+    reports = [report("1/ok", a, b) for a, b in zip(run + [S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT], run[1:] + [S.RUN_DONE, S.POSTPROCESSED, S.STAGED_OUT, S.JOB_FINISHED])]
+    reports += [report("1/bad", a, b) for a, b in zip(run, run[1:])] + [report("1/bad", S.RUNNING, S.RUN_ERROR), report("1/bad", S.RUN_ERROR, S.FAILED)]
+    applied = taskstore.apply_reports(session, taskstore.prepare_reports("s1", [r for r in reports if r.task_id == "1/ok"]))
+    applied = taskstore.apply_reports(session, taskstore.prepare_reports("s2", [r for r in reports if r.task_id == "1/bad"]))
+    assert kept() is None, "a running workflow is counted live"
+    assert graph.close_workflows(session, applied.ended) == [(1, "failed")]
+
+    truth = [("", "AWAITING_PARENTS", 1), ("s1", "JOB_FINISHED", 1), ("s2", "FAILED", 1)]
+    assert sorted(map(tuple, kept())) == truth, "the counts kept are the tasks' own, the blocked child included"
+    assert listed() == truth
+
+    # The failed task is reset at its site and runs again: the kept counts are dropped at once.
+    taskstore.apply_reports(session, taskstore.prepare_reports("s2", [report("1/bad", S.FAILED, S.CREATED)]))
+    assert kept() is None
+    assert listed() == [("", "AWAITING_PARENTS", 1), ("s1", "JOB_FINISHED", 1), ("s2", "CREATED", 1)]
+
+    # Kept again when it ends again; then a task spawned into it (an insert) drops them too.
+    graph.keep_task_counts(session, [1])
+    assert kept() is not None
+    taskstore.insert_spawned(session, "s1", Spawned("1/s1:7", 1, 7, "a", parents=("1/ok",)), [])
+    assert kept() is None
+    assert ("s1", "CREATED", 1) in listed()

@@ -35,7 +35,10 @@ FIGURES = {
     "argo_submit.py": [rf"submit {NUMBER} tasks \(median of \d+\)\s+{NUMBER} s\s+{NUMBER} us a task\s+the client's CPU {NUMBER} s",
                        rf"raw COPY {NUMBER} rows \(floor\)\s+{NUMBER} s", rf"submit takes {NUMBER}x the raw COPY floor",
                        rf"telling {NUMBER} tasks why they wait \(no site is up\)\s+{NUMBER} s",
-                       rf"a backlog of {NUMBER} tasks no site can take costs the coordinator {NUMBER} ms of CPU a second \({NUMBER} with no task\)"],
+                       rf"a backlog of {NUMBER} tasks no site can take costs the coordinator {NUMBER} ms of CPU a second \({NUMBER} with no task\)",
+                       rf"listing \d+ ended workflows of {NUMBER} tasks\s+{NUMBER} ms \(median of 20\)\s+counting their tasks instead \(SQL alone\) {NUMBER} ms"
+                       rf"\s+a bare unary call \(WhoAmI\) {NUMBER} ms",
+                       rf"listing sites beside {NUMBER} ended tasks\s+{NUMBER} ms"],
     "bulk_create.py": [rf"create {NUMBER} jobs \(add_jobs\)\s+{NUMBER}", rf"raw COPY {NUMBER} rows \(floor\)\s+{NUMBER}",
                        rf"add_jobs takes {NUMBER}x the raw COPY floor"],
     "cli_speed.py": [rf"{name}\s+{NUMBER}\s+{NUMBER}\s+-?{NUMBER}\s+{NUMBER}" for name in ("python -c pass", "balsam --help", "argo --help",

@@ -42,6 +42,10 @@ class Workflow(Base):
     project: Mapped[str] = mapped_column(String(200), default="", server_default="")
     # Who submitted it (the user's name; '' : unknown, or a server without tokens); migration 0008.
     submitted_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Once it has ended: its tasks counted by (site, state), as [[site, state, n], ...], so listing
+    # workflows costs the same however many tasks they hold (migration 0009). Any later insert or
+    # update of one of its tasks drops it (a trigger, whoever the writer), and it is counted live.
+    task_counts: Mapped[list[Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (CheckConstraint(f"status IN {WORKFLOW_STATUSES}", name="workflow_status"),)
 
@@ -90,6 +94,8 @@ class Task(Base):
         Index("ix_tasks_placeable", "workflow_id", postgresql_where=text("site IS NULL AND state = 'READY'")),
         # Whether a workflow can still move: one probe of this index instead of a scan of its tasks.
         Index("ix_tasks_active", "workflow_id", postgresql_where=text(f"NOT blocked AND state NOT IN {FINAL}")),
+        # The sites' counts of placed tasks that have not ended (ListSites): the work that moves, not all stored.
+        Index("ix_tasks_placed_unended", "site", postgresql_where=text(f"site IS NOT NULL AND state NOT IN {FINAL}")),
         CheckConstraint("pending_parents >= 0", name="task_pending_parents"),
     )
 
