@@ -97,15 +97,19 @@ def close_workflows(session: Session, workflow_ids: Iterable[int]) -> list[tuple
     return [(row.id, row.status) for row in ended]
 
 
+# The workflows' (``:ids``) tasks by site and state: what listings show, counted live or kept.
+TASK_COUNTS = ("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
+               " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")  # fmt: skip
+
+
 def keep_task_counts(session: Session, ended_ids: list[int]) -> None:
     """Store each ended workflow's task counts in its row (``Workflow.task_counts``), in the
     transaction that ends it, after its tasks' last change: the trigger drops them at the next one."""
     if ended_ids:
         session.execute(
             text(
-                "UPDATE workflows w SET task_counts = coalesce(("
-                "  SELECT jsonb_agg(jsonb_build_array(c.site, c.state, c.n) ORDER BY c.site, c.state) FROM ("
-                "    SELECT coalesce(site, '') AS site, state, count(*) AS n FROM tasks WHERE workflow_id = w.id GROUP BY 1, 2) c"
+                f"WITH c AS ({TASK_COUNTS}) UPDATE workflows w SET task_counts = coalesce(("
+                "  SELECT jsonb_agg(jsonb_build_array(c.site, c.state, c.n) ORDER BY c.site, c.state) FROM c WHERE c.workflow_id = w.id"
                 "), '[]'::jsonb) WHERE w.id = ANY(:ids)"
             ),
             {"ids": sorted(set(ended_ids))},

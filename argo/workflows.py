@@ -118,11 +118,7 @@ class WorkflowStore:
                 counts[workflow.id] = []
                 live.append(workflow.id)
         if live:
-            for row in session.execute(
-                text("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
-                     " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"),
-                {"ids": live},
-            ):  # fmt: skip
+            for row in session.execute(text(graph.TASK_COUNTS), {"ids": live}):
                 counts[row.workflow_id].append((row.site, row.state, row.n))
         return counts
 
@@ -209,7 +205,6 @@ class WorkflowStore:
             workflow.status = "cancelled"
             workflow.ended_at = func.now()
             graph.mark_ended(session, workflow_id, "cancelled", f"workflow {workflow.name!r} cancelled")
-            session.flush()  # the status first: the counts are kept after the tasks' last change
             graph.keep_task_counts(session, [workflow_id])
         self.db.notify()
         return len(killed)

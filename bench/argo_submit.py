@@ -43,6 +43,7 @@ from sqlalchemy import create_engine, text
 from balsam.argo.client import ArgoClient
 from balsam.argo.config import CoordinatorPolicy, ServerSettings
 from balsam.argo.db.engine import database_url
+from balsam.argo.graph import TASK_COUNTS
 from balsam.argo.server import server_pid, start_server, stop_server
 from balsam.postgres import free_port
 
@@ -120,8 +121,7 @@ def live_count_ms(settings: ServerSettings, workflow_ids: list[int]) -> float:
     engine = create_engine(database_url(ServerSettings.load(settings.data)))
     try:
         with engine.connect() as connection:
-            query = text("SELECT workflow_id, coalesce(site, '') AS site, state, count(*) AS n FROM tasks"
-                         " WHERE workflow_id = ANY(:ids) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")  # fmt: skip
+            query = text(TASK_COUNTS)
             return median_ms(lambda: connection.execute(query, {"ids": workflow_ids}).all(), 5)
     finally:
         engine.dispose()

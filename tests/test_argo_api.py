@@ -210,6 +210,8 @@ def test_the_cli_submits_shows_kills_and_cancels(server, tmp_path):
     second = int(argo(server, "submit", str(spec_file)).stdout.strip())
     cancelled = argo(server, "cancel", str(second))
     assert cancelled.returncode == 0 and "2 task(s) killed" in cancelled.stdout
+    # Its counts, kept in its row by the cancel, are those of its killed tasks.
+    assert json.loads(argo(server, "status", str(second), "--json").stdout)["counts"] == {"USER_KILLED": 2}
     watched = argo(server, "watch", str(second))
     assert watched.returncode == 0 and "workflow" in watched.stdout and "cancelled" in watched.stdout.splitlines()[-1]
 
