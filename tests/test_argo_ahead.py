@@ -114,16 +114,19 @@ def test_an_unpinned_task_goes_ahead_only_where_no_other_site_could_run_it(feder
     fed.add_site("beta")
     with fed.client() as client:
         wait_for(lambda: len([s for s in client.sites() if s["status"] == "up"]) == 2, 30, "both sites up")
-        tasks = [_task(fed, "s0", 3.0, site=None, app="solo"), _task(fed, "s1", 0, ["s0"], site=None, app="solo"),
+        tasks = [_task(fed, "s0", 5.0, site=None, app="solo"), _task(fed, "s1", 0, ["s0"], site=None, app="solo"),
                  _task(fed, "s2", 0, ["s1"], site=None, app="solo"),
-                 _task(fed, "r0", 3.0, site=None), _task(fed, "r1", 0, ["r0"], site=None)]  # fmt: skip
+                 _task(fed, "r0", 5.0, site=None), _task(fed, "r1", 0, ["r0"], site=None)]  # fmt: skip
         workflow_id = client.submit({"name": "free", "tasks": tasks})
-        wait_for(lambda: {task for _, task in fed.runs()} == {"s0", "r0"}, 60, "s0 and r0 to start")
-        placed = {t["name"]: (t["site"], t["state"]) for t in client.tasks(workflow_id)}
-        # The solo chain can go nowhere but alpha: it waits there whole. r1 could go to either site:
-        # placement chooses when r0 has ended.
-        assert placed["s1"] == placed["s2"] == ("alpha", "AWAITING_PARENTS")
-        assert placed["r1"] == ("", "AWAITING_PARENTS")
+        placed = lambda: {t["name"]: (t["site"], t["state"]) for t in client.tasks(workflow_id)}  # noqa: E731
+        # Each look is taken while the parent runs (5 s), not once both have started: r0 may start
+        # seconds after s0 on a loaded machine, after s0 has ended and released s1.
+        # The solo chain can go nowhere but alpha: it waits there whole.
+        wait_for(lambda: "s0" in {task for _, task in fed.runs()}, 60, "s0 to start")
+        wait_for(lambda: (now := placed())["s1"] == now["s2"] == ("alpha", "AWAITING_PARENTS"), 4, "s1 and s2 ahead at alpha")
+        # r1 could go to either site: placement chooses when r0 has ended.
+        wait_for(lambda: "r0" in {task for _, task in fed.runs()}, 60, "r0 to start")
+        assert placed()["r1"] == ("", "AWAITING_PARENTS")
         assert client.wait(workflow_id, timeout_s=60) == "finished"
     ran = [task for _, task in fed.runs()]
     assert sorted(ran) == ["r0", "r1", "s0", "s1", "s2"], "each once"
