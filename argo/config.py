@@ -130,8 +130,8 @@ class CoordinatorPolicy:
     # Response streams (argo watch, a dashboard's feed, a site's sync) one caller may hold open at once.
     max_streams_per_caller: int = 64
     # Sites' batches of messages applied at once (those of different workflows need not wait for each
-    # other): about the cores the server and its database have; more take the server's interpreter
-    # from its streams and calls (docs/scaling.md).
+    # other), each by a worker process of the server (argo/syncworkers.py): about the cores the server
+    # and its database have (docs/scaling.md).
     sync_batches_at_once: int = 2
     # Events the feed keeps in memory for its watchers (argo/feed.py); one further behind reads the database.
     feed_events: int = 50_000

@@ -30,3 +30,6 @@ class Coordinator:
         self.placer = Placer(self.db, self.sync.instance)
         self.feed = EventFeed(self.db, self.workflows, feed_events)  # read by a task of the gRPC server's loop (server.RpcServer)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)
+        # The server applies the sites' batches in worker processes (balsam.argo.syncworkers.SyncWorkers);
+        # None: in this process (a coordinator embedded in a test).
+        self.sync_workers = None

@@ -1,8 +1,10 @@
 """The coordinator's database and the signal that something in it changed, shared by its parts.
 
-All writes go through the one server process, so watchers, site streams and the placement loop wait
-on in-process signals instead of polling the database: ``notify`` after a commit wakes them. The
-streams wait on the server's event loop (``wakened``), holding no thread while nothing happens.
+Every commit is signalled in the one server process, so watchers, site streams and the placement
+loop wait on in-process signals instead of polling the database: ``notify`` after a commit wakes
+them (the sites' batches, applied by worker processes, are signalled by the server's process once
+the worker has committed: ``balsam.argo.syncworkers``). The streams wait on the server's event loop
+(``wakened``), holding no thread while nothing happens.
 """
 
 from __future__ import annotations
@@ -66,10 +68,13 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
-        sent = session.info.pop(SENT_TO, None)
-        if sent:
+        self.sent(session.info.pop(SENT_TO, ()))
+
+    def sent(self, sites) -> None:
+        """A commit queued messages to these sites: their sync streams look at their outboxes."""
+        if sites:
             with self._lock:
-                for site in sent:
+                for site in sites:
                     self.outbox_versions[site] = self.outbox_versions.get(site, 0) + 1
 
     def notify(self, place: bool = False) -> None:

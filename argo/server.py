@@ -28,6 +28,7 @@ from balsam.argo.auth import Authenticator, AuthService
 from balsam.argo.config import ServerSettings, plaintext_refusal
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.engine import cluster, connect
+from balsam.argo.syncworkers import SyncWorkers
 from balsam.argo.rpc import StreamLimit, service_handler
 from balsam.errors import BalsamError
 from balsam.private_files import check_private, read_private
@@ -197,6 +198,8 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
                               batches_at_once=settings.coordinator.sync_batches_at_once, feed_events=settings.coordinator.feed_events)
     coordinator.sites.forgive_downtime()
     policy = settings.coordinator
+    coordinator.sync_workers = SyncWorkers(coordinator.db, engine.url.render_as_string(hide_password=False), policy.site_timeout_s,
+                                           policy.sync_batches_at_once, _log_file())  # fmt: skip
     server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, server.port, settings.data)
     web = start_web(coordinator, auth, settings)
@@ -214,10 +217,16 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
         if web is not None:
             web.stop()
         server.stop(grace=2)
+        coordinator.sync_workers.close()
         coordinator.db.placement_wanted.set()
         loop.join(timeout=10)
         engine.dispose()
         log.info("Argo server stopped")
+
+
+def _log_file() -> str | None:
+    """The file this process logs to (``daemon.run_daemon``), for its workers to log to as well."""
+    return next((h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)), None)
 
 
 # -- the daemon ----------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ class SitesService:
         # The sites' heartbeats, and their envelopes of events and acknowledgements, each written
         # many sites at a time (balsam.argo.batching).
         self._heartbeats = Batcher(self.sync.heartbeats, apart=self.sync.heartbeat, gather_s=HEARTBEAT_GATHER_S)
+        self._apply = coordinator.sync_workers.answer_many if coordinator.sync_workers is not None else self.sync.answer_many
         self._envelopes = Batcher(self._answer_many, writers=self.sync.batches_at_once,
                                   weight=lambda item: len(item[1].messages), max_weight=MERGE_MESSAGES)  # fmt: skip
 
@@ -333,10 +334,11 @@ class SitesService:
                 log.info("site %s disconnected%s", site, f" ({bounded(ended, 500)})" if ended else "")
 
     def _answer_many(self, envelopes: Sequence[tuple[str, pb.SiteEnvelope]]) -> list[pb.CoordinatorEnvelope | None | Exception]:
-        """What envelopes of several sites' streams ask, done (in a worker thread, one transaction);
-        each one's reply (None: nothing to say) or what refused it."""
+        """What envelopes of several sites' streams ask, done (from a thread of the pool, in one
+        transaction, by a worker process or in this one); each one's reply (None: nothing to say) or
+        what refused it."""
         return [reply if isinstance(reply, Exception) or reply.ack or reply.confirmed or reply.HasField("lease") else None
-                for reply in self.sync.answer_many(envelopes)]  # fmt: skip
+                for reply in self._apply(envelopes)]  # fmt: skip
 
     def MarkLost(self, request: pb.SiteRef, call: Call) -> pb.MarkLostReply:
         if (caller := call.principal) is not None:

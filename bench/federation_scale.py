@@ -19,8 +19,9 @@ Printed, a line each, then one line of all figures:
   refill_p99_ms     a site's room (tasks reported finished) to its next assignment, while tasks remained
   events_per_s      job events applied by the coordinator per second (sent by all sites; acknowledged)
   watch_lag_p99_ms  an event's time (at its site) to its arrival at a watcher
-  unary_p99_ms      the owner's ListSites and Workflows.List, called throughout
-  coordinator_rss_mb  the server process's resident memory, highest seen (and at each quarter done)
+  unary_p99_ms      the owner's ListSites and Workflows.List, called throughout (also printed by call,
+                    beside WhoAmI, which does no work: what a call waits for before its work)
+  coordinator_rss_mb  the resident memory of the server process and its workers, highest seen (and at each quarter done)
   db_mb             the coordinator database's size at the end
   idle_cpu_ms_per_s  the coordinator's CPU (its process and its database) per second while the sites,
                     all connected, only beat (every 1 s), before any task: what a site costs by being there
@@ -59,6 +60,8 @@ from balsam.argo.server import start_server, stop_server
 from balsam.postgres import free_port
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
+from balsam.protos import auth_pb2 as apb
+from balsam.protos import auth_pb2_grpc as apb_grpc
 from balsam.wire.channel import OPTIONS, bearer
 
 # The watchers: COUNT streams over the given viewer tokens, round robin, of WatchBatches (FORM
@@ -170,10 +173,26 @@ def p99(values: list[float]) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The resident memory of the server process and of its children (its sync workers), together."""
+    total = 0.0
+    for one in (pid, *children(pid)):
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:  # it has just ended
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return found
 
 
 def bare_stream_rate(seconds: float = 2.0) -> float:
@@ -220,29 +239,36 @@ def db_mb(settings: ServerSettings) -> float:
 
 
 class UnaryProbe(threading.Thread):
-    """The owner's calls, one every 0.1 s, for as long as the run lasts: their latencies."""
+    """The owner's calls, one every 0.1 s, for as long as the run lasts: their latencies, all of them
+    and by call. WhoAmI, which reads nothing but the caller's token, is called as often beside them: what
+    a call waits for in the server before its work, apart from that work."""
 
     def __init__(self, address: str, owner: str) -> None:
         super().__init__(daemon=True, name="unary-probe")
         self.channel = grpc.insecure_channel(address, options=OPTIONS)
         self.metadata = bearer(owner)
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # ListSites and Workflows.List
+        self.by_call: dict[str, list[float]] = {"ListSites": [], "Workflows.List": [], "WhoAmI": []}
         self.errors: list[str] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
-        calls = [(rpc.MonitorStub(self.channel).ListSites, pb.ListSitesRequest()), (rpc.WorkflowsStub(self.channel).List, pb.ListWorkflowsRequest())]
+        calls = [("ListSites", rpc.MonitorStub(self.channel).ListSites, pb.ListSitesRequest()), ("WhoAmI", apb_grpc.AuthStub(self.channel).WhoAmI, apb.WhoAmIRequest()),
+                 ("Workflows.List", rpc.WorkflowsStub(self.channel).List, pb.ListWorkflowsRequest()), ("WhoAmI", apb_grpc.AuthStub(self.channel).WhoAmI, apb.WhoAmIRequest())]  # fmt: skip
         i = 0
         while not self.stop.wait(0.1):
+            name, method, request = calls[i % len(calls)]
             i += 1
-            method, request = calls[i % 2]
             started = time.perf_counter()
             try:
                 method(request, metadata=self.metadata, timeout=30)
             except grpc.RpcError as exc:
-                self.errors.append(f"{exc.code().name}: {exc.details()}")
+                self.errors.append(f"{name} {exc.code().name}: {exc.details()}")
                 continue
-            self.latencies.append(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.by_call[name].append(took)
+            if name != "WhoAmI":
+                self.latencies.append(took)
 
 
 def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nodes: int, timeout_s: float, form: str = "batches") -> dict[str, float]:
@@ -330,6 +356,7 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
         figures = {
             "sites": sites, "tasks": total, "submit_s": submit_s, "place_per_s": place_per_s, "refill_p99_ms": p99(refills) * 1000,
             "events_per_s": events_per_s, "watch_lag_p99_ms": watched.get("lag_p99", 0.0) * 1000, "unary_p99_ms": p99(probe.latencies) * 1000,
+            "whoami_p99_ms": p99(probe.by_call["WhoAmI"]) * 1000,
             "coordinator_rss_mb": max(rss_seen), "db_mb": db_mb(settings), "raw_copy_s": raw_copy, "raw_stream_per_s": raw_stream,
             "watch_fed_p99_ms": watched.get("fed_p99", 0.0) * 1000, "idle_cpu_ms_per_s": idle_cpu,
         }  # fmt: skip
@@ -344,7 +371,9 @@ def run(sites: int, tasks: int, workflows: int, watchers: int, run_s: float, nod
                   f" max {watched['fed_max'] * 1000:.0f} ms; {watched['streams_failed']} streams failed"
                   f" {watched['failed']}; raw: a bare gRPC stream carries {raw_stream:,.0f} events/s")  # fmt: skip
         print(f"  unary calls: median {statistics.median(probe.latencies) * 1000:.1f} ms, p99 {p99(probe.latencies) * 1000:.1f} ms"
-              f" ({len(probe.latencies)} calls, {len(probe.errors)} failed)")  # fmt: skip
+              f" ({len(probe.latencies)} calls, {len(probe.errors)} failed); by call: "
+              + "; ".join(f"{name} median {statistics.median(took) * 1000:.1f} p99 {p99(took) * 1000:.1f} ms"
+                          for name, took in probe.by_call.items() if took))  # fmt: skip
         print(f"  coordinator RSS: highest {max(rss_seen):.0f} MB; at each quarter done: "
               + ", ".join(f"{d} done {m:.0f} MB" for d, m in quarters) + f"; database {figures['db_mb']:.0f} MB")
         print(" ".join(f"{k}={plain(v)}" for k, v in figures.items()), flush=True)

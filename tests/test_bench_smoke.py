@@ -48,9 +48,9 @@ FIGURES = {
     "federation_scale.py": [rf"submitted {NUMBER} tasks in {NUMBER} workflows: {NUMBER} s", rf"placement: {NUMBER} tasks/s",
                             rf"sync: {NUMBER} job events applied at {NUMBER}/s", rf"watch: {NUMBER} streams received {NUMBER} events; lag median",
                             rf"\(the feed and the stream alone\): median -?{NUMBER} ms, p99 -?{NUMBER} ms",
-                            rf"unary calls: median {NUMBER} ms, p99 {NUMBER} ms",
+                            rf"unary calls: median {NUMBER} ms, p99 {NUMBER} ms .*WhoAmI median {NUMBER} p99 {NUMBER} ms",
                             rf"sites=\d+ tasks=\d+ submit_s={NUMBER} place_per_s={NUMBER} .*watch_lag_p99_ms={NUMBER} unary_p99_ms={NUMBER}"
-                            rf" coordinator_rss_mb={NUMBER} db_mb={NUMBER} raw_copy_s={NUMBER} raw_stream_per_s={NUMBER}"
+                            rf" whoami_p99_ms={NUMBER} coordinator_rss_mb={NUMBER} db_mb={NUMBER} raw_copy_s={NUMBER} raw_stream_per_s={NUMBER}"
                             rf" watch_fed_p99_ms=-?{NUMBER}"],
     "idle_streams.py": [rf"{what}\s+median\s+{NUMBER} ms\s+p99\s+{NUMBER} ms" for what in ("raw: owner calls, no stream open",
                         r"owner calls, \d+ streams open", "raw: heartbeats, no stream open", r"heartbeats, \d+ streams open")],
