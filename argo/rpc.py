@@ -22,7 +22,8 @@ Each call is authenticated here too (``balsam.argo.auth``), so every service ser
 ``service_handler`` is covered; the caller's principal is ``call.principal``. A unary request is
 parsed first: a malformed one is refused the same way whoever sent it, and nothing is looked up
 for it. A streamed request is authenticated first and its messages parsed as they come, each
-refusal naming the message ("message 2 of the stream: ..."). A caller may hold at most
+refusal naming the message ("message 2 of the stream: ..."); a method marked ``checks_its_stream``
+checks its stream's messages itself. A caller may hold at most
 ``max_streams`` response streams open at once (``StreamLimit``); the next is RESOURCE_EXHAUSTED.
 """
 
@@ -158,8 +159,17 @@ async def _abort(context: grpc.aio.ServicerContext, call: Call, exc: BaseExcepti
     await context.abort(code, message)
 
 
-def _parser(kind: type[protobuf_message.Message], stream: bool) -> Callable[[bytes], Any]:
-    """Bytes -> a checked message of ``kind``; for a stream, each message is named by its place."""
+def checks_its_stream(method: Callable) -> Callable:
+    """Marks a method that checks the messages of its request stream itself (``check_message``),
+    before anything of them is used: they reach it parsed but not checked. For ``Sites.Sync``, whose
+    envelopes of events are checked by the process that applies them (``balsam.argo.syncworkers``),
+    not on the server's event loop."""
+    method.checks_its_stream = True
+    return method
+
+
+def _parser(kind: type[protobuf_message.Message], stream: bool, check: bool = True) -> Callable[[bytes], Any]:
+    """Bytes -> a message of ``kind``, checked unless ``check`` is False; for a stream, each message is named by its place."""
     count = 0
 
     def parse(raw: bytes) -> Any:
@@ -170,7 +180,8 @@ def _parser(kind: type[protobuf_message.Message], stream: bool) -> Callable[[byt
             message = kind.FromString(raw)
         except protobuf_message.DecodeError as exc:
             raise MalformedRequest(f"malformed request: not a valid {kind.DESCRIPTOR.full_name} ({exc})", where) from None
-        check_message(message, where)
+        if check:
+            check_message(message, where)
         return message
 
     return parse
@@ -216,7 +227,8 @@ def service_handler(service: ServiceDescriptor, servicer: object, pool: Executor
         if method.server_streaming:
             if not inspect.isasyncgenfunction(impl):
                 raise TypeError(f"{name} streams its replies: it must be an async generator")
-            handler = _streaming(impl, kind, method_call, authenticate, method.client_streaming, streams or StreamLimit(1 << 30))
+            handler = _streaming(impl, kind, method_call, authenticate, method.client_streaming, streams or StreamLimit(1 << 30),
+                                 check=not getattr(impl, "checks_its_stream", False))  # fmt: skip
             make = grpc.stream_stream_rpc_method_handler if method.client_streaming else grpc.unary_stream_rpc_method_handler
         else:
             handler = _unary(impl, kind, method_call, authenticate, method.client_streaming)
@@ -260,12 +272,12 @@ def _unary(impl: Callable, kind: type, new_call: Callable, authenticate: Callabl
 
 
 def _streaming(impl: Callable, kind: type, new_call: Callable, authenticate: Callable | None, streaming: bool,
-               streams: StreamLimit) -> Callable:  # fmt: skip
+               streams: StreamLimit, check: bool = True) -> Callable:  # fmt: skip
     """A method that streams its replies: an async generator, its stream counted against the caller's limit."""
 
     async def handler(raw: Any, context: grpc.aio.ServicerContext):
         call = new_call(context)
-        parse = _parser(kind, streaming)
+        parse = _parser(kind, streaming, check or not streaming)
         try:
             if streaming:
                 await _authenticate(call, authenticate)

@@ -19,9 +19,9 @@ from balsam.argo.batching import HEARTBEAT_GATHER_S, Batcher
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.feed import Batch, encoded, watch_filter
 from balsam.argo.messages import event_message, site_message, task_message, trigger_message, workflow_message
-from balsam.argo.rpc import Call, bounded
+from balsam.argo.rpc import Call, bounded, checks_its_stream
 from balsam.errors import BadRequest, SpecError
-from balsam.inputs import has_control, preview
+from balsam.inputs import check_message, has_control, preview
 from balsam.protos import argo_pb2 as pb
 from balsam.taskspec import TaskSpec
 from balsam.wire.convert import params_from_json, resources_given, state_from_wire, state_number, task_spec_from_wire
@@ -209,10 +209,15 @@ class SitesService:
         log.info("site %s %s: apps %s", request.name, "registered" if created else "re-registered", ", ".join(request.apps))
         return pb.RegisterReply(created=created)
 
+    @checks_its_stream
     async def Sync(self, envelopes: AsyncIterator[pb.SiteEnvelope], call: Call) -> AsyncIterator[pb.CoordinatorEnvelope]:
+        # Checked here: the hello and the heartbeats alone. The envelopes of events and
+        # acknowledgements, most of the stream's bytes, are checked where they are applied
+        # (SyncEndpoint.answer_many, in a worker process), before anything of them is.
         first = await anext(envelopes, None)
         if first is None:
             return
+        check_message(first, "message 1 of the stream")
         if not first.HasField("hello") or not first.hello.site:
             raise BadRequest("the first envelope of a sync stream must carry Hello with the site's name")
         site = first.hello.site
@@ -250,8 +255,9 @@ class SitesService:
 
             async def read() -> None:
                 try:
-                    async for envelope in envelopes:
+                    async for number, envelope in aenumerate(envelopes, 2):
                         if envelope.HasField("heartbeat") and not envelope.messages and not envelope.ack:
+                            check_message(envelope, f"message {number} of the stream")
                             task = asyncio.create_task(beat(envelope))
                             beating.add(task)
                             task.add_done_callback(beating.discard)
@@ -349,6 +355,13 @@ class SitesService:
 
 
 MERGE_MESSAGES = 5000  # the most site messages applied in one transaction
+
+
+async def aenumerate(items: AsyncIterator[Any], start: int = 0) -> AsyncIterator[tuple[int, Any]]:
+    number = start
+    async for item in items:
+        yield number, item
+        number += 1
 
 
 

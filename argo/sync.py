@@ -34,6 +34,7 @@ from balsam.argo.db import taskstore
 from balsam.argo.db.models import Site
 from balsam.argo.workflows import WorkflowStore
 from balsam.errors import BadRequest, NotFound
+from balsam.inputs import InputError, check_message
 from balsam.protos import argo_pb2 as pb
 from balsam.states import TaskMove
 from balsam.wire.convert import Report, Spawned, site_message_body
@@ -66,7 +67,8 @@ class _Envelope:
 
     @classmethod
     def of(cls, site: str, envelope: pb.SiteEnvelope) -> _Envelope:
-        """Raises BadRequest for a malformed one (nothing of it applied)."""
+        """Raises BadRequest, or InputError (``check_message``), for a malformed one (nothing of it applied)."""
+        check_message(envelope)
         if envelope.ack:
             check_seq(envelope.ack, "ack")
         bodies = [(m.seq, site_message_body(m)) for m in envelope.messages]
@@ -164,7 +166,7 @@ class SyncEndpoint:
         for i, (site, envelope) in enumerate(envelopes):
             try:
                 prepared.append((i, _Envelope.of(site, envelope)))
-            except BadRequest as exc:
+            except (BadRequest, InputError) as exc:
                 results[i] = exc
         prepared.sort(key=lambda item: item[1].site)
         messages = any(e.messages for _, e in prepared)
