@@ -31,6 +31,7 @@ from balsam.argo.db.engine import cluster, connect
 from balsam.argo.syncworkers import SyncWorkers
 from balsam.argo.rpc import StreamLimit, service_handler
 from balsam.errors import BalsamError
+from balsam.gcpause import settle_for_serving
 from balsam.private_files import check_private, read_private
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import auth_pb2 as apb
@@ -209,6 +210,7 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     from balsam.argo.triggers import TriggerService
 
     threading.Thread(target=TriggerService(coordinator.workflows).run, args=(stop,), name="argo-triggers", daemon=True).start()
+    settle_for_serving()
     if ready:
         ready()
     try:

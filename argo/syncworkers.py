@@ -34,6 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from balsam.argo.database import Database
 from balsam.errors import BalsamError
+from balsam.gcpause import settle_for_serving
 from balsam.protos import argo_pb2 as pb
 
 log = logging.getLogger("balsam.argo.syncworkers")
@@ -109,6 +110,7 @@ def _start(url: str, lease_s: float, log_file: str | None, server_pid: int) -> N
     threading.Thread(target=_exit_without, args=(server_pid,), name="server-watch", daemon=True).start()
     _db = _Recording(create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2))
     _endpoint = SyncEndpoint(_db, lease_s, batches_at_once=1)
+    settle_for_serving()
 
 
 def _exit_without(server_pid: int) -> None:
