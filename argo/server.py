@@ -28,8 +28,8 @@ from balsam.argo.auth import Authenticator, AuthService
 from balsam.argo.config import ServerSettings, plaintext_refusal
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.engine import cluster, connect
-from balsam.argo.syncworkers import SyncWorkers
 from balsam.argo.rpc import StreamLimit, service_handler
+from balsam.argo.syncworkers import SyncWorkers
 from balsam.errors import BalsamError
 from balsam.gcpause import settle_for_serving
 from balsam.private_files import check_private, read_private

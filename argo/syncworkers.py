@@ -58,7 +58,8 @@ class SyncWorkers:
 
     def answer_many(self, envelopes: Sequence[tuple[str, pb.SiteEnvelope]]) -> list[pb.CoordinatorEnvelope | Exception]:
         """Each envelope's reply, or the refusal of that one alone; raises BalsamError for a worker
-        that died with the batch (nothing of it is known to be applied: its sites resend)."""
+        that died with the batch (applied or not, as one transaction: its sites resend, and what
+        was applied is not applied again)."""
         payload = [(site, envelope.SerializeToString()) for site, envelope in envelopes]
         pool = self._pool
         try:
@@ -69,6 +70,9 @@ class SyncWorkers:
                     log.error("a worker applying the sites' batches died; a new pool takes the next batches")
                     pool.shutdown(wait=False, cancel_futures=True)
                     self._pool = self._new_pool()
+            # It may have committed before it died: whoever waits looks again, as after any commit.
+            self.db.sent([*self.db.outbox_versions, *(site for site, _ in envelopes)])
+            self.db.notify(place=True)
             raise BalsamError("the worker applying this batch died; the site resends it on reconnecting") from None
         self.db.sent(sent_to)
         if changed:

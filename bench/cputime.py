@@ -33,11 +33,16 @@ def process_cpu_s(pid: int) -> float:
     """CPU seconds used so far by a process and its children, those running and those it has waited for."""
     try:
         fields = _stat(pid)
-        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+        running = children(pid)
     except (FileNotFoundError, ProcessLookupError):
         return 0.0  # a backend that ended between two reads
     # utime + stime of the process, and of its children it has waited for (ended backends)
-    return sum(int(f) for f in fields[11:15]) / TICK + sum(process_cpu_s(c) for c in children)
+    return sum(int(f) for f in fields[11:15]) / TICK + sum(process_cpu_s(c) for c in running)
+
+
+def children(pid: int) -> list[int]:
+    """The process's children running now (raises FileNotFoundError once it has ended)."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
 
 def run_measured(argv: list[str], **popen) -> tuple[int, float, float]:

@@ -50,7 +50,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simsite import SimulatedSite, site_token  # noqa: E402
-from cputime import cluster_cpu_s, process_cpu_s  # noqa: E402
+from cputime import children, cluster_cpu_s, process_cpu_s  # noqa: E402
 from sigterm import stop_on_sigterm  # noqa: E402
 
 from balsam.argo.client import ArgoClient
@@ -175,7 +175,11 @@ def p99(values: list[float]) -> float:
 def rss_mb(pid: int) -> float:
     """The resident memory of the server process and of its children (its sync workers), together."""
     total = 0.0
-    for one in (pid, *children(pid)):
+    try:
+        running = children(pid)
+    except FileNotFoundError:
+        return 0.0
+    for one in (pid, *running):
         try:
             for line in Path(f"/proc/{one}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -183,16 +187,6 @@ def rss_mb(pid: int) -> float:
         except OSError:  # it has just ended
             pass
     return total
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return found
 
 
 def bare_stream_rate(seconds: float = 2.0) -> float:
