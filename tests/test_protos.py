@@ -54,3 +54,26 @@ def test_a_task_spec_crosses_the_wire_unchanged():
     written_out = pb.TaskSpec(name="t0", app="run", params_json="{}", resources=pb.Resources())
     read = task_spec_from_wire(written_out, "tasks[0]")
     assert read == bare and read.resources is DEFAULT
+
+
+def test_a_time_crosses_the_wire_as_protobufs_own_conversion_gives_it_and_comes_back_unchanged():
+    # Our integer conversion (balsam.wire.convert.timestamp) against protobuf's FromDatetime, over
+    # times before and after the epoch, in several zones and naive (local time).
+    import random
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from balsam.wire.convert import from_timestamp, timestamp
+
+    rng = random.Random(7)
+    times = [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randint(-6 * 10**16, 6 * 10**16)) for _ in range(3000)]
+    times += [t.astimezone(timezone(timedelta(minutes=rng.randint(-720, 720)))) for t in times[:1000] if 1 < t.year < 9999]
+    times += [datetime(2026, 12, 7, 12, 0, 0, 123456), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    for when in times:
+        theirs = Timestamp()
+        theirs.FromDatetime(when.astimezone(UTC))
+        assert timestamp(when) == theirs, when
+        if when.tzinfo is not None and theirs != Timestamp():  # the epoch itself reads as unset
+            assert from_timestamp(timestamp(when)) == when
+    assert timestamp(None) == Timestamp() and from_timestamp(Timestamp()) is None

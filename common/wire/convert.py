@@ -34,11 +34,18 @@ MAX_TASK_BYTES = 1024 * 1024
 # -- scalars -------------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(when: datetime | None) -> Timestamp:
-    stamp = Timestamp()
-    if when is not None:
-        stamp.FromDatetime(when.astimezone(UTC))
-    return stamp
+    """The stamp of ``when`` (a naive time is local time), exact to the microsecond; unset for None.
+
+    Counted from the epoch by integer arithmetic: protobuf's ``FromDatetime`` is Python code that
+    took a third of the time to build each event a watcher is sent."""
+    if when is None:
+        return Timestamp()
+    since = (when if when.tzinfo is not None else when.astimezone(UTC)) - _EPOCH
+    return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def from_timestamp(stamp: Timestamp) -> datetime | None:
