@@ -61,20 +61,21 @@ def test_workers_killed_while_they_apply_the_sites_batches_lose_nothing_and_run_
     fed = federation
     server = serving(fed)
     with fed.client() as client:
-        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0.05}} for i in range(60)]
+        tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0.2}} for i in range(60)]
         workflow_id = client.submit({"name": "killed", "tasks": tasks})
         killed: list[int] = []
         stop = threading.Event()
 
         def kill_workers() -> None:
-            # Each time the site's events are flowing: SIGKILL whichever workers there are, while
+            # Once the site's events flow, every 0.7 s: SIGKILL whichever workers there are, while
             # they may be in the middle of a batch (the launcher reports each task's moves as it goes).
+            # The 60 tasks take at least 6 s, two at a time.
             while not stop.is_set() and len(killed) < 4:
                 if fed.runs():
                     for pid in workers_of(server):
                         os.kill(pid, signal.SIGKILL)
                         killed.append(pid)
-                    stop.wait(1.5)
+                    stop.wait(0.7)
                 else:
                     stop.wait(0.05)
 
