@@ -35,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cputime import cluster_cpu_s, process_cpu_s  # noqa: E402
 from federation_scale import bare_copy_s  # noqa: E402
+from input_checks import median_s  # noqa: E402
 from sigterm import stop_on_sigterm  # noqa: E402
 from simsite import SimulatedSite, site_token  # noqa: E402
 
@@ -83,7 +84,7 @@ def run(tasks: int, repeat: int, measure_s: float) -> None:
                 client.cancel(workflow_id)
             cancel_s = time.perf_counter() - started
             settle_s(busy)
-            listed_ms, sites_ms, bare_ms = (median_ms(call, LIST_CALLS) for call in (client.list, client.sites, client.whoami))
+            listed_ms, sites_ms, bare_ms = (median_s(call, LIST_CALLS) * 1000 for call in (client.list, client.sites, client.whoami))
             live_ms = live_count_ms(settings, ids)
         wall, cpu = statistics.median(walls), statistics.median(cpus)
         print(f"submit {tasks:,} tasks (median of {repeat})   {wall:.2f} s   {wall / tasks * 1e6:.1f} us a task"
@@ -107,22 +108,13 @@ def run(tasks: int, repeat: int, measure_s: float) -> None:
 LIST_CALLS = 20
 
 
-def median_ms(call, times: int) -> float:
-    took = []
-    for _ in range(times):
-        started = time.perf_counter()
-        call()
-        took.append(time.perf_counter() - started)
-    return statistics.median(took) * 1000
-
-
 def live_count_ms(settings: ServerSettings, workflow_ids: list[int]) -> float:
     """The count a listing of these workflows would make without the counts kept in their rows: every task of theirs by site and state."""
     engine = create_engine(database_url(ServerSettings.load(settings.data)))
     try:
         with engine.connect() as connection:
             query = text(TASK_COUNTS)
-            return median_ms(lambda: connection.execute(query, {"ids": workflow_ids}).all(), 5)
+            return median_s(lambda: connection.execute(query, {"ids": workflow_ids}).all(), 5) * 1000
     finally:
         engine.dispose()
 

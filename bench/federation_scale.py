@@ -247,8 +247,9 @@ class UnaryProbe(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        calls = [("ListSites", rpc.MonitorStub(self.channel).ListSites, pb.ListSitesRequest()), ("WhoAmI", apb_grpc.AuthStub(self.channel).WhoAmI, apb.WhoAmIRequest()),
-                 ("Workflows.List", rpc.WorkflowsStub(self.channel).List, pb.ListWorkflowsRequest()), ("WhoAmI", apb_grpc.AuthStub(self.channel).WhoAmI, apb.WhoAmIRequest())]  # fmt: skip
+        who = ("WhoAmI", apb_grpc.AuthStub(self.channel).WhoAmI, apb.WhoAmIRequest())
+        calls = [("ListSites", rpc.MonitorStub(self.channel).ListSites, pb.ListSitesRequest()), who,
+                 ("Workflows.List", rpc.WorkflowsStub(self.channel).List, pb.ListWorkflowsRequest()), who]  # fmt: skip
         i = 0
         while not self.stop.wait(0.1):
             name, method, request = calls[i % len(calls)]
