@@ -36,6 +36,7 @@ import math
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -500,9 +501,17 @@ def check_message(message: Any, where: str = "") -> None:
     that are not finite, enum values that name nothing, sequence numbers beyond ``MAX_SEQ``.
     Errors name the field ("tasks[3].params_json"), after ``where``.
 
-    Every request passes here, so the common case is kept cheap: a field's rule is looked up once
-    per field descriptor, and a path is spelled out only for a refusal.
+    Every request passes here, and every site's batch of events: the common case, a clean message,
+    is one pass over a plan made once per message type (``_clean``: the fields a rule applies to,
+    read by name). Only a message that pass doubts is walked again field by field, to name what it
+    refuses (``_refuse``); both passes apply the same rules (``_rule``).
     """
+    if not _clean(message, _plan_of(message.DESCRIPTOR)):
+        _refuse(message, where)
+
+
+def _refuse(message: Any, where: str) -> None:
+    """Raise for the first field of ``message`` that breaks a rule, naming it; return if none does."""
     # (message, its field's path, its index in that field or None): a path is joined only when needed
     stack: list[tuple[Any, str, int | None]] = [(message, "", None)]
     while stack:
@@ -566,6 +575,90 @@ def _join(where: str, path: str) -> str:
 
 
 _RULES: dict[Any, tuple[str, bool, int]] = {}  # field descriptor -> (kind, repeated, text limit)
+
+# A message type's plan: a step for each of its fields that a rule applies to, (field name, kind,
+# repeated, text limit, what the kind needs: a message field's plan, an enum's numbers, a map's
+# values' plan if they are messages). Built once per type under the lock and published whole, so
+# that no reader follows a plan still being made (a type may hold itself).
+_Plan = list[tuple[str, str, bool, int, Any]]
+_PLANS: dict[Any, _Plan] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _plan_of(descriptor: Any) -> _Plan:
+    plan = _PLANS.get(descriptor)
+    if plan is None:
+        with _PLANS_LOCK:
+            building: dict[Any, _Plan] = {}
+            plan = _build_plan(descriptor, building, set())
+            _PLANS.update(building)
+    return plan
+
+
+def _build_plan(descriptor: Any, building: dict[Any, _Plan], unfinished: set[Any]) -> _Plan:
+    if descriptor in _PLANS:
+        return _PLANS[descriptor]
+    if descriptor in building:  # made already, or (in ``unfinished``) a type that holds itself
+        return building[descriptor]
+    steps: _Plan = []
+    building[descriptor] = steps
+    unfinished.add(descriptor)
+    for field in descriptor.fields:
+        kind, repeated, limit = _RULES.get(field) or _rule(field)
+        if kind == "skip":
+            continue
+        need: Any = None
+        if kind == "message":
+            need = _build_plan(field.message_type, building, unfinished)
+            if not need and field.message_type not in unfinished:
+                continue  # nothing inside is checked (a Timestamp): not even looked at
+        elif kind == "enum":
+            need = frozenset(field.enum_type.values_by_number)
+        elif kind == "map":
+            value = field.message_type.fields_by_name["value"]
+            need = _build_plan(value.message_type, building, unfinished) if value.type == value.TYPE_MESSAGE else None
+        steps.append((field.name, kind, repeated, limit, need))
+    unfinished.discard(descriptor)
+    return steps
+
+
+def _clean(message: Any, plan: _Plan) -> bool:
+    """Whether ``message`` surely breaks no rule; False when it may (``_refuse`` then decides)."""
+    for name, kind, repeated, limit, need in plan:
+        if kind == "text":
+            for text in getattr(message, name) if repeated else (getattr(message, name),):
+                if len(text) > limit or "\0" in text:
+                    return False
+        elif kind == "message":
+            if repeated:
+                for item in getattr(message, name):
+                    if not _clean(item, need):
+                        return False
+            elif message.HasField(name) and not _clean(getattr(message, name), need):
+                return False
+        elif kind == "enum":
+            for number in getattr(message, name) if repeated else (getattr(message, name),):
+                if number not in need:
+                    return False
+        elif kind == "uint64":
+            for number in getattr(message, name) if repeated else (getattr(message, name),):
+                if number > MAX_SEQ:
+                    return False
+        elif kind == "double":
+            for number in getattr(message, name) if repeated else (getattr(message, name),):
+                if not math.isfinite(number):
+                    return False
+        elif kind == "text-map":
+            for key, text in getattr(message, name).items():
+                if len(key) > MAX_FIELD_TEXT or "\0" in key or len(text) > MAX_FIELD_TEXT or "\0" in text:
+                    return False
+        else:  # "map": text keys, message values
+            for key, item in getattr(message, name).items():
+                if isinstance(key, str) and (len(key) > MAX_FIELD_TEXT or "\0" in key):
+                    return False
+                if need is not None and not _clean(item, need):
+                    return False
+    return True
 
 
 def _rule(field: Any) -> tuple[str, bool, int]:

@@ -77,3 +77,27 @@ def test_a_time_crosses_the_wire_as_protobufs_own_conversion_gives_it_and_comes_
         if when.tzinfo is not None and theirs != Timestamp():  # the epoch itself reads as unset
             assert from_timestamp(timestamp(when)) == when
     assert timestamp(None) == Timestamp() and from_timestamp(Timestamp()) is None
+
+
+def test_a_stamp_from_the_wire_reads_as_protobufs_own_conversion_reads_it_and_one_out_of_range_is_refused():
+    # Our integer conversion (balsam.wire.convert.from_timestamp) against protobuf's ToDatetime, over
+    # every second and nanosecond a stamp may hold, its edges, and what lies past them.
+    import random
+    from datetime import UTC
+
+    import pytest
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from balsam.errors import BadRequest
+    from balsam.wire.convert import from_timestamp
+
+    first, last = -62_135_596_800, 253_402_300_799
+    rng = random.Random(11)
+    stamps = [(rng.randint(first, last), rng.randrange(10**9)) for _ in range(5000)]
+    stamps += [(first, 0), (last, 999_999_999), (-1, 999_999_999), (0, 1), (0, 999), (1, 0), (1_765_000_000, 123_456_789)]
+    for seconds, nanos in stamps:
+        stamp = Timestamp(seconds=seconds, nanos=nanos)
+        assert from_timestamp(stamp) == stamp.ToDatetime(tzinfo=UTC), (seconds, nanos)
+    for seconds, nanos in [(first - 1, 0), (last + 1, 0), (0, -1), (5, 10**9), (-(2**63), 0), (2**63 - 1, 0)]:
+        with pytest.raises(BadRequest, match="out of range"):
+            from_timestamp(Timestamp(seconds=seconds, nanos=nanos))

@@ -380,16 +380,18 @@ def workflow_of(task_id: str) -> int | None:
 
 
 def prepare_reports(site: str, reports: Sequence[Report]) -> Prepared:
-    legality: dict[tuple[JobState, JobState], str | None] = {}
+    # Each distinct move once: whether it is legal, and its two states as the event line spells them.
+    moves: dict[tuple[JobState, JobState], tuple[str | None, str]] = {}
     illegal: list[str | None] = []
     lines: list[str | None] = []
     workflows: set[int] = set()
-    quoted_site = copy_field(site)
+    site_field, move_field = copy_field(site), M.REPORTED.value
     for report in reports:
         pair = (report.from_state, report.to_state)
-        if pair not in legality:
-            legality[pair] = None if is_legal_task_move(M.REPORTED, *pair) else "illegal"
-        why = legality[pair]
+        move = moves.get(pair)
+        if move is None:
+            move = moves[pair] = (None if is_legal_task_move(M.REPORTED, *pair) else "illegal", f"{pair[0].value}\t{pair[1].value}")
+        why, states = move
         if why is not None:  # named per task, as IllegalTaskMove does
             try:
                 check_task_move(report.task_id, M.REPORTED, *pair)
@@ -402,8 +404,8 @@ def prepare_reports(site: str, reports: Sequence[Report]) -> Prepared:
             continue
         workflows.add(workflow)
         at = report.at.isoformat() if report.at else "now"
-        lines.append("\t".join((copy_field(report.task_id), str(workflow), quoted_site, report.from_state.value, report.to_state.value,
-                                at, copy_field(report.message), str(report.attempt), M.REPORTED.value)) + "\n")  # fmt: skip
+        lines.append(f"{copy_field(report.task_id)}\t{workflow}\t{site_field}\t{states}\t{at}\t{copy_field(report.message)}\t"
+                     f"{report.attempt}\t{move_field}\n")  # fmt: skip
     return Prepared(site, reports, illegal, lines, frozenset(workflows))
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -48,14 +48,20 @@ def timestamp(when: datetime | None) -> Timestamp:
     return Timestamp(seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000)
 
 
+# The range a Timestamp may hold (0001-01-01 to 9999-12-31, as protobuf's ToDatetime checks it).
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+
 def from_timestamp(stamp: Timestamp) -> datetime | None:
-    """The time, or None for an unset stamp."""
-    if not (stamp.seconds or stamp.nanos):
+    """The time (to the microsecond below), or None for an unset stamp; BadRequest if out of range.
+
+    By integer arithmetic too: ``ToDatetime`` was a third of the conversion of a site's events."""
+    seconds, nanos = stamp.seconds, stamp.nanos
+    if not (seconds or nanos):
         return None
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise BadRequest(f"timestamp {stamp.seconds}.{stamp.nanos:09d} is out of range") from None
+    if not (_FIRST_SECOND <= seconds <= _LAST_SECOND and 0 <= nanos < 1_000_000_000):
+        raise BadRequest(f"timestamp {seconds}.{nanos:09d} is out of range")
+    return _EPOCH + timedelta(0, seconds, nanos // 1000)  # (days, seconds, microseconds): positional is quicker
 
 
 def state_number(state: str | None) -> int:
@@ -205,9 +211,9 @@ class OutputFile:
     size_bytes: int
 
 
-@dataclass(frozen=True)
-class Report:
-    """A move of the job that runs an Argo task at its site."""
+class Report(NamedTuple):
+    """A move of the job that runs an Argo task at its site. A named tuple, not a frozen dataclass:
+    the coordinator makes one of each event every site sends, and it is made in a third of the time."""
 
     task_id: str
     attempt: int
@@ -255,7 +261,7 @@ def site_message_body(message: pb.SiteMessage) -> Report | Spawned:
         return Report(
             e.task_id, e.attempt, e.job_id, state_from_wire(e.from_state, "from_state"), state_from_wire(e.to_state, "to_state"),
             from_timestamp(e.at), e.message, e.return_code if e.has_return_code else None,
-            tuple(OutputFile(o.name, o.location, o.size_bytes) for o in e.outputs),
+            tuple(OutputFile(o.name, o.location, o.size_bytes) for o in e.outputs) if e.outputs else (),
         )  # fmt: skip
     if message.HasField("spawned"):
         s = message.spawned
