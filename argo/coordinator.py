@@ -3,7 +3,6 @@
     workflows  what users ask: workflows, tasks, queries, kills (``balsam.argo.workflows``)
     sites      registration, listing and health of the sites (``balsam.argo.sites``)
     sync       the coordinator's end of the sites' sync channel, leases and fencing (``balsam.argo.sync``)
-    placer     placement rounds around the pure policy (``balsam.argo.placing``)
     feed       the one reader of the event log that every watcher follows (``balsam.argo.feed``)
 
 Each part writes tasks only through ``balsam.argo.db.taskstore``.
@@ -15,7 +14,6 @@ from sqlalchemy import Engine
 
 from balsam.argo.database import Database
 from balsam.argo.feed import EventFeed
-from balsam.argo.placing import Placer
 from balsam.argo.sites import SiteRegistry
 from balsam.argo.sync import SyncEndpoint
 from balsam.argo.workflows import WorkflowStore
@@ -27,9 +25,11 @@ class Coordinator:
         self.workflows = WorkflowStore(self.db)
         self.sites = SiteRegistry(self.db)
         self.sync = SyncEndpoint(self.db, lease_s, batches_at_once)
-        self.placer = Placer(self.db, self.sync.instance)
         self.feed = EventFeed(self.db, self.workflows, feed_events)  # read by a task of the gRPC server's loop (server.RpcServer)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)
         # The server applies the sites' batches in worker processes (balsam.argo.syncworkers.SyncWorkers);
         # None: in this process (a coordinator embedded in a test).
         self.sync_workers = None
+        # The server's placement rounds, in a process of their own (balsam.argo.placeworker.PlacementProcess);
+        # None: nothing places (a coordinator embedded in a test).
+        self.placement = None

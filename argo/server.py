@@ -13,7 +13,6 @@ import asyncio
 import logging
 import sys
 import threading
-import time
 from concurrent import futures
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from balsam.argo.config import ServerSettings, plaintext_refusal
 from balsam.argo.coordinator import Coordinator
 from balsam.argo.db.engine import cluster, connect
 from balsam.argo.rpc import StreamLimit, service_handler
+from balsam.argo.placeworker import PlacementProcess
 from balsam.argo.syncworkers import SyncWorkers
 from balsam.errors import BalsamError
 from balsam.gcpause import settle_for_serving
@@ -126,28 +126,17 @@ class RpcServer:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def coordinate(coordinator: Coordinator, settings: ServerSettings, stop: threading.Event) -> None:
-    """The coordinator's loop: placement and site health, until ``stop``."""
-    policy = settings.coordinator
-    next_health = 0.0
-    wanted = coordinator.db.placement_wanted
+def watch_health(coordinator: Coordinator, settings: ServerSettings, stop: threading.Event) -> None:
+    """Mark sites down or stalled, and give up what they surely never started, until ``stop``
+    (placement runs in a process of its own: ``balsam.argo.placeworker``)."""
+    timeout_s = settings.coordinator.site_timeout_s
     while not stop.is_set():
-        signalled = wanted.is_set()  # taken before the round reads anything: a change after it wakes the next one
-        wanted.clear()
         try:
-            if time.monotonic() >= next_health:
-                for change in coordinator.sites.check_health(policy.site_timeout_s):
-                    log.warning("%s", change)
-                next_health = time.monotonic() + min(5.0, policy.site_timeout_s / 4)
-            placed = coordinator.placer.place_round(policy.max_place_per_round, signalled)
-            if placed:
-                log.info("placed %d task(s)", placed)
-                if placed >= policy.max_place_per_round:
-                    continue  # more are waiting
+            for change in coordinator.sites.check_health(timeout_s):
+                log.warning("%s", change)
         except Exception:  # the database restarting, a bug: log it and keep serving
-            log.exception("coordinator loop failed; retrying")
-            stop.wait(1.0)
-        wanted.wait(policy.placement_interval_s)
+            log.exception("checking the sites' health failed; retrying")
+        stop.wait(min(5.0, timeout_s / 4))
 
 
 def start_web(coordinator: Coordinator, auth: Authenticator, settings: ServerSettings):
@@ -201,10 +190,12 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
     policy = settings.coordinator
     coordinator.sync_workers = SyncWorkers(coordinator.db, engine.url.render_as_string(hide_password=False), policy.site_timeout_s,
                                            policy.sync_batches_at_once, _log_file())  # fmt: skip
+    coordinator.placement = PlacementProcess(coordinator.db, engine.url.render_as_string(hide_password=False), coordinator.sync.instance,
+                                             policy.max_place_per_round, policy.placement_interval_s, _log_file())  # fmt: skip
     server = RpcServer(coordinator, settings.address, credentials, workers=policy.rpc_workers, max_streams=policy.max_streams_per_caller)
     log.info("Argo server listening on %s (port %d), data in %s", settings.address, server.port, settings.data)
     web = start_web(coordinator, auth, settings)
-    loop = threading.Thread(target=coordinate, args=(coordinator, settings, stop), name="coordinator", daemon=True)
+    loop = threading.Thread(target=watch_health, args=(coordinator, settings, stop), name="site-health", daemon=True)
     loop.start()
     # Filesystem triggers (argo/triggers.py): folders on this host whose new files become tasks.
     from balsam.argo.triggers import TriggerService
@@ -220,7 +211,7 @@ def serve(settings: ServerSettings, stop: threading.Event, ready=None) -> None:
             web.stop()
         server.stop(grace=2)
         coordinator.sync_workers.close()
-        coordinator.db.placement_wanted.set()
+        coordinator.placement.close()
         loop.join(timeout=10)
         engine.dispose()
         log.info("Argo server stopped")

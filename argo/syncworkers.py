@@ -27,12 +27,12 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from balsam.argo.database import Database
+from balsam.daemon import leave_with_parent
 from balsam.errors import BalsamError
 from balsam.gcpause import settle_for_serving
 from balsam.protos import argo_pb2 as pb
@@ -111,17 +111,10 @@ def _start(url: str, lease_s: float, log_file: str | None, server_pid: int) -> N
 
     if log_file:
         logging.basicConfig(filename=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    threading.Thread(target=_exit_without, args=(server_pid,), name="server-watch", daemon=True).start()
+    leave_with_parent(server_pid)
     _db = _Recording(create_engine(url, pool_pre_ping=True, pool_size=1, max_overflow=2))
     _endpoint = SyncEndpoint(_db, lease_s, batches_at_once=1)
     settle_for_serving()
-
-
-def _exit_without(server_pid: int) -> None:
-    """A server killed outright cannot stop its workers: each leaves once its parent has gone."""
-    while os.getppid() == server_pid:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 def _ready() -> None:

@@ -58,6 +58,18 @@ def release_pid_file(handle: IO[str]) -> None:
     handle.close()
 
 
+def leave_with_parent(parent_pid: int) -> None:
+    """In a worker process of a server: exit once ``parent_pid`` is no longer the parent (a server
+    killed outright cannot stop its workers), checked each second by a thread of its own."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_daemon(pid_file: Path, log_file: Path, what: str, serve: Callable[[threading.Event, Callable[[], None]], None]) -> int:
     """The ``main`` of every daemon (the site agent, the Argo server): log to ``log_file``, hold the pid
     file, and run ``serve(stop, ready)`` until SIGTERM or SIGINT sets ``stop``. ``serve`` calls
