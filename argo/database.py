@@ -1,10 +1,12 @@
 """The coordinator's database and the signal that something in it changed, shared by its parts.
 
-Every commit is signalled in the one server process, so watchers, site streams and the placement
-loop wait on in-process signals instead of polling the database: ``notify`` after a commit wakes
-them (the sites' batches, applied by worker processes, are signalled by the server's process once
-the worker has committed: ``balsam.argo.syncworkers``). The streams wait on the server's event loop
-(``wakened``), holding no thread while nothing happens.
+Every commit is signalled in the one server process, so watchers and site streams wait on
+in-process signals instead of polling the database: ``notify`` after a commit wakes them (what the
+server's worker processes commit, the sites' batches and the placement rounds, is signalled by the
+server's process once the worker reports it: ``balsam.argo.syncworkers``, ``balsam.argo.placeworker``).
+The streams wait on the server's event loop (``wakened``), holding no thread while nothing happens.
+``placement_wanted`` is what ``notify(place=True)`` sets: in the server, the pipe to its placement
+process (``placeworker.Wanted``).
 """
 
 from __future__ import annotations

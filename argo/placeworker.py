@@ -30,6 +30,8 @@ import os
 import threading
 import time
 
+from sqlalchemy import text
+
 from balsam.argo.database import Database
 from balsam.daemon import leave_with_parent
 
@@ -52,8 +54,7 @@ class Wanted:
         os.set_blocking(writer.fileno(), False)
         with self._lock:
             old, self._writer = self._writer, writer
-        if old is not None:
-            with self._lock:
+            if old is not None:
                 old.close()
 
     def set(self) -> None:
@@ -82,14 +83,9 @@ class PlacementProcess:
         db.placement_wanted = self._wanted
         self._args = (url, instance, max_per_round, interval_s, log_file, os.getpid())
         self._closed = threading.Event()
-        self.restarts = 0
         self._process, self._news = self._start()
         self._relaying = threading.Thread(target=self._relay, name="placement-relay", daemon=True)
         self._relaying.start()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
 
     def _start(self):
         news, news_writer = _SPAWN.Pipe(duplex=False)
@@ -116,15 +112,22 @@ class PlacementProcess:
                     return
                 log.error("the placement process died (exit %s); starting it again", self._process.exitcode)
                 self._news.close()
-                self.restarts += 1
                 time.sleep(0.5)  # a process dying at its start is not restarted in a tight loop
                 self._process, self._news = self._start()
                 # A round may have committed just before the death: every stream looks at its outbox.
-                self.db.sent(list(self.db.outbox_versions))
+                self.db.sent(self._every_site())
                 self.db.notify()
                 continue
             self.db.sent(sent)
             self.db.notify()
+
+    def _every_site(self) -> list[str]:
+        """Every registered site (those sent to before, if the database cannot say)."""
+        try:
+            with self.db.session() as session:
+                return list(session.scalars(text("SELECT name FROM sites")))
+        except Exception:  # noqa: BLE001 (the database restarting: the streams known to have had messages)
+            return list(self.db.outbox_versions)
 
     def close(self) -> None:
         self._closed.set()
