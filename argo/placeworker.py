@@ -113,7 +113,14 @@ class PlacementProcess:
                 log.error("the placement process died (exit %s); starting it again", self._process.exitcode)
                 self._news.close()
                 time.sleep(0.5)  # a process dying at its start is not restarted in a tight loop
-                self._process, self._news = self._start()
+                while True:
+                    try:
+                        self._process, self._news = self._start()
+                        break
+                    except Exception:  # out of processes or memory: placement waits, the server goes on
+                        log.exception("starting the placement process failed; trying again in 5 s")
+                        if self._closed.wait(5.0):
+                            return
                 # A round may have committed just before the death: every stream looks at its outbox.
                 self.db.sent(self._every_site())
                 self.db.notify()
