@@ -195,10 +195,6 @@ class _Relaying(Database):
         if place:
             self.placement_wanted.set()
 
-    def unsignalled(self) -> bool:
-        """Whether a commit queued messages that no notify has passed on yet."""
-        return bool(self._sent)
-
 
 def _run(url: str, instance: str, max_per_round: int, interval_s: float, log_file: str | None, server_pid: int, wanted_reader, news) -> None:
     from sqlalchemy import create_engine
@@ -226,7 +222,5 @@ def _run(url: str, instance: str, max_per_round: int, interval_s: float, log_fil
             log.exception("placement round failed; retrying")
             time.sleep(1.0)
             placed = 0
-        if db.unsignalled():
-            db.notify()
         if placed < max_per_round:  # else more are waiting: the next round at once
             wanted.wait(interval_s)

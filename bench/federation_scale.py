@@ -173,7 +173,7 @@ def p99(values: list[float]) -> float:
 
 
 def rss_mb(pid: int) -> float:
-    """The resident memory of the server process and of its children (its sync workers), together."""
+    """The resident memory of the server process and of its children (its sync workers and placement process), together."""
     total = 0.0
     try:
         running = children(pid)

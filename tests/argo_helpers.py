@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from balsam.argo.client import ArgoClient
@@ -44,6 +45,58 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str, inter
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def workers_of(server_pid: int) -> list[int]:
+    """The server's worker processes, its sync workers and its placement process (not
+    multiprocessing's resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == server_pid and b"spawn_main" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextmanager
+def killing(fed, pids: Callable[[], list[int]], every_s: float, up_to: int) -> Iterator[list[int]]:
+    """While in the block, once the federation's tasks run: every ``every_s``, SIGKILL the processes
+    ``pids()`` names that are alive and not killed before, until ``up_to`` were; yields the pids killed."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill() -> None:
+        while not stop.is_set() and len(killed) < up_to:
+            if not fed.runs():
+                stop.wait(0.05)
+                continue
+            for pid in pids():
+                if pid not in killed and alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            stop.wait(every_s)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        killer.join()
 
 
 class Federation:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 from collections import Counter
 
 import pytest
 
-from argo_helpers import wait_for
-from test_argo_syncworkers import alive, serving
+from argo_helpers import alive, killing, wait_for
+from test_argo_syncworkers import serving
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,30 +38,11 @@ def test_the_placement_process_killed_while_it_places_loses_nothing_and_places_n
     tasks = [{"name": f"p{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"p{i}", "seconds": 0.2}} for i in range(30)]
     tasks += [{"name": f"c{i}", "app": "run", "parents": [f"p{i}"], "params": {"log": str(fed.runs_log), "task": f"c{i}", "seconds": 0.1}}
               for i in range(30)]  # fmt: skip
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def kill_placement() -> None:
-        # Once tasks run, every 0.6 s: SIGKILL the placement process of the moment, up to four times.
-        while not stop.is_set() and len(killed) < 4:
-            if fed.runs():
-                pid = placement_pid(fed)
-                if pid not in killed and alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                stop.wait(0.6)
-            else:
-                stop.wait(0.05)
-
     with fed.client() as client:
-        killer = threading.Thread(target=kill_placement)
-        killer.start()
-        try:
+        # Once tasks run, every 0.6 s: SIGKILL the placement process of the moment, up to four times.
+        with killing(fed, lambda: [placement_pid(fed)], every_s=0.6, up_to=4) as killed:
             workflow_id = client.submit({"name": "killed", "tasks": tasks})
             assert client.wait(workflow_id, timeout_s=180) == "finished"
-        finally:
-            stop.set()
-            killer.join()
         ended = {t["name"]: (t["state"], t["attempt"]) for t in client.tasks(workflow_id)}
     assert len(killed) >= 2, "the placement process was killed while the tasks ran"
     names = [f"p{i}" for i in range(30)] + [f"c{i}" for i in range(30)]

@@ -11,40 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from argo_helpers import wait_for
+from argo_helpers import alive, killing, wait_for, workers_of
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def workers_of(server_pid: int) -> list[int]:
-    """The server's worker processes (not multiprocessing's resource tracker)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == server_pid and b"spawn_main" in argv:
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def serving(fed) -> int:
@@ -63,29 +37,11 @@ def test_workers_killed_while_they_apply_the_sites_batches_lose_nothing_and_run_
     with fed.client() as client:
         tasks = [{"name": f"t{i}", "app": "run", "params": {"log": str(fed.runs_log), "task": f"t{i}", "seconds": 0.2}} for i in range(60)]
         workflow_id = client.submit({"name": "killed", "tasks": tasks})
-        killed: list[int] = []
-        stop = threading.Event()
-
-        def kill_workers() -> None:
-            # Once the site's events flow, every 0.7 s: SIGKILL whichever workers there are, while
-            # they may be in the middle of a batch (the launcher reports each task's moves as it goes).
-            # The 60 tasks take at least 6 s, two at a time.
-            while not stop.is_set() and len(killed) < 4:
-                if fed.runs():
-                    for pid in workers_of(server):
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                    stop.wait(0.7)
-                else:
-                    stop.wait(0.05)
-
-        killer = threading.Thread(target=kill_workers)
-        killer.start()
-        try:
+        # Once the site's events flow, every 0.7 s: SIGKILL whichever workers there are, while they
+        # may be in the middle of a batch (the launcher reports each task's moves as it goes). The
+        # 60 tasks take at least 6 s, two at a time.
+        with killing(fed, lambda: workers_of(server), every_s=0.7, up_to=4) as killed:
             assert client.wait(workflow_id, timeout_s=180) == "finished"
-        finally:
-            stop.set()
-            killer.join()
         ended = {t["name"]: (t["state"], t["attempt"]) for t in client.tasks(workflow_id)}
     assert len(killed) >= 2, "workers were killed while the tasks ran"
     assert ended == {f"t{i}": ("JOB_FINISHED", 1) for i in range(60)}, "every task finished, on its first attempt"
