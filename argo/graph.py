@@ -26,8 +26,15 @@ from balsam.wire.outbox import Outbox
 _GRAPH_LOCK = 0xA7601  # a bigint key: its space is not the two-int keys' below
 _WORKFLOW_LOCKS = 0xA7602  # the first int of a workflow's lock; the second is its id modulo _KEYS
 _KEYS = 2**31  # two workflows 2^31 ids apart share a lock: needlessly queued, never wrong
-# Messages to each site, numbered by the site's row (``sites.last_seq``) and kept until acknowledged.
-SITE_OUTBOX = Outbox("site_outbox", "sites", key_column="site", counter_key="name")
+# Messages to each site, numbered by its counter (``site_counters.last_seq``) and kept until acknowledged.
+SITE_OUTBOX = Outbox("site_outbox", "site_counters", key_column="site", counter_key="site")
+
+# A site's row is locked FOR NO KEY UPDATE (``with_for_update=SITE_ROW_LOCK``), never FOR UPDATE,
+# which would also wait for every transaction writing a row that refers to the site (a message of
+# its outbox, a fence, its counter: each holds the site's row FOR KEY SHARE), so that a placement
+# round numbering thousands of assignments held the site's events and heartbeats back until it
+# committed (docs/scaling.md).
+SITE_ROW_LOCK = {"key_share": True}
 
 
 def lock_graph(session: Session) -> None:

@@ -59,6 +59,7 @@ class SiteRegistry:
                 ),
                 values,
             ).scalar_one()
+            session.execute(text("INSERT INTO site_counters (site) VALUES (:name) ON CONFLICT DO NOTHING"), {"name": request.name})
         self.db.notify(place=True)
         return bool(created)
 
@@ -124,6 +125,9 @@ class SiteRegistry:
     @staticmethod
     def _lost_unconfirmed(session: Session, site: str, why: str) -> str:
         """Place elsewhere the site's tasks it was never allowed to start, fenced until it has killed them."""
+        # The site's row is held until the fences commit: an acknowledgement waits for it (it locks
+        # that row) and then sees them, so it cannot confirm an assignment being fenced here.
+        session.execute(text("SELECT 1 FROM sites WHERE name = :s FOR NO KEY UPDATE"), {"s": site})
         moved = taskstore.replace(session, site, why + ": placing again what it never started", unconfirmed_only=True)
         kills = graph.kill_orders(session, ((site, t.id, t.attempt) for t in moved), f"placed again elsewhere: {why}")
         fences = [(site, t.assigned_seq, kills[t.id]) for t in moved if t.assigned_seq is not None]
@@ -141,7 +145,7 @@ class SiteRegistry:
         has surely run out. Refused while the site is heard. The number of tasks held there."""
         with self.db.session() as session:
             graph.lock_graph(session)
-            row = session.get(Site, name, with_for_update=True)
+            row = session.get(Site, name, with_for_update=graph.SITE_ROW_LOCK)
             if row is None:
                 raise NotFound(f"no site {name!r}")
             if row.status != "down":

@@ -105,14 +105,15 @@ class SyncEndpoint:
         with self.db.session() as session:
             if afresh:
                 graph.lock_graph(session)  # first, as every writer of the graph does
-            row = session.get(Site, site, with_for_update=True)
+            row = session.get(Site, site, with_for_update=graph.SITE_ROW_LOCK)
             if row is None:
                 raise NotFound(f"site {site!r} is not registered (call Register first)")
             if afresh:
                 self._afresh(session, row)
                 site_applied = 0
-            if site_applied > row.last_seq:  # checked before anything is acknowledged (deleted)
-                raise BadRequest(f"Hello.last_applied {site_applied} is above the highest message sent to site {site!r} ({row.last_seq})")
+            last_seq = graph.SITE_OUTBOX.last_seq(session, site)
+            if site_applied > last_seq:  # checked before anything is acknowledged (deleted)
+                raise BadRequest(f"Hello.last_applied {site_applied} is above the highest message sent to site {site!r} ({last_seq})")
             if row.status == "down":
                 graph.site_event(session, site, f"site {site} is up again")
             if row.status != "stalled":
@@ -120,7 +121,7 @@ class SyncEndpoint:
             row.last_seen_at = func.now()
             row.channel_error = channel_error[:1000]
             self._acknowledged(session, row, site_applied)
-            welcome = Welcome(row.last_applied, row.last_seq, site_applied, self.instance, row.confirmed)
+            welcome = Welcome(row.last_applied, last_seq, site_applied, self.instance, row.confirmed)
         self.db.notify(place=True)
         return welcome
 
@@ -133,7 +134,8 @@ class SyncEndpoint:
                                   unconfirmed_only=False)  # fmt: skip
         for table in ("site_outbox", "site_fences"):
             session.execute(text(f"DELETE FROM {table} WHERE site = :s"), {"s": row.name})
-        row.last_applied = row.last_seq = row.acked = row.confirmed = 0
+        session.execute(text("UPDATE site_counters SET last_seq = 0 WHERE site = :s"), {"s": row.name})
+        row.last_applied = row.acked = row.confirmed = 0
         graph.site_event(session, row.name, f"site {row.name} last synced with another coordinator: its sync starts afresh"
                                             + (f"; {len(moved)} task(s) placed again" if moved else ""))  # fmt: skip
 
@@ -197,14 +199,16 @@ class SyncEndpoint:
         """One site's envelope, under the workflows' locks: the reply, whether anything changed that
         the watchers or placement should look at, and whether placement should."""
         site = envelope.site
-        row = session.get(Site, site, with_for_update=True)
+        row = session.get(Site, site, with_for_update=graph.SITE_ROW_LOCK)
         if row is None:
             raise NotFound(f"site {site!r} is not registered")
         reply = pb.CoordinatorEnvelope()
         changed = place = False
         if envelope.ack:
-            if envelope.ack > row.last_seq:
-                raise BadRequest(f"ack {envelope.ack} is above the highest message sent to site {site!r} ({row.last_seq})")
+            # Read, not locked: a transaction numbering messages to the site holds its counter, and a
+            # site acknowledges only numbers committed before they reached it.
+            if envelope.ack > row.acked and envelope.ack > (last_seq := graph.SITE_OUTBOX.last_seq(session, site)):
+                raise BadRequest(f"ack {envelope.ack} is above the highest message sent to site {site!r} ({last_seq})")
             before = row.confirmed
             if row.status == "stalled" and envelope.ack > row.acked:
                 row.status = "up"
@@ -252,8 +256,8 @@ class SyncEndpoint:
         malformed one, or None for one not recorded here (``heartbeat`` records each of those alone).
 
         A hundred sites beat a hundred times a second: one transaction each was most of the
-        coordinator's work at that size. Rows another transaction holds (placement numbering the
-        site's messages, a batch of its events) are skipped, not waited for, so this never holds one
+        coordinator's work at that size. Rows another transaction holds (a batch of the site's events,
+        a health check marking it down) are skipped, not waited for, so this never holds one
         site's row while waiting for another's, and the other sites' leases do not wait for it."""
         results: list[pb.LeaseGrant | BadRequest | None] = [None] * len(beats)
         for i, (_, beat) in enumerate(beats):
@@ -265,7 +269,7 @@ class SyncEndpoint:
         came_back = False
         with self.db.session() as session:
             rows = {row.name: row for row in session.scalars(
-                select(Site).where(Site.name.in_(wanted)).order_by(Site.name).with_for_update(skip_locked=True)
+                select(Site).where(Site.name.in_(wanted)).order_by(Site.name).with_for_update(skip_locked=True, **graph.SITE_ROW_LOCK)
             )}  # fmt: skip
             for i, (site, beat) in enumerate(beats):
                 if results[i] is None and site in rows:

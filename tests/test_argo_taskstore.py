@@ -41,6 +41,7 @@ def session(pg_server):
         s.execute(text("INSERT INTO workflows (id, name, status) VALUES (1, 'wf', 'running')"))
         s.execute(text("INSERT INTO sites (name, apps, nodes, scheduler, status, heartbeat)"
                        " VALUES ('s1', '[\"a\"]', 1, 'local', 'up', '{}'), ('s2', '[\"a\"]', 1, 'local', 'up', '{}')"))
+        s.execute(text("INSERT INTO site_counters (site) VALUES ('s1'), ('s2')"))  # as registering a site makes it
         s.commit()
         yield s
     engine.dispose()

@@ -14,7 +14,7 @@ from balsam.migrate import migrate
 from balsam.postgres import EmbeddedPostgres
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 _MIGRATION_LOCK = 0xA760
 
 

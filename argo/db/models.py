@@ -141,7 +141,7 @@ class TaskEvent(Base):
 
 
 class Site(Base):
-    """A registered site, its health, its two sequence counters and its lease.
+    """A registered site, its health, what it applied of ours and we of its, and its lease.
 
     ``status``: ``up``; ``stalled`` (it is heard but does not acknowledge what it is sent);
     ``down`` (silent beyond the site timeout). ``acked``: the highest of our messages it applied;
@@ -162,9 +162,9 @@ class Site(Base):
     heartbeat: Mapped[dict[str, Any]] = mapped_column(default=dict)
     registered_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
-    # The highest site message applied here, and the highest number given to a message to the site.
+    # The highest site message applied here (the highest number given to a message to the site is
+    # its ``SiteCounter``'s).
     last_applied: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     acked: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     confirmed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -173,6 +173,20 @@ class Site(Base):
     channel_error: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (CheckConstraint("status IN ('up', 'stalled', 'down')", name="site_status"),)
+
+
+class SiteCounter(Base):
+    """The highest number given to a message to the site (migration 0010).
+
+    A row of its own, not a column of the site's: numbering messages locks it until the numbering
+    transaction commits (so the numbers leave in order, without gaps), and a placement round
+    numbering thousands of assignments held the site's row so long that the site's events and
+    heartbeats, written to that row, waited behind it (docs/scaling.md). Made with the site."""
+
+    __tablename__ = "site_counters"
+
+    site: Mapped[str] = mapped_column(ForeignKey("sites.name", ondelete="CASCADE"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class SiteOutbox(Base):

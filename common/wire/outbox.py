@@ -70,7 +70,10 @@ def fresh(messages: Sequence[M], last_applied: int, peer: str) -> list[M]:
 @dataclass(frozen=True)
 class Outbox:
     """An outbox table ``(seq, body)`` (with ``key_column`` when it holds messages for several peers)
-    and the row whose ``last_seq`` numbers them (``counter_table``, keyed by ``counter_key``)."""
+    and the row whose ``last_seq`` numbers them (``counter_table``, keyed by ``counter_key``).
+
+    Numbering locks the counter's row until the transaction ends, so keep in that row nothing else
+    that other transactions write (the coordinator's sites have a table of counters of their own)."""
 
     table: str
     counter_table: str
@@ -93,6 +96,11 @@ class Outbox:
             rows.append((key, message.seq, body) if self.key_column else (message.seq, body))
         columns = (self.key_column, "seq", "body") if self.key_column else ("seq", "body")
         copy_rows(session, self.table, columns, rows)
+
+    def last_seq(self, session: Session, key: str | None = None) -> int:
+        """The highest number given so far (committed, or by this transaction), without locking it."""
+        where, args = self._where(self.counter_key, key)
+        return int(session.execute(text(f"SELECT last_seq FROM {self.counter_table} {where}"), args).scalar_one())
 
     def pending(self, session: Session, after: int, key: str | None = None, max_bytes: int = ENVELOPE_BYTES,
                 limit: int = MAX_BATCH) -> list[bytes]:  # fmt: skip
