@@ -52,6 +52,9 @@ FIGURES = {
                             rf"sites=\d+ tasks=\d+ submit_s={NUMBER} place_per_s={NUMBER} .*watch_lag_p99_ms={NUMBER} unary_p99_ms={NUMBER}"
                             rf" whoami_p99_ms={NUMBER} coordinator_rss_mb={NUMBER} db_mb={NUMBER} raw_copy_s={NUMBER} raw_stream_per_s={NUMBER}"
                             rf" watch_fed_p99_ms=-?{NUMBER}"],
+    "feed_read.py": [rf"the feed's reader, {NUMBER} events \(median of \d+\)\s+{NUMBER} us an event\s+its CPU {NUMBER} us",
+                     rf"raw cursor, the same query \(floor\)\s+{NUMBER} us an event\s+its CPU {NUMBER} us",
+                     rf"the reader takes {NUMBER}x the raw floor"],
     "idle_streams.py": [rf"{what}\s+median\s+{NUMBER} ms\s+p99\s+{NUMBER} ms" for what in ("raw: owner calls, no stream open",
                         r"owner calls, \d+ streams open", "raw: heartbeats, no stream open", r"heartbeats, \d+ streams open")],
     "input_checks.py": [rf"Submit chunk, {NUMBER} tasks .*\s{NUMBER}\s+{NUMBER}\s+{NUMBER}", rf"JSON, {NUMBER} jobs .*\s{NUMBER}\s+{NUMBER}",
