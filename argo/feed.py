@@ -17,10 +17,10 @@ from the database (``events_after``) until it has caught up, then follows the ri
 Events are numbered by a sequence when inserted but become visible when their transaction commits,
 so a higher number can be seen before a lower one. The reader publishes in number order and holds
 back at a gap for ``gap_s`` (a transaction about to commit); a gap still open then is taken for
-numbers that will never be used (a rolled-back transaction) and passed, but the reader looks for the
-missing numbers for ``late_s`` more and publishes any that turn up then, late, out of order (a watcher
-that joins from the database at that very moment may miss such a late one; the query of every watcher
-that the feed replaced missed every such event).
+numbers that will never be used (a rolled-back transaction) and passed, but the reader looks for each
+missing number (every ``LATE_EVERY_S``) until it is found or ``late_s`` is over, and publishes any that
+turn up then, late, out of order (a watcher that joins from the database at that very moment may
+miss such a late one; the query of every watcher that the feed replaced missed every such event).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ log = logging.getLogger("balsam.argo.feed")
 
 READ_BATCH = 5000  # events per read of the table
 READ_EVERY_S = 0.02  # the shortest time between two reads: a burst of commits is read (and wakes the watchers) at once
+LATE_EVERY_S = 0.25  # the shortest time between two looks for numbers passed over (already a gap_s late)
 KEEP_MADE = 64  # the newest blocks keep what each filter made of them (older ones are read by watchers far behind)
 MESSAGES_PER_S = 4000  # about how many messages a second all watchers together are sent, once many follow (see ``pace_s``)
 MIN_PACE_S = 0.05  # the shortest time between two messages to one watcher
@@ -194,8 +195,8 @@ class EventFeed:
         self.high = -1  # every event numbered up to this was published (or its number given up); -1: not started
         self.floor = -1  # the ring holds every event numbered above this that was published
         self._gap_since = 0.0  # when the reader first waited at the gap above ``high``
-        self._late: list[tuple[int, int, float]] = []  # (first, last, until): numbers passed over, still looked for
-        self._late_seen: set[int] = set()
+        self._missing: dict[int, float] = {}  # number passed over -> until when it is still looked for
+        self._next_late = 0.0  # when the missing numbers are next looked for
         self.published = Signal()
         self.reads = 0  # queries of the table so far
         self.following = 0  # watchers following now (on any loop)
@@ -216,7 +217,7 @@ class EventFeed:
                     more, _ = False, await asyncio.sleep(1.0)
                 if more:
                     continue
-                wait = self.gap_s if self._gap_since else (1.0 if self._late else None)
+                wait = self.gap_s if self._gap_since else (1.0 if self._missing else None)
                 try:
                     await asyncio.wait_for(changed.wait(), wait)
                 except TimeoutError:
@@ -235,21 +236,20 @@ class EventFeed:
                 self.high = self.floor = int(cursor.fetchone()[0])
                 return False
             now = time.monotonic()
-            self._late = [r for r in self._late if r[2] > now]
-            if not self._late:
-                self._late_seen.clear()
             cursor.execute(f"{EVENTS} WHERE e.id > %(high)s ORDER BY e.id LIMIT %(n)s", {"high": self.high, "n": READ_BATCH})
             rows = cursor.fetchall()
             more = len(rows) == READ_BATCH
             found: list[tuple] = []
-            if self._late:
-                # The numbers passed over, asked apart and only those not found yet: in the same query the
-                # ones found came first on every read and could fill its LIMIT (a late batch of 5,000
-                # events held the reader at them, and every watcher, until their minute was over).
-                late = " OR ".join(f"e.id BETWEEN {first} AND {last}" for first, last, _ in self._late)
-                cursor.execute(f"{EVENTS} WHERE ({late}) AND e.id <> ALL(CAST(%(seen)s AS bigint[])) ORDER BY e.id",
-                               {"seen": sorted(self._late_seen)})  # fmt: skip
-                found = cursor.fetchall()
+            if self._missing and now >= self._next_late:
+                # Only the numbers still missing, asked apart from the new ones (with them, the late
+                # ones came first and could fill the LIMIT) and not at every read. Asked as ranges
+                # with the ones found excluded, the same query took half the reader's time in the
+                # server for the minute the ranges were kept, long after all had been found.
+                self._missing = {number: until for number, until in self._missing.items() if until > now}
+                self._next_late = now + LATE_EVERY_S
+                if self._missing:
+                    cursor.execute(f"{EVENTS} WHERE e.id = ANY(%(missing)s) ORDER BY e.id", {"missing": list(self._missing)})
+                    found = cursor.fetchall()
         before = self.high
         if not found and rows and rows[0][0] == self.high + 1 and rows[-1][0] == self.high + len(rows):
             out = list(map(Entry, rows))  # numbered without a gap (the usual read): nothing to check one by one
@@ -267,8 +267,7 @@ class EventFeed:
         for row in rows:
             number = row[0]
             if number <= self.high:  # a late one
-                if number not in self._late_seen:
-                    self._late_seen.add(number)
+                if self._missing.pop(number, None) is not None:
                     out.append(Entry(row))
                 continue
             if number != self.high + 1:
@@ -276,7 +275,7 @@ class EventFeed:
                     self._gap_since = now
                 if now - self._gap_since < self.gap_s:
                     break  # a transaction about to commit, probably: wait a little for it
-                self._late.append((self.high + 1, number - 1, now + self.late_s))
+                self._missing.update(dict.fromkeys(range(self.high + 1, number), now + self.late_s))
             self.high = number
             self._gap_since = 0.0
             out.append(Entry(row))
@@ -360,8 +359,8 @@ class EventFeed:
                             if picked:
                                 out.add(block, picked)
                         else:  # the block it joined at, coming from the database: what it has not seen yet
-                            late = self._late_seen
-                            out.add(None, [e for e in block.pick(which) if e.id > after or e.id in late])
+                            # (numbered at or below the block's ``before``: late ones, found passed over)
+                            out.add(None, [e for e in block.pick(which) if e.id > after or e.id <= block.before])
                         after = max(after, block.high)
                         if len(out) >= batch:
                             break

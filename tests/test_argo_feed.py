@@ -18,7 +18,11 @@ import pytest
 from argo_helpers import Federation
 
 from balsam.argo.config import ServerSettings
-from balsam.argo.db.engine import database_url
+from balsam.argo.database import Database
+from balsam.argo.db.engine import cluster, connect, database_url
+from balsam.argo.feed import LATE_EVERY_S, EventFeed
+from balsam.argo.workflows import WorkflowStore
+from balsam.postgres import free_port
 from balsam.protos import argo_pb2 as pb
 from balsam.protos import argo_pb2_grpc as rpc
 from balsam.wire.channel import OPTIONS, bearer
@@ -184,3 +188,55 @@ def test_a_late_transaction_of_more_events_than_a_read_takes_does_not_hold_the_f
         assert sum(m.startswith("late ") for m in messages) == 6000 and len(set(e.id for e in watching.seen)) == len(watching.seen)
     finally:
         _tear_down(fed, channel, site, held, later)
+
+
+def _published(feed: EventFeed) -> list[str]:
+    return [entry.message for block in feed._blocks for entry in block.entries]
+
+
+def test_numbers_passed_over_are_looked_for_until_found_or_their_time_is_over(tmp_path):
+    """The feed's reader alone, on a real coordinator database: a transaction holding numbers
+    commits after the gap was passed (its events come late, once each), another rolls back (its
+    numbers are given up once ``late_s`` is over). Neither is looked for after that: the look for
+    numbers found long before once took half the reader's time in a loaded server."""
+    settings = ServerSettings(data=tmp_path / "argo", address=f"127.0.0.1:{free_port()}")
+    settings.save()
+    engine = connect(settings)
+    connections = []
+    try:
+        url = database_url(settings).render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+        db = Database(engine)
+        feed = EventFeed(db, WorkflowStore(db), gap_s=0.2, late_s=2.0)
+        feed.read()  # starts from the newest number
+        held, undone, later = (psycopg2.connect(url) for _ in range(3))
+        connections += [held, undone, later]
+        later.autocommit = True
+        for connection, name in ((held, "late"), (undone, "undone")):
+            with connection.cursor() as cursor:  # numbers taken, not committed
+                cursor.execute("INSERT INTO task_events (task_id, workflow_id, site, from_state, to_state, message)"
+                               " SELECT '', 0, 'x', '', '', %s || n FROM generate_series(1, 3) n", (f"{name} ",))  # fmt: skip
+        _site_event(later, "committed first")
+        feed.read()
+        assert _published(feed) == [], "the reader did not wait at the gap"
+        time.sleep(0.3)
+        feed.read()
+        assert _published(feed) == ["committed first"]
+        assert len(feed._missing) == 6
+        held.commit()
+        undone.rollback()
+        deadline = time.monotonic() + 10
+        while len(_published(feed)) < 4 and time.monotonic() < deadline:
+            time.sleep(LATE_EVERY_S)
+            feed.read()
+        assert _published(feed) == ["committed first", "late 1", "late 2", "late 3"]
+        assert len(feed._missing) == 3, "numbers found are still looked for"
+        time.sleep(2.0)
+        _site_event(later, "after")
+        feed.read()
+        assert _published(feed)[-1] == "after" and len(_published(feed)) == 5
+        assert feed._missing == {}, "numbers never used are still looked for after late_s"
+    finally:
+        for connection in connections:
+            connection.close()
+        engine.dispose()
+        cluster(settings).stop()
