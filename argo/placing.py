@@ -114,9 +114,8 @@ class Placer:
         if missing:
             failed = taskstore.fail_unplaceable(session, missing)
             graph.close_workflows(session, {t.workflow_id for t in failed})
-        placed = taskstore.place(session, [a for a in assigned if a[0] not in missing])
-        send_assignments(session, placed, read, resolved, {}, self.instance)
-        return placed
+        return taskstore.place(session, [a for a in assigned if a[0] not in missing],
+                               then=lambda placed: send_assignments(session, placed, read, resolved, {}, self.instance))
 
 
 def send_ahead(session: Session, parents_of: Sequence[str], instance: str) -> int:
