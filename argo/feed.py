@@ -226,11 +226,10 @@ class EventFeed:
     def read(self) -> bool:
         """One read of what was committed since the last; True if there may be more at once."""
         self.reads += 1
-        with self.db.session() as session:
+        with self.db.session() as session, session.connection().connection.cursor() as cursor:
             # The driver's cursor, not the session's results: its rows are plain tuples. The reader
             # handles every event committed, on the server's interpreter, and SQLAlchemy's rows were
             # half of its time there (bench/feed_read.py).
-            cursor = session.connection().connection.cursor()
             if self.high < 0:
                 cursor.execute("SELECT coalesce(max(id), 0) FROM task_events")
                 self.high = self.floor = int(cursor.fetchone()[0])

@@ -63,6 +63,11 @@ class Watcher:
         raise AssertionError(f"no event {message!r} within {timeout_s} s; came: {[e.message for e in self.seen][-10:]}")
 
 
+def _libpq_url(settings: ServerSettings) -> str:
+    """The coordinator database's address as psycopg2 takes it (for connections of the test's own)."""
+    return database_url(settings).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _site_event(connection, message: str) -> None:
     with connection.cursor() as cursor:  # a site's own event (workflow 0): every watcher's to see
         cursor.execute("INSERT INTO task_events (task_id, workflow_id, site, from_state, to_state, message) VALUES ('', 0, 'x', '', '', %s)",
@@ -85,7 +90,7 @@ def test_an_event_committed_after_later_ones_still_reaches_watchers_and_does_not
     channel = grpc.insecure_channel(fed.address, options=OPTIONS)
     held = later = site = None
     try:
-        url = database_url(ServerSettings.load(fed.data)).render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+        url = _libpq_url(ServerSettings.load(fed.data))
         owner = fed.owner_token()
         enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
         site = SimulatedSite(fed.address, "sim", site_token(fed.address, enrolment, "sim"))  # offers the app "run"
@@ -161,7 +166,7 @@ def test_a_late_transaction_of_more_events_than_a_read_takes_does_not_hold_the_f
     channel = grpc.insecure_channel(fed.address, options=OPTIONS)
     held = later = site = None
     try:
-        url = database_url(ServerSettings.load(fed.data)).render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+        url = _libpq_url(ServerSettings.load(fed.data))
         enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
         site = SimulatedSite(fed.address, "sim", site_token(fed.address, enrolment, "sim"))  # offers the app "run"
         site.start()
@@ -204,7 +209,7 @@ def test_numbers_passed_over_are_looked_for_until_found_or_their_time_is_over(tm
     engine = connect(settings)
     connections = []
     try:
-        url = database_url(settings).render_as_string(hide_password=False).replace("postgresql+psycopg2://", "postgresql://")
+        url = _libpq_url(settings)
         db = Database(engine)
         feed = EventFeed(db, WorkflowStore(db), gap_s=0.2, late_s=2.0)
         feed.read()  # starts from the newest number
