@@ -3,6 +3,7 @@
     workflows  what users ask: workflows, tasks, queries, kills (``balsam.argo.workflows``)
     sites      registration, listing and health of the sites (``balsam.argo.sites``)
     sync       the coordinator's end of the sites' sync channel, leases and fencing (``balsam.argo.sync``)
+    deliveries what each site's stream sent it and what the site acknowledged: a stall's evidence (``balsam.argo.deliveries``)
     feed       the one reader of the event log that every watcher follows (``balsam.argo.feed``)
 
 Each part writes tasks only through ``balsam.argo.db.taskstore``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from balsam.argo.database import Database
+from balsam.argo.deliveries import Deliveries
 from balsam.argo.feed import EventFeed
 from balsam.argo.sites import SiteRegistry
 from balsam.argo.sync import SyncEndpoint
@@ -25,6 +27,7 @@ class Coordinator:
         self.workflows = WorkflowStore(self.db)
         self.sites = SiteRegistry(self.db)
         self.sync = SyncEndpoint(self.db, lease_s, batches_at_once)
+        self.deliveries = Deliveries()  # written by the sites' Sync streams, read by the health check
         self.feed = EventFeed(self.db, self.workflows, feed_events)  # read by a task of the gRPC server's loop (server.RpcServer)
         self.auth = auth  # balsam.argo.auth.Authenticator, or None (tests embedding a server without tokens)
         # The server applies the sites' batches in worker processes (balsam.argo.syncworkers.SyncWorkers);

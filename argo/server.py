@@ -132,7 +132,7 @@ def watch_health(coordinator: Coordinator, settings: ServerSettings, stop: threa
     timeout_s = settings.coordinator.site_timeout_s
     while not stop.is_set():
         try:
-            for change in coordinator.sites.check_health(timeout_s):
+            for change in coordinator.sites.check_health(timeout_s, coordinator.deliveries.overdue(timeout_s)):
                 log.warning("%s", change)
         except Exception:  # the database restarting, a bug: log it and keep serving
             log.exception("checking the sites' health failed; retrying")

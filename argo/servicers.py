@@ -193,6 +193,7 @@ class SitesService:
         self.sync = coordinator.sync
         self.db = coordinator.db
         self.auth = coordinator.auth
+        self.deliveries = coordinator.deliveries
         self._streams: dict[str, object] = {}  # site -> the token of its newest stream
         # The sites' heartbeats, and their envelopes of events and acknowledgements, each written
         # many sites at a time (balsam.argo.batching).
@@ -228,6 +229,7 @@ class SitesService:
         welcome = await call.run(self.sync.hello, site, hello.last_applied, hello.coordinator, hello.channel_error)
         stream = object()
         self._streams[site] = stream
+        self.deliveries.opened(site, welcome.site_applied)
         log.info("site %s connected (it applied %d, we applied %d)%s", site, welcome.site_applied, welcome.applied_here,
                  f"; its last stream failed: {hello.channel_error}" if hello.channel_error else "")  # fmt: skip
         yield pb.CoordinatorEnvelope(welcome=pb.Welcome(last_applied=welcome.applied_here, last_seq=welcome.last_seq,
@@ -262,6 +264,8 @@ class SitesService:
                             beating.add(task)
                             task.add_done_callback(beating.discard)
                             continue
+                        if envelope.ack:  # said by the site now, however long its envelope waits here
+                            self.deliveries.acknowledged(site, envelope.ack)
                         inbox.put_nowait(envelope)
                         wake.set()
                 except Exception as exc:  # noqa: BLE001 (a malformed envelope or a cut connection ends the stream)
@@ -271,6 +275,23 @@ class SitesService:
 
             reader = asyncio.create_task(read(), name=f"sync-{site}")
             sent, seen, recheck_at, ended = welcome.site_applied, -1, 0.0, ""
+
+            async def outgoing() -> pb.CoordinatorEnvelope | None:
+                """Our next messages for the site, if a commit queued some since we last looked."""
+                nonlocal sent, seen
+                # Our outbox changes only with a commit that queued messages to this site: asked again only after one.
+                if (version := self.db.outbox_versions.get(site, 0)) == seen:
+                    return None
+                seen = version
+                bodies = await call.run(self.sync.pending, site, sent)
+                if not bodies:
+                    return None
+                messages = [pb.CoordinatorMessage.FromString(body) for body in bodies]
+                sent = messages[-1].seq
+                seen = -1  # there may be more
+                self.deliveries.sent(site, sent)
+                return pb.CoordinatorEnvelope(messages=messages)
+
             carry: pb.SiteEnvelope | None = None  # read, not yet applied (it did not fit the last batch)
             try:
                 while self._streams.get(site) is stream:
@@ -289,13 +310,21 @@ class SitesService:
                         envelope, carry, end = _merged(carry, inbox)
                         if envelope is not None:
                             applying = asyncio.ensure_future(self._envelopes.answer((site, envelope), call.run))
-                            while not applying.done():  # the leases answered meanwhile go out meanwhile
-                                lease = asyncio.ensure_future(leases.get())
-                                await asyncio.wait((applying, lease), return_when=asyncio.FIRST_COMPLETED)
+                            # The leases answered meanwhile go out meanwhile, and so do our messages: a site
+                            # whose events wait (for their workflows' locks, behind other sites' batches)
+                            # still gets its assignments, and says it applied them.
+                            while not applying.done():
+                                lease, woken = asyncio.ensure_future(leases.get()), asyncio.ensure_future(wake.wait())
+                                await asyncio.wait((applying, lease, woken), return_when=asyncio.FIRST_COMPLETED)
+                                woken.cancel()
                                 if lease.done():
                                     yield lease.result()
                                 else:
                                     lease.cancel()
+                                if not applying.done():
+                                    wake.clear()
+                                    if (out := await outgoing()) is not None:
+                                        yield out
                             reply = applying.result()
                             if reply is not None:
                                 yield reply
@@ -308,16 +337,9 @@ class SitesService:
                             raise end
                         ended = "it closed the stream"
                         return
-                    # Our outbox changes only with a commit that queued messages to this site: asked again only after one.
-                    if (version := self.db.outbox_versions.get(site, 0)) != seen:
-                        seen = version
-                        bodies = await call.run(self.sync.pending, site, sent)
-                        if bodies:
-                            messages = [pb.CoordinatorMessage.FromString(body) for body in bodies]
-                            sent = messages[-1].seq
-                            yield pb.CoordinatorEnvelope(messages=messages)
-                            seen = -1  # there may be more
-                            continue
+                    if (out := await outgoing()) is not None:
+                        yield out
+                        continue
                     if not busy:
                         try:
                             await asyncio.wait_for(wake.wait(), 1.0)

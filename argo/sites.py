@@ -11,6 +11,7 @@ run out and its launchers have surely ended (their batch jobs' wall time, or the
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -24,11 +25,12 @@ from balsam.pgcopy import copy_rows
 from balsam.protos import argo_pb2 as pb
 
 
-# What the health check looks for (of ``sites``; :t the site timeout, :m the lease margin): silent
-# sites, stalled ones (heard, but what they were sent waits), and down ones that surely run nothing.
+# What the health check looks for (of ``sites``; :t the site timeout, :m the lease margin, :overdue
+# the sites whose streams handed them messages they have not acknowledged for as long, from
+# ``balsam.argo.deliveries``): silent sites, stalled ones (heard, but what they were sent waits at
+# them), and down ones that surely run nothing.
 _SILENT = "status <> 'down' AND last_seen_at < now() - make_interval(secs => :t)"
-_STALLED = ("status = 'up' AND coalesce(acked_at, registered_at) < now() - make_interval(secs => :t)"
-            " AND EXISTS (SELECT 1 FROM site_outbox o WHERE o.site = sites.name AND o.created_at < now() - make_interval(secs => :t))")
+_STALLED = "status = 'up' AND name = ANY(:overdue)"
 _ENDED = ("status = 'down' AND lease_until < now() - make_interval(secs => :m) AND launchers_end < now() - make_interval(secs => :m)"
           f" AND EXISTS (SELECT 1 FROM tasks t WHERE t.site = sites.name AND t.state NOT IN {FINAL})")
 
@@ -79,10 +81,12 @@ class SiteRegistry:
         with self.db.session() as session:
             session.execute(text("UPDATE sites SET last_seen_at = now() WHERE status = 'up'"))
 
-    def check_health(self, timeout_s: float) -> list[str]:
-        """Mark sites down (silent beyond ``timeout_s``) or stalled (heard, but not acknowledging what they
-        were sent for as long), place elsewhere what they surely never started, and, at a down site whose
-        lease has run out and whose launchers have all ended, everything else. What changed, in words."""
+    def check_health(self, timeout_s: float, overdue: Sequence[str] = ()) -> list[str]:
+        """Mark sites down (silent beyond ``timeout_s``) or stalled (the ``overdue`` ones: heard, but not
+        acknowledging what their streams handed them for as long), place elsewhere what they surely never
+        started, and, at a down site whose lease has run out and whose launchers have all ended,
+        everything else. What changed, in words."""
+        overdue = list(overdue)
         margin = lease_margin_s(timeout_s)
         said: list[str] = []
         with self.db.session() as session:
@@ -91,7 +95,7 @@ class SiteRegistry:
             if not session.scalar(text(
                 f"SELECT EXISTS (SELECT 1 FROM sites WHERE {_SILENT}) OR EXISTS (SELECT 1 FROM sites WHERE {_STALLED})"
                 f" OR EXISTS (SELECT 1 FROM sites WHERE {_ENDED})"
-            ), {"t": timeout_s, "m": margin}):  # fmt: skip
+            ), {"t": timeout_s, "m": margin, "overdue": overdue}):  # fmt: skip
                 return said
         with self.db.session() as session:
             graph.lock_graph(session)
@@ -103,7 +107,7 @@ class SiteRegistry:
                 said.append(self._lost_unconfirmed(session, site, f"site {site} is down (silent for more than {timeout_s:g} s)"))
             stalled = session.execute(
                 text(f"UPDATE sites SET status = 'stalled' WHERE {_STALLED} RETURNING name, channel_error"),
-                {"t": timeout_s},
+                {"overdue": overdue},
             ).all()  # fmt: skip
             for site, error in stalled:
                 why = f"site {site} stalled: it has not applied what it was sent for more than {timeout_s:g} s"

@@ -17,6 +17,7 @@ It does not reconnect: a stream that ends is an error the caller sees (``failure
 from __future__ import annotations
 
 import queue
+from collections import deque
 import random
 import threading
 import time
@@ -67,7 +68,10 @@ class SimulatedSite:
         self._seq = 0
         self._applied = 0  # the highest coordinator message applied
         self._confirmed = 0
-        self._waiting: list[tuple[int, str]] = []  # (assignment number, task) not confirmed yet
+        # (assignment number, task, attempt) not confirmed yet, in number order: a confirmation takes from
+        # the left, and a kill order marks its copy (``_killed``) instead of searching for it (thousands
+        # wait at a site after a large submission, and a list searched at each kill took the site's thread).
+        self._waiting: deque[tuple[int, str, int]] = deque()
         self._held: dict[str, set[str]] = {}  # confirmed tasks sent ahead -> the tasks they still wait for
         self._done: set[str] = set()
         self._killed: set[tuple[str, int]] = set()  # (task, attempt) withdrawn by a kill order
@@ -149,7 +153,7 @@ class SimulatedSite:
             if message.HasField("assign"):
                 task = message.assign.task_id
                 self.assigned[task] = message.assign
-                self._waiting.append((message.seq, task))
+                self._waiting.append((message.seq, task, message.assign.attempt))
             elif message.HasField("kill"):
                 self._withdraw(message.kill.task_id, message.kill.attempt)
         self._out.put(pb.SiteEnvelope(ack=self._applied))
@@ -160,14 +164,16 @@ class SimulatedSite:
             if assignment is None or assignment.attempt != attempt or task in self._done:
                 return
             self._killed.add((task, attempt))
-            self._waiting = [(seq, t) for seq, t in self._waiting if t != task]
             self._held.pop(task, None)
 
     def _confirm(self, confirmed: int) -> None:
         self._confirmed = max(self._confirmed, confirmed)
-        ready = [task for seq, task in self._waiting if seq <= self._confirmed]
-        self._waiting = [(seq, task) for seq, task in self._waiting if seq > self._confirmed]
         with self._lock:  # reported under the lock: a parent's end releases a held task only after its HELD events
+            ready = []
+            while self._waiting and self._waiting[0][0] <= self._confirmed:
+                _, task, attempt = self._waiting.popleft()
+                if (task, attempt) not in self._killed and attempt == self.assigned[task].attempt:  # not withdrawn, nor an older copy
+                    ready.append(task)
             held = {task: waits for task in ready if (waits := set(self.assigned[task].waits_for) - self._done)}
             self._held.update(held)
             if held:

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
+from balsam.argo.db.engine import MIGRATIONS, SCHEMA_REVISION
+from balsam.migrate import migrate as migrate_to
 from balsam.site.agent import stop_agent
 from balsam.site.api import Site
 from balsam.site.cli.main import main as balsam_main
@@ -99,6 +102,29 @@ def db_url(pg_server: PgServer) -> Iterator[str]:
     """A fresh, migrated database of its own for one test."""
     with fresh_database(pg_server) as url:
         yield url
+
+
+@pytest.fixture
+def argo_session(pg_server):
+    """A session of a new coordinator database (migrated with Argo's own migrations) with workflow 1
+    and two sites, s1 and s2, registered: no server process."""
+    name = f"argo_{uuid.uuid4().hex[:12]}"
+    admin = pg_server.admin()
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    engine = create_engine(pg_server.url(name).replace("postgresql://", "postgresql+psycopg2://"))
+    migrate_to(engine, MIGRATIONS, SCHEMA_REVISION, 0xA760)
+    with Session(engine) as s:
+        s.execute(text("INSERT INTO workflows (id, name, status) VALUES (1, 'wf', 'running')"))
+        s.execute(text("INSERT INTO sites (name, apps, nodes, scheduler, status, heartbeat)"
+                       " VALUES ('s1', '[\"a\"]', 1, 'local', 'up', '{}'), ('s2', '[\"a\"]', 1, 'local', 'up', '{}')"))
+        s.execute(text("INSERT INTO site_counters (site) VALUES ('s1'), ('s2')"))  # as registering a site makes it
+        s.commit()
+        yield s
+    engine.dispose()
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.close()
 
 
 @contextmanager

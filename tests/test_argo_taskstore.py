@@ -8,18 +8,14 @@ migrations); no server process is needed for what is checked here.
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy import text
 
 from balsam.argo.db import taskstore
-from balsam.argo.db.engine import MIGRATIONS, SCHEMA_REVISION
 from balsam.argo.graph import lock_graph
 from balsam.errors import IllegalTaskMove
-from balsam.migrate import migrate
 from balsam.resources import Resources
 from balsam.states import FINAL_STATES, TASK_MOVES, TRANSITIONS, JobState, TaskMove, is_legal_task_move
 from balsam.taskspec import TaskSpec
@@ -30,24 +26,8 @@ M = TaskMove
 
 
 @pytest.fixture
-def session(pg_server):
-    name = f"argo_{uuid.uuid4().hex[:12]}"
-    admin = pg_server.admin()
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    engine = create_engine(pg_server.url(name).replace("postgresql://", "postgresql+psycopg2://"))
-    migrate(engine, MIGRATIONS, SCHEMA_REVISION, 0xA760)
-    with Session(engine) as s:
-        s.execute(text("INSERT INTO workflows (id, name, status) VALUES (1, 'wf', 'running')"))
-        s.execute(text("INSERT INTO sites (name, apps, nodes, scheduler, status, heartbeat)"
-                       " VALUES ('s1', '[\"a\"]', 1, 'local', 'up', '{}'), ('s2', '[\"a\"]', 1, 'local', 'up', '{}')"))
-        s.execute(text("INSERT INTO site_counters (site) VALUES ('s1'), ('s2')"))  # as registering a site makes it
-        s.commit()
-        yield s
-    engine.dispose()
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.close()
+def session(argo_session):
+    return argo_session
 
 
 def tasks(session) -> dict[str, tuple]:
