@@ -36,11 +36,14 @@ class Deliveries:
         self._lock = threading.Lock()
         self._sites: dict[str, _Site] = {}
 
-    def opened(self, site: str, applied: int) -> None:
-        """A stream of the site began: the site said it applied our messages up to ``applied``."""
+    def opened(self, site: str, applied: int, afresh: bool = False) -> None:
+        """A stream of the site began: the site said it applied our messages up to ``applied``.
+        ``afresh``: it comes back from being marked down, its unconfirmed tasks already placed elsewhere;
+        what it was handed before counts from now (else it would be marked stalled as it returns,
+        before its new stream could hand it anything)."""
         with self._lock:
             record = self._sites.get(site)
-            if record is None or applied < record.acked:  # new to us, or its numbering began again (afresh)
+            if record is None or afresh or applied < record.acked:  # new to us, back, or its numbering began again
                 self._sites[site] = _Site(applied, time.monotonic())
                 return
         self.acknowledged(site, applied)

@@ -229,7 +229,7 @@ class SitesService:
         welcome = await call.run(self.sync.hello, site, hello.last_applied, hello.coordinator, hello.channel_error)
         stream = object()
         self._streams[site] = stream
-        self.deliveries.opened(site, welcome.site_applied)
+        self.deliveries.opened(site, welcome.site_applied, afresh=welcome.was_down)
         log.info("site %s connected (it applied %d, we applied %d)%s", site, welcome.site_applied, welcome.applied_here,
                  f"; its last stream failed: {hello.channel_error}" if hello.channel_error else "")  # fmt: skip
         yield pb.CoordinatorEnvelope(welcome=pb.Welcome(last_applied=welcome.applied_here, last_seq=welcome.last_seq,

@@ -50,6 +50,7 @@ class Welcome:
     site_applied: int  # the highest of our messages the site has applied (0 if it counted another coordinator's)
     coordinator: str  # our instance id
     confirmed: int  # the assignment number it may start up to
+    was_down: bool = False  # it had been marked down: what it was handed before does not count against it now
 
 
 @dataclass
@@ -114,14 +115,15 @@ class SyncEndpoint:
             last_seq = graph.SITE_OUTBOX.last_seq(session, site)
             if site_applied > last_seq:  # checked before anything is acknowledged (deleted)
                 raise BadRequest(f"Hello.last_applied {site_applied} is above the highest message sent to site {site!r} ({last_seq})")
-            if row.status == "down":
+            was_down = row.status == "down"
+            if was_down:
                 graph.site_event(session, site, f"site {site} is up again")
             if row.status != "stalled":
                 row.status = "up"
             row.last_seen_at = func.now()
             row.channel_error = channel_error[:1000]
             self._acknowledged(session, row, site_applied)
-            welcome = Welcome(row.last_applied, last_seq, site_applied, self.instance, row.confirmed)
+            welcome = Welcome(row.last_applied, last_seq, site_applied, self.instance, row.confirmed, was_down)
         self.db.notify(place=True)
         return welcome
 

@@ -17,10 +17,10 @@ It does not reconnect: a stream that ends is an error the caller sees (``failure
 from __future__ import annotations
 
 import queue
-from collections import deque
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 
 import grpc

@@ -88,6 +88,11 @@ def test_a_site_is_overdue_once_what_its_streams_handed_it_goes_unacknowledged_p
     time.sleep(0.1)
     deliveries.opened("s1", applied=0)  # its numbering began again (it went to another coordinator and back)
     assert deliveries.overdue(0.05) == []
+    deliveries.sent("s1", 3)
+    time.sleep(0.1)
+    assert deliveries.overdue(0.05) == ["s1"]
+    deliveries.opened("s1", applied=0, afresh=True)  # back from being marked down: it is handed all again
+    assert deliveries.overdue(0.05) == []
     deliveries.opened("s2", applied=0)
     time.sleep(0.1)
     assert deliveries.overdue(0.05) == []  # heard, handed nothing
