@@ -166,14 +166,19 @@ class SimulatedSite:
             self._killed.add((task, attempt))
             self._held.pop(task, None)
 
-    def _confirm(self, confirmed: int) -> None:
+    def _take_confirmed(self, confirmed: int) -> list[str]:
+        """The tasks now confirmed (up to ``confirmed``), taken from those waiting; the caller holds the lock."""
         self._confirmed = max(self._confirmed, confirmed)
+        ready = []
+        while self._waiting and self._waiting[0][0] <= self._confirmed:
+            _, task, attempt = self._waiting.popleft()
+            if (task, attempt) not in self._killed and attempt == self.assigned[task].attempt:  # not withdrawn, nor an older copy
+                ready.append(task)
+        return ready
+
+    def _confirm(self, confirmed: int) -> None:
         with self._lock:  # reported under the lock: a parent's end releases a held task only after its HELD events
-            ready = []
-            while self._waiting and self._waiting[0][0] <= self._confirmed:
-                _, task, attempt = self._waiting.popleft()
-                if (task, attempt) not in self._killed and attempt == self.assigned[task].attempt:  # not withdrawn, nor an older copy
-                    ready.append(task)
+            ready = self._take_confirmed(confirmed)
             held = {task: waits for task in ready if (waits := set(self.assigned[task].waits_for) - self._done)}
             self._held.update(held)
             if held:

@@ -101,11 +101,8 @@ class PacedSite(SimulatedSite):
         self.pacing_s = 0.0
 
     def _confirm(self, confirmed: int) -> None:
-        self._confirmed = max(self._confirmed, confirmed)
-        ready = [task for seq, task in self._waiting if seq <= self._confirmed]
-        self._waiting = [(seq, task) for seq, task in self._waiting if seq > self._confirmed]
         with self._lock:
-            self.held.extend(ready)
+            self.held.extend(self._take_confirmed(confirmed))
 
     def pace(self) -> None:
         self.go.wait()
