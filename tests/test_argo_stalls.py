@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from balsam.argo import graph
 from balsam.argo.config import ServerSettings
 from balsam.argo.database import Database
-from balsam.argo.db.engine import database_url
 from balsam.argo.db import taskstore
+from balsam.argo.db.engine import database_url
 from balsam.argo.deliveries import Deliveries
 from balsam.argo.sites import SiteRegistry
 from balsam.taskspec import TaskSpec
