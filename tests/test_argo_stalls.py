@@ -144,3 +144,64 @@ def test_a_site_whose_events_wait_at_the_coordinator_still_gets_its_next_assignm
         if site is not None:
             site.stop()
         fed.stop()
+
+
+class _Deaf(SimulatedSite):
+    """Takes what its stream hands it and never says so."""
+
+    def _receive(self, messages) -> None:
+        self.handed = True
+
+
+class _SlowToApply(SimulatedSite):
+    """Applies what it is handed a while after it comes (its reading thread busy)."""
+
+    def _receive(self, messages) -> None:
+        time.sleep(SLOW_S)
+        super()._receive(messages)
+
+
+TIMEOUT_S, SLOW_S = 2.0, 1.5
+
+
+@pytest.mark.timeout(240)
+def test_a_site_back_from_being_down_is_not_stalled_for_what_it_was_handed_before(tmp_path):
+    fed = Federation(tmp_path, site_timeout_s=TIMEOUT_S)
+    fed.start_server()
+    engine = create_engine(database_url(ServerSettings.load(fed.data)))
+    sites: list[SimulatedSite] = []
+
+    def status() -> str:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT status FROM sites WHERE name = 'sim'")).scalar_one()
+
+    try:
+        enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
+        token = site_token(fed.address, enrolment, "sim")
+        deaf = _Deaf(fed.address, "sim", token, heartbeat_s=0.3)
+        sites.append(deaf)
+        deaf.start()
+        with fed.client() as client:
+            workflow = client.submit({"name": "w", "tasks": [{"name": "a", "app": "run"}]})
+            wait_for(lambda: getattr(deaf, "handed", False), 30, "a's assignment handed to the site")
+            deaf.stop()  # gone before its timeout, what it was handed not acknowledged
+            wait_for(lambda: status() == "down", 30, "the site marked down")
+
+            back = _SlowToApply(fed.address, "sim", token, heartbeat_s=0.3, run_s=0.2)
+            sites.append(back)
+            back.start()
+            seen = set()
+            deadline = time.monotonic() + SLOW_S - 0.2
+            while time.monotonic() < deadline:
+                seen.add(status())
+                time.sleep(0.1)
+            assert "stalled" not in seen, "the site was marked stalled, as it came back, for what it was handed before it went down"
+            assert client.wait(workflow, timeout_s=60) == "finished"
+        with engine.connect() as connection:
+            news = connection.execute(text("SELECT message FROM task_events WHERE task_id = '' AND message LIKE '%stalled%'")).all()
+        assert not news, news
+    finally:
+        engine.dispose()
+        for site in sites:
+            site.stop()
+        fed.stop()
