@@ -109,8 +109,7 @@ def test_a_site_whose_events_wait_at_the_coordinator_still_gets_its_next_assignm
     site = None
 
     def query(sql: str, **params):
-        with engine.connect() as connection:
-            return connection.execute(text(sql), params).all()
+        return _query(engine, sql, **params)
 
     try:
         enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
@@ -172,8 +171,7 @@ def test_a_site_back_from_being_down_is_not_stalled_for_what_it_was_handed_befor
     sites: list[SimulatedSite] = []
 
     def status() -> str:
-        with engine.connect() as connection:
-            return connection.execute(text("SELECT status FROM sites WHERE name = 'sim'")).scalar_one()
+        return _query(engine, "SELECT status FROM sites WHERE name = 'sim'")[0][0]
 
     try:
         enrolment = fed.argo("site", "enrol", "sim", "--data", str(fed.data)).stdout.strip()
@@ -197,11 +195,15 @@ def test_a_site_back_from_being_down_is_not_stalled_for_what_it_was_handed_befor
                 time.sleep(0.1)
             assert "stalled" not in seen, "the site was marked stalled, as it came back, for what it was handed before it went down"
             assert client.wait(workflow, timeout_s=60) == "finished"
-        with engine.connect() as connection:
-            news = connection.execute(text("SELECT message FROM task_events WHERE task_id = '' AND message LIKE '%stalled%'")).all()
+        news = _query(engine, "SELECT message FROM task_events WHERE task_id = '' AND message LIKE '%stalled%'")
         assert not news, news
     finally:
         engine.dispose()
         for site in sites:
             site.stop()
         fed.stop()
+
+
+def _query(engine, sql: str, **params) -> list:
+    with engine.connect() as connection:
+        return connection.execute(text(sql), params).all()
