@@ -11,7 +11,10 @@ neighbour slows all three):
   core), each starting a process with ``subprocess`` and waiting for it;
 - the same pool where each task also gets a new folder of its own as working directory and its
   stdout and stderr in files there, as a launcher's jobs do: on a journaling filesystem that costs
-  about as much as starting ``true``, a floor no launcher can go under (printed beside, as a ratio too);
+  about as much as starting ``true``, a floor no launcher can go under (printed beside, as a ratio too).
+  The site and every folder go under ``TMPDIR``: on ext4 without a journal (these machines' root
+  filesystem) a folder made soon after many were removed costs 20 times more, which this line shows;
+  docs/architecture.md ("Tiny tasks") says how the figures there were taken;
 - Parsl's HighThroughputExecutor with ``bash_app`` running ``true``, as many workers as the
   launcher has cores, timed from the first submission to the last result (after a warm-up batch,
   as the launcher's start is not timed either). Parsl is no dependency of the project: the bench

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -103,6 +104,7 @@ class LocalExecutor:
         self._env_base = dict(os.environ)
         # Every task's stdin; opened once, as subprocess.DEVNULL would open and close it at each start.
         self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self._programs: dict[tuple[str, str], str] = {}  # (name, PATH) -> the program's path, as found once
 
     @property
     def wakeup_fd(self) -> int:
@@ -128,7 +130,7 @@ class LocalExecutor:
             if task.key in self._running:
                 raise ValueError(f"task {task.key!r} is already running")
         started = time.time()
-        proc, error = _spawn(task, self._env_base, self._devnull)
+        proc, error = _spawn(task, self._env_base, self._devnull, self._programs)
         if proc is None:
             with self._lock:
                 self._exits.append(TaskExit(task.key, 127, started, time.time(), error))
@@ -213,9 +215,10 @@ class LocalExecutor:
                 pass
 
 
-def _spawn(task: Task, env_base: dict[str, str], stdin: int) -> tuple[subprocess.Popen | None, str]:
+def _spawn(task: Task, env_base: dict[str, str], stdin: int, programs: dict[tuple[str, str], str]) -> tuple[subprocess.Popen | None, str]:
     """Start the task's process in a session of its own; (process, "") or (None, why it could not start)."""
     out = err = -1
+    env = {**env_base, **task.env} if task.env else env_base
     try:
         try:
             os.mkdir(task.cwd)
@@ -225,11 +228,14 @@ def _spawn(task: Task, env_base: dict[str, str], stdin: int) -> tuple[subprocess
             os.makedirs(task.cwd, exist_ok=True)
         out = os.open(task.stdout, _OUTPUT_FLAGS, _OUTPUT_MODE)
         err = os.open(task.stderr, _OUTPUT_FLAGS, _OUTPUT_MODE)
-        proc = subprocess.Popen(
-            task.argv, cwd=task.cwd, env={**env_base, **task.env} if task.env else env_base, stdin=stdin,
-            stdout=out, stderr=err, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-        return proc, ""
+        program = _program(task.argv[0], env, programs)
+        try:
+            return _popen(task, program, env, stdin, out, err), ""
+        except OSError:
+            if program is None:
+                raise
+            del programs[(task.argv[0], env.get("PATH", os.defpath))]  # gone or changed since it was found: look again
+            return _popen(task, _program(task.argv[0], env, programs), env, stdin, out, err), ""
     except OSError as exc:
         return None, f"cannot start {exc.filename or task.argv[0]}: {exc.strerror or exc}"
     except Exception as exc:  # a bad argument vector: report it as this task's failure, never lose it
@@ -238,6 +244,32 @@ def _spawn(task: Task, env_base: dict[str, str], stdin: int) -> tuple[subprocess
         for fd in (out, err):
             if fd >= 0:
                 os.close(fd)
+
+
+def _popen(task: Task, program: str | None, env: dict[str, str], stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
+    return subprocess.Popen(task.argv, executable=program, cwd=task.cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+                            start_new_session=True, close_fds=True)  # fmt: skip
+
+
+def _program(name: str, env: dict[str, str], programs: dict[tuple[str, str], str]) -> str | None:
+    """The path of a program named without a folder, looked up in the task's PATH once and kept.
+
+    Given the bare name, ``subprocess`` makes the list of candidates at each start and the child
+    tries ``execve`` on each folder of PATH in turn, while the thread that forked waits (``vfork``).
+    None: a name with a folder (used as given, from the task's folder), one found through a
+    relative folder of PATH (which the child resolves from the task's folder), or one not found
+    (the start then fails with the usual error). A start from a path kept that fails forgets it and
+    looks again (`_spawn`), so a program removed from one folder is found in the next."""
+    if not name or "/" in name:
+        return None
+    key = (name, env.get("PATH", os.defpath))
+    found = programs.get(key)
+    if found is None:
+        found = shutil.which(name, path=key[1])
+        if found is None or not os.path.isabs(found):
+            return None
+        programs[key] = found
+    return found
 
 
 def prepare(cwd: str, *outputs: str) -> None:

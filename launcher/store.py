@@ -12,6 +12,7 @@ seconds; any launcher finding another's lease expired marks it lost and takes it
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,8 +168,12 @@ def _held(row: Any) -> HeldJob:
     )  # fmt: skip
 
 
+# A batch of jobs mostly shares a few apps: each template is split and checked once, not once a job.
+_parse = functools.lru_cache(maxsize=256)(CommandTemplate.parse)
+
+
 def _render(template: str, params: dict[str, Any], what: str) -> list[str]:
-    parsed = CommandTemplate.parse(template)
+    parsed = _parse(template)
     missing = [name for name in parsed.placeholders if name not in params]
     if missing:
         raise BalsamError(f"the app's {what} names {{{missing[0]}}}, which the job has no parameter for")

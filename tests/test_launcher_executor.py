@@ -90,3 +90,37 @@ def test_close_kills_and_reaps_what_still_runs(executor, tmp_path):
     started = time.monotonic()
     executor.close()
     assert time.monotonic() - started < 10
+
+
+def _tool(folder, word: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tool").write_text(f"#!/bin/sh\necho {word}\n")
+    (folder / "tool").chmod(0o755)
+
+
+def test_a_bare_program_name_is_looked_up_in_each_tasks_own_path(executor, tmp_path):
+    """The executor keeps where it found a program (a start then tries no other folder of PATH);
+    what it keeps never sends a task to another PATH's program, nor outlives the program."""
+    _tool(tmp_path / "a", "from-a")
+    _tool(tmp_path / "b", "from-b")
+    base = os.environ.get("PATH", os.defpath)
+
+    def run(key, path: str, argv=("tool",)):
+        out = tmp_path / f"{key}.out"
+        executor.start(Task(key, list(argv), str(tmp_path / "work"), {"PATH": f"{path}:{base}"}, str(out), str(tmp_path / f"{key}.err")))
+        (ended,) = collect(executor, 1).values()
+        return ended, out.read_text().strip() if out.exists() else ""
+
+    for n in range(3):  # found once, then kept: still each PATH's own
+        assert run(f"a{n}", str(tmp_path / "a"))[1] == "from-a"
+        assert run(f"b{n}", str(tmp_path / "b"))[1] == "from-b"
+    both = f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+    assert run("first", both)[1] == "from-a"
+    (tmp_path / "a" / "tool").unlink()
+    ended, said = run("next", both)
+    assert (ended.return_code, ended.error, said) == (0, "", "from-b"), "a program removed from one folder of PATH is found in the next"
+    ended, _ = run("gone", str(tmp_path / "a"))
+    assert ended.return_code == 127 and "tool" in ended.error
+    # A name with a folder is taken from the task's own folder, as given.
+    _tool(tmp_path / "work", "from-work")
+    assert run("relative", str(tmp_path / "b"), argv=("./tool",))[1] == "from-work"
