@@ -13,8 +13,9 @@ neighbour slows all three):
   stdout and stderr in files there, as a launcher's jobs do: on a journaling filesystem that costs
   about as much as starting ``true``, a floor no launcher can go under (printed beside, as a ratio too).
   The site and every folder go under ``TMPDIR``: on ext4 without a journal (these machines' root
-  filesystem) a folder made soon after many were removed costs 20 times more, which this line shows;
-  docs/architecture.md ("Tiny tasks") says how the figures there were taken;
+  filesystem) a folder made soon after many were removed costs 20 times more, which this line shows
+  (and the first line says which filesystem it is); docs/architecture.md ("Tiny tasks") says how the
+  figures there were taken;
 - Parsl's HighThroughputExecutor with ``bash_app`` running ``true``, as many workers as the
   launcher has cores, timed from the first submission to the last result (after a warm-up batch,
   as the launcher's start is not timed either). Parsl is no dependency of the project: the bench
@@ -58,6 +59,7 @@ from balsam.site.postgres import EmbeddedPostgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cputime import run_measured, server_cpu_s  # noqa: E402
+from scratchfs import describe  # noqa: E402
 from sigterm import stop_on_sigterm  # noqa: E402
 
 PARSL_REQUIREMENT = "parsl>=2024.1"
@@ -343,6 +345,7 @@ def main() -> None:
     if parsl is not None and not parsl.ok:
         print(f"Parsl skipped: {parsl.reason}", flush=True)
     folder = Path(tempfile.mkdtemp(prefix="balsam-bench-"))
+    print(f"scratch: {folder} on {describe(folder)}", flush=True)
     site = Site.init(folder / "site", name="bench")
     try:
         site.add_app("true", "true")

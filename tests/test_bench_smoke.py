@@ -22,6 +22,7 @@ NOT_RUN = {
     "simsite.py": "a module the benches import (the simulated site), not a script",
     "cputime.py": "a module the benches import (CPU seconds of the database server and of a child process), not a script",
     "sigterm.py": "a module the benches import (a SIGTERM stops what they started, as Ctrl-C does), not a script",
+    "scratchfs.py": "a module the benches import (which filesystem their scratch folder is on), not a script",
     "web_speed.py": "run by tests/test_bench_web.py, which also checks its figures are measured and skips without chromium",
     "rsync_batch.py": "run by tests/test_rsync_bed.py, beside the bed of network namespaces and sshd it needs (and skips without)",
     "wfctask.py": "the task program bench/wfcommons_makespan.py runs (for Argo and Parsl alike), not a bench",
@@ -63,7 +64,8 @@ FIGURES = {
     "launcher_throughput.py": [rf"launcher\s+{NUMBER} jobs/s", rf"raw Popen pool\s+{NUMBER} tasks/s", rf"launcher/raw\s+{NUMBER}",
                                rf"Parsl HTEX bash_app\s+(?:{NUMBER} tasks/s|skipped: \S)", rf"launcher/Parsl\s+(?:{NUMBER}|-)",
                                rf"READY->RUNNING\s+{NUMBER} ms median", rf"CPU per job, launcher: {NUMBER} ms itself, {NUMBER} ms its database server",
-                               rf"database writes per job: {NUMBER} row updates of jobs, {NUMBER} events"],
+                               rf"database writes per job: {NUMBER} row updates of jobs, {NUMBER} events",
+                               r"scratch: \S+ on \w"],
     "stage_in.py": [rf"transfer service: {NUMBER} s \({NUMBER} files/s", rf"raw copy loop:\s+{NUMBER} s", rf"ratio service/raw: {NUMBER}x"],
     # Its Parsl half runs only where its scratch environment already is (the smoke installs nothing).
     "wfcommons_makespan.py": [rf"argo\s+makespan\s+{NUMBER} s\s+slots busy\s+{NUMBER}%", r"every task ran exactly once; every output intact",
