@@ -256,17 +256,20 @@ def _program(name: str, env: dict[str, str], programs: dict[tuple[str, str], str
 
     Given the bare name, ``subprocess`` makes the list of candidates at each start and the child
     tries ``execve`` on each folder of PATH in turn, while the thread that forked waits (``vfork``).
-    None: a name with a folder (used as given, from the task's folder), one found through a
-    relative folder of PATH (which the child resolves from the task's folder), or one not found
-    (the start then fails with the usual error). A start from a path kept that fails forgets it and
-    looks again (`_spawn`), so a program removed from one folder is found in the next."""
+    None: a name with a folder (used as given, from the task's folder), a PATH with a relative
+    folder (an empty one is the current folder: the child, not this process, must look there, from
+    the task's folder), or a name not found (the start then fails with the usual error). A start
+    from a path kept that fails forgets it and looks again (`_spawn`), so a program removed from
+    one folder is found in the next."""
     if not name or "/" in name:
         return None
     key = (name, env.get("PATH", os.defpath))
     found = programs.get(key)
     if found is None:
+        if not all(os.path.isabs(folder) for folder in key[1].split(os.pathsep)):
+            return None
         found = shutil.which(name, path=key[1])
-        if found is None or not os.path.isabs(found):
+        if found is None:
             return None
         programs[key] = found
     return found

@@ -121,6 +121,8 @@ def test_a_bare_program_name_is_looked_up_in_each_tasks_own_path(executor, tmp_p
     assert (ended.return_code, ended.error, said) == (0, "", "from-b"), "a program removed from one folder of PATH is found in the next"
     ended, _ = run("gone", str(tmp_path / "a"))
     assert ended.return_code == 127 and "tool" in ended.error
-    # A name with a folder is taken from the task's own folder, as given.
+    # A name with a folder is taken from the task's own folder, as given; so is a bare name that an
+    # empty folder of PATH (the current one) finds there before any other.
     _tool(tmp_path / "work", "from-work")
     assert run("relative", str(tmp_path / "b"), argv=("./tool",))[1] == "from-work"
+    assert run("empty-entry", f":{tmp_path / 'b'}")[1] == "from-work"
